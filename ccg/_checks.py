@@ -1,0 +1,80 @@
+"""Input validation shared by public functions.
+
+Every check raises (never asserts) with what was expected, what was got, and how to fix it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+
+def check_tensor(x: object, name: str) -> torch.Tensor:
+    """Raise TypeError unless `x` is a torch.Tensor."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"Expected {name} to be a torch.Tensor; got {type(x).__name__}. "
+            f"Convert it with torch.as_tensor({name}, dtype=torch.float64)."
+        )
+    return x
+
+
+def check_shape(x: torch.Tensor, event_shape: Sequence[int], name: str, what: str = "") -> None:
+    """Check `x` has shape [B, *event_shape] with B >= 1.
+
+    `what` is a short description of the trailing axes used in the message (for example
+    "n_atoms, 3 in nm").
+    """
+    check_tensor(x, name)
+    expected = tuple(int(s) for s in event_shape)
+    got = tuple(x.shape)
+    if x.ndim != len(expected) + 1 or got[1:] != expected:
+        desc = f" ({what})" if what else ""
+        hint = ""
+        if x.ndim == len(expected) and got == expected:
+            hint = f" A single configuration needs a batch axis: use {name}.unsqueeze(0)."
+        elif len(expected) == 2 and x.ndim == 3 and got[2] == expected[1] and got[1] != expected[0]:
+            hint = (
+                f" The second axis is the atom count: this system has {expected[0]} atoms, "
+                f"the input has {got[1]}. Check that the coordinates belong to this system."
+            )
+        raise ValueError(
+            f"Expected {name} of shape [B, {', '.join(map(str, expected))}]{desc}; "
+            f"got {list(got)}.{hint}"
+        )
+    if got[0] == 0:
+        raise ValueError(f"Expected a non-empty batch for {name}; got batch size 0.")
+
+
+def check_finite(x: torch.Tensor, name: str) -> None:
+    """Raise ValueError naming the first offending batch rows if `x` has NaN or inf."""
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
+        rows = torch.nonzero(bad).flatten()[:5].tolist()
+        raise ValueError(
+            f"{name} contains NaN or infinite values in {int(bad.sum())} of {x.shape[0]} "
+            f"rows (first: {rows}). Remove or repair those configurations before calling."
+        )
+
+
+def check_temperature(temperature_k: object, name: str = "temperature_k") -> None:
+    """Raise ValueError unless every temperature is finite and > 0 K."""
+    if isinstance(temperature_k, torch.Tensor):
+        ok = bool(torch.isfinite(temperature_k).all()) and bool((temperature_k > 0).all())
+        got = temperature_k.min().item() if temperature_k.numel() else "an empty tensor"
+    else:
+        try:
+            value = float(temperature_k)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"Expected {name} as a number or tensor in K; got {type(temperature_k).__name__}."
+            ) from None
+        ok = math.isfinite(value) and value > 0
+        got = value
+    if not ok:
+        raise ValueError(
+            f"Expected {name} > 0 K (finite); got {got}. Temperatures are absolute, in kelvin "
+            "(for example 300.0)."
+        )

@@ -1,0 +1,85 @@
+"""The `System` interface: a batched, differentiable potential energy U(x).
+
+A system declares `event_shape` (the shape of one configuration) and implements `_energy`.
+The public `energy` validates once (type, shape, finiteness) and then calls `_energy`.
+Molecular systems have `event_shape == (n_atoms, 3)` (nm) and a `topology`; analytic
+systems have `event_shape == (dim,)`.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+
+from ccg._checks import check_finite, check_shape
+
+
+class System(abc.ABC):
+    """A potential energy U(x) in kJ/mol, batched over configurations.
+
+    Subclasses set `event_shape` and implement `_energy(x) -> [B]`. Energies are
+    differentiable with respect to x (forces by autograd) in float32 and float64, on the
+    device of x.
+    """
+
+    event_shape: tuple[int, ...]
+
+    @property
+    def dim(self) -> int:
+        """Number of degrees of freedom of one configuration."""
+        n = 1
+        for s in self.event_shape:
+            n *= s
+        return n
+
+    def _describe_event(self) -> str:
+        return "nm" if len(self.event_shape) == 2 else ""
+
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        """Potential energy U(x).
+
+        Args:
+            x: configurations, shape [B, *event_shape] (nm for molecular systems).
+
+        Returns:
+            U(x) in kJ/mol, shape [B], same dtype and device as x.
+        """
+        check_shape(x, self.event_shape, "x", self._describe_event())
+        if not x.is_floating_point():
+            raise TypeError(f"Expected x as float32 or float64; got {x.dtype}. Use x.double().")
+        check_finite(x, "x")
+        return self._energy(x)
+
+    def forces(self, x: torch.Tensor) -> torch.Tensor:
+        """Forces -dU/dx in kJ/mol/nm, shape [B, *event_shape] (no graph kept)."""
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            u = self.energy(xg)
+            (grad,) = torch.autograd.grad(u.sum(), xg)
+        return -grad
+
+    @abc.abstractmethod
+    def _energy(self, x: torch.Tensor) -> torch.Tensor:
+        """U(x) for validated x of shape [B, *event_shape]; returns [B] kJ/mol."""
+
+
+class MolecularSystem(System):
+    """A system of atoms: `event_shape == (n_atoms, 3)` and an mdtraj `topology`."""
+
+    @property
+    @abc.abstractmethod
+    def n_atoms(self) -> int:
+        """Number of atoms."""
+
+    @property
+    @abc.abstractmethod
+    def topology(self):  # -> mdtraj.Topology
+        """The mdtraj.Topology of the atoms, in the order of x's second axis."""
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:  # type: ignore[override]
+        return (self.n_atoms, 3)
+
+    def _describe_event(self) -> str:
+        return "n_atoms, 3 in nm"
