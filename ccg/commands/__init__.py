@@ -1,0 +1,1 @@
+"""Implementations of `ccg` subcommands that are not part of a library module."""

@@ -1,0 +1,35 @@
+"""`ccg info`: versions, device, and a summary of the default system."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+
+import torch
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def info_text(device: str = "cpu") -> str:
+    """The text `ccg info` prints."""
+    import ccg
+    from ccg.systems import alanine_dipeptide
+
+    lines = [f"ccg {ccg.__version__} (Python {platform.python_version()})"]
+    for name, dist in (("torch", "torch"), ("openmm", "openmm"), ("mdtraj", "mdtraj"),
+                       ("normflows", "normflows"), ("nflows", "nflows"), ("numpy", "numpy")):
+        lines.append(f"  {name:<10} {_version(dist)}")
+    cuda = torch.cuda.is_available()
+    gpu = f"cuda available: {torch.cuda.get_device_name(0)}" if cuda else "cuda not available"
+    lines.append(f"device: {device} ({gpu}; torch threads {torch.get_num_threads()})")
+    if device.startswith("cuda") and not cuda:
+        lines.append("  warning: --device cuda requested but no CUDA device is visible")
+    lines.append("")
+    lines.append("default system: alanine dipeptide (amber99sbildn, vacuum, NoCutoff, flexible)")
+    lines.append(alanine_dipeptide().summary())
+    return "\n".join(lines)

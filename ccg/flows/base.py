@@ -1,0 +1,345 @@
+"""The `ConditionalFlow` interface: the backmapping density q(r | z, T).
+
+A flow is a bijection u -> r from a base space to the coordinates r (shape [B, dim]) that
+complete the CG coordinates z to an atomistic configuration, conditioned on a context row per
+sample (shape [B, context_dim]; by convention the last column is log(T / T_ref), see
+`ccg.flows.context`). Dims flagged `circular` are torsions on [-π, π) (periodic); the others
+are "linear" and are standardized as u = (r - loc) / scale before the flow acts on them.
+
+Base distribution (drawn in the context's dtype, on the module's device):
+
+- circular dims: uniform on [-π, π), density 1 / (2π);
+- linear dims: N(0, s²) in standardized units, where s = sqrt(T / T_ref) = exp(ctx[:, -1] / 2)
+  when `temperature_scaling=True` (so that the whole family widens like a harmonic system when
+  heated), else s = 1.
+
+The internal direction is private: users call `sample`, `log_prob` and `sample_and_log_prob`.
+`_forward(u, context)` maps base -> data and `_inverse(r, context)` data -> base; both return the
+log|det| of the map they apply, shape [B].
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ccg._checks import check_finite, check_shape, check_tensor
+
+PI = math.pi
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def wrap_angle(x: torch.Tensor) -> torch.Tensor:
+    """Wrap angles (rad) to [-π, π) elementwise."""
+    return torch.remainder(x + PI, 2.0 * PI) - PI
+
+
+def _as_vector(value: object, dim: int, name: str, dtype: torch.dtype) -> torch.Tensor:
+    """Convert a sequence or tensor to a 1-D tensor of length `dim` (raises on mismatch)."""
+    t = torch.as_tensor(value, dtype=dtype).detach().clone().cpu()
+    if t.ndim != 1 or t.shape[0] != dim:
+        raise ValueError(
+            f"Expected {name} of shape [{dim}] (one entry per r dim); got {list(t.shape)}."
+        )
+    return t
+
+
+class Standardize(nn.Module):
+    """Fixed map from internal flow units to r (the last layer, base -> data).
+
+    Linear dims: r = loc + scale / unit * v, log|det| = Σ log(scale / unit). Circular dims:
+    r = wrap(v + loc) (a rotation of the circle, log|det| 0), so the spline boundaries sit opposite
+    the reference torsion. `unit` is the number of internal units per standardized unit (1 for the
+    nflows backend; π / tail_bound for the normflows backend, whose spline box is [-π, π]).
+    """
+
+    def __init__(
+        self, circular: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, unit: float = 1.0
+    ) -> None:
+        super().__init__()
+        self.register_buffer("circular", circular.clone())
+        self.register_buffer("loc", loc.clone())
+        self.register_buffer("scale", scale.clone())
+        self.unit = float(unit)
+
+    def _linear_factor(self) -> torch.Tensor:
+        """Per-dim factor dr/dv on linear dims (1 on circular dims), shape [dim]."""
+        one = torch.ones_like(self.scale)
+        return torch.where(self.circular, one, self.scale / self.unit)
+
+    def forward(
+        self, v: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Internal units v [B, dim] -> r [B, dim]; log|dr/dv| [B]."""
+        factor = self._linear_factor()
+        r = torch.where(self.circular, wrap_angle(v + self.loc), self.loc + factor * v)
+        logdet = torch.log(factor).sum().expand(v.shape[0])
+        return r, logdet
+
+    def inverse(
+        self, r: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """r [B, dim] -> internal units v [B, dim]; log|dv/dr| [B]."""
+        factor = self._linear_factor()
+        v = torch.where(self.circular, wrap_angle(r - self.loc), (r - self.loc) / factor)
+        logdet = -torch.log(factor).sum().expand(r.shape[0])
+        return v, logdet
+
+
+class ConditionalFlow(nn.Module, abc.ABC):
+    """Conditional density q(r | context) over mixed circular/linear coordinates.
+
+    Args:
+        dim: number of coordinates n_r.
+        context_dim: width of one context row (>= 1; the last column is log(T / T_ref)).
+        circular: BoolTensor or sequence [dim]; True for torsions on [-π, π).
+        loc: reference value per dim [dim] (for example the energy-minimized structure's r).
+        scale: typical width per dim at T_ref [dim] (> 0 on linear dims; ignored on circular).
+        n_layers: number of coupling layers (even, so every dim is transformed in half of them).
+        hidden: hidden width of the conditioner networks.
+        n_blocks: residual blocks per conditioner.
+        n_bins: spline bins.
+        temperature_scaling: scale the base width of linear dims by exp(ctx[:, -1] / 2).
+        tail_bound: spline interval half-width on linear dims, in standardized units.
+
+    Subclasses set `backend` and `unit` and implement `_build_layers` (base -> data order).
+    """
+
+    backend: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        dim: int,
+        context_dim: int,
+        circular: torch.Tensor | Sequence[bool],
+        loc: torch.Tensor | Sequence[float],
+        scale: torch.Tensor | Sequence[float],
+        *,
+        n_layers: int = 8,
+        hidden: int = 128,
+        n_blocks: int = 2,
+        n_bins: int = 8,
+        temperature_scaling: bool = True,
+        tail_bound: float = 5.0,
+    ) -> None:
+        super().__init__()
+        for name, value, low in [
+            ("dim", dim, 1),
+            ("context_dim", context_dim, 1),
+            ("n_layers", n_layers, 2),
+            ("hidden", hidden, 1),
+            ("n_blocks", n_blocks, 1),
+            ("n_bins", n_bins, 2),
+        ]:
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"Expected {name} as an integer >= {low}; got {value!r}.")
+        if n_layers % 2:
+            raise ValueError(
+                f"Expected an even n_layers (each dim is transformed in half the layers); "
+                f"got {n_layers}. Use {n_layers + 1}."
+            )
+        if not (math.isfinite(tail_bound) and tail_bound > 0):
+            raise ValueError(f"Expected tail_bound > 0 (standardized units); got {tail_bound}.")
+        dtype = torch.get_default_dtype()
+        circ = _as_vector(circular, dim, "circular", torch.bool)
+        loc_t = _as_vector(loc, dim, "loc", dtype)
+        scale_t = _as_vector(scale, dim, "scale", dtype)
+        if not bool(torch.isfinite(loc_t).all()):
+            raise ValueError(f"Expected finite loc; got {loc_t.tolist()}.")
+        bad = ~circ & ~(torch.isfinite(scale_t) & (scale_t > 0))
+        if bool(bad.any()):
+            idx = torch.nonzero(bad).flatten().tolist()
+            raise ValueError(
+                f"Expected scale > 0 (finite) on linear dims; got {scale_t[bad].tolist()} at "
+                f"dims {idx}. Use the typical fluctuation at T_ref (e.g. 0.003 nm for bonds)."
+            )
+        scale_t = torch.where(circ, torch.ones_like(scale_t), scale_t)
+        self.dim = dim
+        self.context_dim = context_dim
+        self.n_layers = n_layers
+        self.hidden = hidden
+        self.n_blocks = n_blocks
+        self.n_bins = n_bins
+        self.temperature_scaling = bool(temperature_scaling)
+        self.tail_bound = float(tail_bound)
+        self.unit = self._unit()
+        self.standardize = Standardize(circ, loc_t, scale_t, unit=self.unit)
+        self.layers = nn.ModuleList(self._build_layers())
+
+    # --- backend hooks -------------------------------------------------------------------
+    def _unit(self) -> float:
+        """Internal flow units per standardized unit on linear dims."""
+        return 1.0
+
+    @abc.abstractmethod
+    def _build_layers(self) -> list[nn.Module]:
+        """Transforms in base -> data order, each with forward/inverse(x, context)."""
+
+    # --- properties and config -----------------------------------------------------------
+    @property
+    def circular(self) -> torch.Tensor:
+        """BoolTensor [dim], True on circular dims."""
+        return self.standardize.circular
+
+    @property
+    def loc(self) -> torch.Tensor:
+        """Reference values [dim] (r units)."""
+        return self.standardize.loc
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """Widths at T_ref [dim] (r units; 1 on circular dims)."""
+        return self.standardize.scale
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serializable constructor arguments: `build_flow(**flow.config())` rebuilds it."""
+        return {
+            "backend": self.backend,
+            "dim": self.dim,
+            "context_dim": self.context_dim,
+            "circular": [bool(c) for c in self.circular.tolist()],
+            "loc": [float(v) for v in self.loc.tolist()],
+            "scale": [float(v) for v in self.scale.tolist()],
+            "n_layers": self.n_layers,
+            "hidden": self.hidden,
+            "n_blocks": self.n_blocks,
+            "n_bins": self.n_bins,
+            "temperature_scaling": self.temperature_scaling,
+            "tail_bound": self.tail_bound,
+        }
+
+    # --- base distribution ---------------------------------------------------------------
+    def _base_std(self, context: torch.Tensor) -> torch.Tensor:
+        """Base std of linear dims in internal units, shape [B, 1]."""
+        std = torch.full_like(context[:, :1], self.unit)
+        if self.temperature_scaling:
+            std = std * torch.exp(0.5 * context[:, -1:])
+        return std
+
+    def _base_sample(
+        self, context: torch.Tensor, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """Draw u [B, dim] in the context's dtype and device."""
+        shape = (context.shape[0], self.dim)
+        kw = {"dtype": context.dtype, "device": context.device, "generator": generator}
+        gauss = torch.randn(shape, **kw) * self._base_std(context)
+        uniform = torch.rand(shape, **kw) * (2.0 * PI) - PI
+        return torch.where(self.circular, uniform, gauss)
+
+    def _base_log_prob(self, u: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """log base density of u [B, dim] -> [B]."""
+        std = self._base_std(context)
+        lin = -0.5 * (u / std) ** 2 - torch.log(std) - 0.5 * LOG_2PI
+        per_dim = torch.where(self.circular, torch.full_like(u, -LOG_2PI), lin)
+        return per_dim.sum(dim=1)
+
+    # --- private bijection ---------------------------------------------------------------
+    def _forward(self, u: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Base -> data: u [B, dim] -> r [B, dim], log|dr/du| [B]."""
+        x = u
+        logdet = torch.zeros(u.shape[0], dtype=u.dtype, device=u.device)
+        for layer in self.layers:
+            x, ld = layer(x, context)
+            logdet = logdet + ld
+        r, ld = self.standardize(x, context)
+        return r, logdet + ld
+
+    def _inverse(self, r: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Data -> base: r [B, dim] -> u [B, dim], log|du/dr| [B]."""
+        x, logdet = self.standardize.inverse(r, context)
+        for layer in reversed(self.layers):
+            x, ld = layer.inverse(x, context)
+            logdet = logdet + ld
+        return x, logdet
+
+    def _sample(
+        self, context: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        u = self._base_sample(context, generator)
+        r, logdet = self._forward(u, context)
+        return r, self._base_log_prob(u, context) - logdet
+
+    def _log_prob(self, r: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        u, logdet = self._inverse(r, context)
+        return self._base_log_prob(u, context) + logdet
+
+    # --- public API ----------------------------------------------------------------------
+    def _check_like_module(self, x: torch.Tensor, name: str) -> None:
+        ref = self.standardize.loc
+        if x.dtype != ref.dtype:
+            raise TypeError(
+                f"Expected {name} of dtype {ref.dtype} (the flow's dtype); got {x.dtype}. "
+                f"Convert one of them: flow.double() / flow.float() or {name}.to(dtype)."
+            )
+        if x.device != ref.device:
+            raise ValueError(
+                f"Expected {name} on device {ref.device} (the flow's device); got {x.device}. "
+                f"Move one of them with .to(device)."
+            )
+
+    def _check_context(self, context: torch.Tensor) -> None:
+        check_tensor(context, "context")
+        check_shape(
+            context,
+            (self.context_dim,),
+            "context",
+            "CG features, then log(T / T_ref) last; build it with ccg.flows.make_context",
+        )
+        self._check_like_module(context, "context")
+        check_finite(context, "context")
+
+    def sample(
+        self, context: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw one r per context row, with its log-density.
+
+        Args:
+            context: [B, context_dim], last column log(T / T_ref); float32 or float64 (the
+                flow's dtype), on the flow's device.
+            generator: optional torch.Generator (on the flow's device) for reproducibility.
+
+        Returns:
+            r [B, dim] (circular dims in [-π, π), linear dims in r units) and log q(r | context)
+            [B]. Both are reparameterized: differentiable with respect to the flow parameters.
+        """
+        self._check_context(context)
+        return self._sample(context, generator)
+
+    def sample_and_log_prob(
+        self, context: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Alias of `sample`: (r [B, dim], log q [B])."""
+        return self.sample(context, generator=generator)
+
+    def log_prob(self, r: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """log q(r | context), shape [B].
+
+        Args:
+            r: [B, dim]; circular dims in rad on [-π, π], linear dims in r units.
+            context: [B, context_dim], one row per r row.
+
+        Rows outside the support (a circular entry outside [-π, π], or a NaN/inf entry) get
+        -inf, never a finite value from a wrapped or clipped input; wrap torsions first with
+        `ccg.flows.base.wrap_angle` if they come from an unwrapped source.
+        """
+        self._check_context(context)
+        check_shape(r, (self.dim,), "r", "internal coordinates")
+        self._check_like_module(r, "r")
+        if r.shape[0] != context.shape[0]:
+            raise ValueError(
+                f"Expected one context row per r row; got r with {r.shape[0]} rows and context "
+                f"with {context.shape[0]}. Broadcast the context explicitly, e.g. "
+                f"context.expand({r.shape[0]}, -1)."
+            )
+        outside = ~torch.isfinite(r) | (self.circular & (r.abs() > PI))
+        bad = outside.any(dim=1)
+        if bool(bad.any()):
+            r = torch.where(bad[:, None], self.loc.expand_as(r), r)
+            lp = self._log_prob(r, context)
+            return lp.masked_fill(bad, float("-inf"))
+        return self._log_prob(r, context)

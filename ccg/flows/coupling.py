@@ -1,0 +1,224 @@
+"""nflows-based layers: mixed circular/linear rational-quadratic coupling, circular shifts.
+
+All layers act in internal units (circular dims in [-π, π], linear dims standardized) and
+follow the ccg convention: `forward(x, context)` maps base -> data, `inverse(y, context)` maps
+data -> base, and both return (output [B, dim], log|det| of the applied map [B]).
+
+The spline math is nflows' (`rational_quadratic_spline`, `unconstrained_rational_quadratic_spline`);
+the conditioner is nflows' `ResidualNet`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from nflows.nn.nets import ResidualNet
+from nflows.transforms.splines.rational_quadratic import (
+    DEFAULT_MIN_DERIVATIVE,
+    rational_quadratic_spline,
+    unconstrained_rational_quadratic_spline,
+)
+from torch import nn
+
+from ccg.flows.base import PI, ConditionalFlow, wrap_angle
+
+# softplus^-1(1 - min_derivative): an unnormalized derivative of 0 from the network means slope 1.
+_IDENTITY_DERIVATIVE = math.log(math.expm1(1.0 - DEFAULT_MIN_DERIVATIVE))
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+def coupling_masks(circular: torch.Tensor, n_layers: int) -> list[torch.Tensor]:
+    """Transform masks (True = transformed) for `n_layers` coupling layers (n_layers even).
+
+    Layers come in complementary pairs, so every dim is transformed in exactly half of them.
+    Within a pair, circular dims and linear dims are each split in alternation (after a fixed,
+    seeded permutation per pair, the identity for the first pair), so both halves mix circular
+    and linear dims and different pairs condition on different partners. Deterministic.
+    """
+    circ_idx = torch.nonzero(circular).flatten()
+    lin_idx = torch.nonzero(~circular).flatten()
+    masks: list[torch.Tensor] = []
+    for pair in range(n_layers // 2):
+        if pair > 0:
+            gen = torch.Generator().manual_seed(1000 + pair)
+            circ_idx = circ_idx[torch.randperm(len(circ_idx), generator=gen)]
+            lin_idx = lin_idx[torch.randperm(len(lin_idx), generator=gen)]
+        order = torch.cat([circ_idx, lin_idx])
+        mask = torch.zeros(len(circular), dtype=torch.bool)
+        mask[order[0::2]] = True
+        masks += [mask, ~mask]
+    return masks
+
+
+def circular_shifts(circular: torch.Tensor, n_shifts: int) -> torch.Tensor:
+    """Fixed shifts [n_shifts, dim] in [-π, π) on circular dims (0 on linear dims).
+
+    A deterministic low-discrepancy sequence (golden-ratio steps, offset per dim), so no
+    coupling layer sees the same point at its spline boundary.
+    """
+    k = torch.arange(1, n_shifts + 1, dtype=torch.float64)[:, None]
+    j = torch.arange(len(circular), dtype=torch.float64)[None, :]
+    frac = torch.remainder(k * _GOLDEN + j * math.sqrt(2.0), 1.0)
+    shifts = wrap_angle(2.0 * PI * frac)
+    return torch.where(circular, shifts, torch.zeros_like(shifts)).to(torch.get_default_dtype())
+
+
+class CircularShift(nn.Module):
+    """x_c -> wrap(x_c + shift_c) on circular dims; linear dims unchanged; log|det| = 0."""
+
+    def __init__(self, shift: torch.Tensor, circular: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("shift", shift.clone())
+        self.register_buffer("circular", circular.clone())
+
+    def _apply_shift(self, x: torch.Tensor, sign: float) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.where(self.circular, wrap_angle(x + sign * self.shift), x)
+        return y, torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shift forward: x [B, dim] -> (y [B, dim], zeros [B])."""
+        return self._apply_shift(x, 1.0)
+
+    def inverse(
+        self, y: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shift back: y [B, dim] -> (x [B, dim], zeros [B])."""
+        return self._apply_shift(y, -1.0)
+
+
+class RQSplineCoupling(nn.Module):
+    """Conditional rational-quadratic spline coupling on mixed circular/linear dims.
+
+    Transformed circular dims: a circular RQ spline on [-π, π] whose boundary derivatives are
+    tied (slope at -π = slope at π, so the map is a smooth circle diffeomorphism). Transformed
+    linear dims: an RQ spline on [-tail_bound, tail_bound] with identity (linear) tails.
+    Conditioner: nflows `ResidualNet` on [cos, sin] of the identity circular dims, the identity
+    linear dims, and the context. The last layer starts at zero: the layer starts as the identity.
+
+    Args:
+        transform: BoolTensor [dim], True on the dims this layer transforms.
+        circular: BoolTensor [dim].
+        context_dim, hidden, n_blocks, n_bins, tail_bound: see `ConditionalFlow`.
+    """
+
+    def __init__(
+        self,
+        transform: torch.Tensor,
+        circular: torch.Tensor,
+        context_dim: int,
+        *,
+        hidden: int = 128,
+        n_blocks: int = 2,
+        n_bins: int = 8,
+        tail_bound: float = 5.0,
+    ) -> None:
+        super().__init__()
+        for name, sel in [
+            ("id_circ", ~transform & circular),
+            ("id_lin", ~transform & ~circular),
+            ("tr_circ", transform & circular),
+            ("tr_lin", transform & ~circular),
+        ]:
+            self.register_buffer(name, torch.nonzero(sel).flatten())
+        self.n_bins = n_bins
+        self.tail_bound = float(tail_bound)
+        n_in = 2 * len(self.id_circ) + len(self.id_lin)
+        self._n_circ_params = len(self.tr_circ) * 3 * n_bins
+        n_out = self._n_circ_params + len(self.tr_lin) * (3 * n_bins - 1)
+        self.net = ResidualNet(
+            n_in, n_out, hidden, context_features=context_dim, num_blocks=n_blocks
+        )
+        nn.init.zeros_(self.net.final_layer.weight)
+        nn.init.zeros_(self.net.final_layer.bias)
+
+    def _spline_params(
+        self, x: torch.Tensor, context: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unnormalized spline parameters: circular [B, n_tc, 3K], linear [B, n_tl, 3K - 1]."""
+        xc = x[:, self.id_circ]
+        features = torch.cat([torch.cos(xc), torch.sin(xc), x[:, self.id_lin]], dim=1)
+        params = self.net(features, context)
+        b = x.shape[0]
+        pc = params[:, : self._n_circ_params].reshape(b, len(self.tr_circ), 3 * self.n_bins)
+        pl = params[:, self._n_circ_params :].reshape(b, len(self.tr_lin), 3 * self.n_bins - 1)
+        return pc, pl
+
+    def _transform(
+        self, x: torch.Tensor, context: torch.Tensor, inverse: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        k = self.n_bins
+        pc, pl = self._spline_params(x, context)
+        y = x.clone()
+        logdet = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        if len(self.tr_circ):
+            d = pc[..., 2 * k :] + _IDENTITY_DERIVATIVE
+            d = torch.cat([d, d[..., :1]], dim=-1)  # slope at π tied to slope at -π
+            yc, ldc = rational_quadratic_spline(
+                x[:, self.tr_circ].clamp(-PI, PI),
+                pc[..., :k],
+                pc[..., k : 2 * k],
+                d,
+                inverse=inverse,
+                left=-PI,
+                right=PI,
+                bottom=-PI,
+                top=PI,
+            )
+            y[:, self.tr_circ] = yc
+            logdet = logdet + ldc.sum(dim=1)
+        if len(self.tr_lin):
+            yl, ldl = unconstrained_rational_quadratic_spline(
+                x[:, self.tr_lin],
+                pl[..., :k],
+                pl[..., k : 2 * k],
+                pl[..., 2 * k :] + _IDENTITY_DERIVATIVE,
+                inverse=inverse,
+                tails="linear",
+                tail_bound=self.tail_bound,
+            )
+            y[:, self.tr_lin] = yl
+            logdet = logdet + ldl.sum(dim=1)
+        return y, logdet
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Base -> data: x [B, dim] -> (y [B, dim], log|dy/dx| [B])."""
+        return self._transform(x, context, inverse=False)
+
+    def inverse(self, y: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Data -> base: y [B, dim] -> (x [B, dim], log|dx/dy| [B])."""
+        return self._transform(y, context, inverse=True)
+
+
+class NflowsFlow(ConditionalFlow):
+    """`ConditionalFlow` built from nflows splines: [coupling, circular shift] x n_layers.
+
+    See `ConditionalFlow` for the arguments. The shift after each coupling layer is skipped when
+    there are no circular dims.
+    """
+
+    backend = "nflows"
+
+    def _build_layers(self) -> list[nn.Module]:
+        circular = self.standardize.circular
+        masks = coupling_masks(circular, self.n_layers)
+        shifts = circular_shifts(circular, self.n_layers)
+        layers: list[nn.Module] = []
+        for i, mask in enumerate(masks):
+            if bool(mask.any()):
+                layers.append(
+                    RQSplineCoupling(
+                        mask,
+                        circular,
+                        self.context_dim,
+                        hidden=self.hidden,
+                        n_blocks=self.n_blocks,
+                        n_bins=self.n_bins,
+                        tail_bound=self.tail_bound,
+                    )
+                )
+            if bool(circular.any()):
+                layers.append(CircularShift(shifts[i], circular))
+        return layers

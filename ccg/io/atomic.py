@@ -1,0 +1,58 @@
+"""Atomic file writes: write to a temporary file in the target folder, then rename.
+
+A crash or an exception never leaves a partial or corrupt output behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+
+def check_output_path(path: str | Path) -> Path:
+    """Return `path` as a Path; raise FileNotFoundError if its folder does not exist."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(
+            f"Output folder {parent} does not exist (for {path}). Create it first "
+            f"(mkdir -p {parent}) or choose another path."
+        )
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; on success rename it onto `path`.
+
+    The temporary file keeps `path`'s extension (or `suffix`) so format-sniffing writers
+    (mdtraj, matplotlib, numpy) see the right one. On error it is removed.
+    """
+    path = check_output_path(path)
+    suffix = path.suffix if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_torch_save(obj: object, path: str | Path) -> None:
+    """torch.save `obj` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

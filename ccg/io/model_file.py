@@ -1,0 +1,108 @@
+"""Model files: one self-describing file per trained backmapping model.
+
+A model file (`model.pt`, written by torch.save, atomically) holds:
+
+- `format` = "ccg-model", `format_version`, `ccg_version`;
+- `system`: what is needed to rebuild U(x) (for OpenMM systems the PDB text, force-field
+  names and createSystem options, or the serialized System);
+- `map`, `flow`: the configurations of the CG map and the flow, and `flow_state` (weights);
+- `t_ref`, `t_range` (K), `metrics` (training summary) and `run_config`.
+
+`load_model(path)` validates all of it and rebuilds a ready-to-sample `BackmappingModel`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import ccg
+from ccg.io.atomic import atomic_torch_save
+
+FORMAT = "ccg-model"
+FORMAT_VERSION = 1
+_REQUIRED = ("format", "format_version", "system", "map", "flow", "flow_state", "t_ref", "t_range")
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be read (missing, corrupt, wrong format or version)."""
+
+
+def save_model(path: str | Path, model, *, metrics: dict | None = None,
+               run_config: dict | None = None) -> Path:
+    """Write `model` (a BackmappingModel) to `path` atomically; returns the path."""
+    from ccg.systems.registry import system_to_config
+
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "ccg_version": ccg.__version__,
+        "system": system_to_config(model.system),
+        "map": model.cg_map.config(),
+        "flow": model.flow.config(),
+        "flow_state": {k: v.detach().cpu() for k, v in model.flow.state_dict().items()},
+        "t_ref": model.t_ref,
+        "t_range": list(model.t_range),
+        "metrics": metrics or {},
+        "run_config": run_config or {},
+    }
+    atomic_torch_save(payload, path)
+    return Path(path)
+
+
+def read_model_file(path: str | Path) -> dict[str, Any]:
+    """Read and validate the raw payload of a model file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Model file not found: {path}. Train one with `ccg train`.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many types for corrupt files
+        raise ModelFileError(
+            f"{path} is not a readable ccg model file ({type(err).__name__}: {err}). "
+            "It may be truncated or corrupt; retrain or copy it again."
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelFileError(
+            f"{path} is not a ccg model file (expected format '{FORMAT}'). A training "
+            "checkpoint.pt is not a model; use the model.pt next to it."
+        )
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} has model-file format version {version}; this ccg "
+            f"({ccg.__version__}) reads version {FORMAT_VERSION}. Use the ccg version that "
+            f"wrote it ({payload.get('ccg_version', 'unknown')}) or retrain."
+        )
+    missing = [key for key in _REQUIRED if key not in payload]
+    if missing:
+        raise ModelFileError(f"{path} is missing the entries {missing}; it is corrupt.")
+    return payload
+
+
+def load_model(path: str | Path, *, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32):
+    """Rebuild the `BackmappingModel` stored at `path` (validated), on `device`, in `dtype`."""
+    from ccg.flows import flow_from_config
+    from ccg.mapping import map_from_config
+    from ccg.model import BackmappingModel
+    from ccg.systems.registry import system_from_config
+
+    payload = read_model_file(path)
+    system = system_from_config(payload["system"])
+    cg_map = map_from_config(payload["map"], system)
+    flow = flow_from_config(payload["flow"])
+    try:
+        flow.load_state_dict(payload["flow_state"])
+    except RuntimeError as err:
+        raise ModelFileError(f"{path}: the stored weights do not fit the flow ({err}).") from None
+    model = BackmappingModel(system, cg_map, flow, t_ref=payload["t_ref"],
+                             t_range=tuple(payload["t_range"]))
+    model.metrics = payload.get("metrics", {})
+    model.run_config = payload.get("run_config", {})
+    model.flow.to(device=device, dtype=dtype)
+    model.cg_map.to(device=device)
+    model.flow.eval()
+    return model

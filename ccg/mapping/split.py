@@ -1,0 +1,120 @@
+"""Splitting coordinates into (z, r): the analytic `CoordinateSplitMap`, and `ICSplit`, the r
+layout shared by the Z-matrix based maps.
+
+r layout of the Z-matrix maps: [bonds (nm) ..., angles (rad) ..., torsions (rad) ...], each
+block in Z-matrix order (root entries first), torsions that are CG coordinates removed.
+Chirality-constrained torsions appear as t' = 2 · sign · torsion − π (see
+`ccg.mapping.chirality`): kind "torsion" but not circular (an interval [−π, π], not a circle).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ccg.mapping.base import CGMap, register_map
+from ccg.mapping.chirality import (
+    HALF_RANGE_LOG_JAC,
+    half_range_to_torsion,
+    torsion_to_half_range,
+)
+from ccg.mapping.zmatrix import InternalCoordinates, ZMatrix
+
+
+class ICSplit(torch.nn.Module):
+    """Packs Z-matrix internal coordinates into r, with some torsions moved to z.
+
+    Args:
+        zmatrix: the Z-matrix.
+        z_torsions: torsion indices (Z-matrix rows) that are CG coordinates, in z order.
+    """
+
+    def __init__(self, zmatrix: ZMatrix, z_torsions: Sequence[int] = ()) -> None:
+        super().__init__()
+        nt = zmatrix.n_torsions
+        z_t = [int(t) for t in z_torsions]
+        r_t = [t for t in range(nt) if t not in set(z_t)]
+        signs = dict(zmatrix.chiral)
+        for t in z_t:
+            signs.pop(t, None)
+        self.n_bonds, self.n_angles = zmatrix.n_bonds, zmatrix.n_angles
+        self.n_r = self.n_bonds + self.n_angles + len(r_t)
+        self.n_chiral = sum(t in signs for t in r_t)
+        self.r_kinds = ["bond"] * self.n_bonds + ["angle"] * self.n_angles + ["torsion"] * len(r_t)
+        self.r_circular = [False] * (self.n_bonds + self.n_angles) + [t not in signs for t in r_t]
+        perm = [0] * nt
+        for pos, t in enumerate(z_t + r_t):
+            perm[t] = pos
+        self.register_buffer("_z_index", torch.tensor(z_t, dtype=torch.long), False)
+        self.register_buffer("_r_index", torch.tensor(r_t, dtype=torch.long), False)
+        self.register_buffer("_perm", torch.tensor(perm, dtype=torch.long), False)
+        sign = torch.tensor([signs.get(t, 0.0) for t in r_t], dtype=torch.float64)
+        self.register_buffer("_r_sign", sign, False)
+        self.register_buffer("_r_chiral", sign != 0, False)
+        self.r_chiral = [False] * (self.n_bonds + self.n_angles) + [t in signs for t in r_t]
+
+    @property
+    def log_jac_constant(self) -> float:
+        """n_chiral · log(1/2): log|d torsions / d t'| of the half-range torsions."""
+        return self.n_chiral * HALF_RANGE_LOG_JAC
+
+    def z_torsions(self, ic: InternalCoordinates) -> torch.Tensor:
+        """The CG torsions [B, n_z] (rad, [−π, π))."""
+        return ic.torsions[:, self._z_index]
+
+    def pack(self, ic: InternalCoordinates) -> torch.Tensor:
+        """Internal coordinates -> r [B, n_r]."""
+        rt = ic.torsions[:, self._r_index]
+        sign = self._r_sign.to(rt.dtype)
+        rt = torch.where(self._r_chiral, torsion_to_half_range(rt, sign), rt)
+        return torch.cat([ic.bonds, ic.angles, rt], dim=-1)
+
+    def unpack(
+        self, r: torch.Tensor, z_torsions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """r [B, n_r] (and the CG torsions [B, n_z]) -> (bonds, angles, all torsions)."""
+        nb, na = self.n_bonds, self.n_angles
+        bonds, angles, rt = r[:, :nb], r[:, nb:nb + na], r[:, nb + na:]
+        sign = self._r_sign.to(rt.dtype)
+        rt = torch.where(self._r_chiral, half_range_to_torsion(rt, sign), rt)
+        if z_torsions is not None:
+            rt = torch.cat([z_torsions, rt], dim=-1)
+        return bonds, angles, rt[:, self._perm]
+
+
+@register_map("coordinate_split")
+class CoordinateSplitMap(CGMap):
+    """z = x[:, :cg_dim], r = x[:, cg_dim:] for analytic systems with x [B, dim].
+
+    log_jac = 0; cg_features(z) = z; r_kinds "coord", nothing circular, r_reference zeros.
+    """
+
+    def __init__(self, dim: int, cg_dim: int) -> None:
+        super().__init__()
+        if not (isinstance(dim, int) and isinstance(cg_dim, int) and 0 < cg_dim < dim):
+            raise ValueError(f"Expected integers 0 < cg_dim < dim; got dim={dim}, cg_dim={cg_dim}.")
+        n_r = dim - cg_dim
+        self._declare(event_shape=(dim,), cg_dim=cg_dim, n_r=n_r, cg_feature_dim=cg_dim,
+                      z_circular=[False] * cg_dim, r_circular=[False] * n_r,
+                      r_kinds=["coord"] * n_r)
+
+    def _coarse_grain(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :self.cg_dim]
+
+    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return x[:, :self.cg_dim], x[:, self.cg_dim:], x.new_zeros(x.shape[0])
+
+    def _merge(self, z: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.cat([z, r], dim=-1), z.new_zeros(z.shape[0])
+
+    def _cg_features(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def config(self) -> dict:
+        return {"type": self.map_type, "dim": self.event_shape[0], "cg_dim": self.cg_dim}
+
+    @classmethod
+    def _from_config(cls, cfg: dict, topology: Any) -> CoordinateSplitMap:
+        return cls(int(cfg["dim"]), int(cfg["cg_dim"]))

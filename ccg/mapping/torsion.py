@@ -1,0 +1,195 @@
+"""`TorsionMap`: CG coordinates z = named torsions (for alanine dipeptide φ and ψ)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from importlib.resources import files
+from typing import Any
+
+import torch
+
+from ccg.mapping.base import CGMap, as_reference_xyz, register_map
+from ccg.mapping.split import ICSplit
+from ccg.mapping.zmatrix import InternalCoordinates, ZMatrix, dihedral
+
+_CANONICAL_FRAME = (0.0, 0.0, 0.0, math.pi / 2, 0.0, math.pi / 2)
+LOG_RIGID_BODY_ROTATIONS = math.log(8.0 * math.pi**2)
+"""log ∫ sin α dα dβ dγ = log(8π²): the rotational part of the rigid-body constant."""
+
+
+def _mdtraj_torsions() -> dict[str, Any]:
+    import mdtraj as md
+
+    return {"phi": md.compute_phi, "psi": md.compute_psi, "omega": md.compute_omega,
+            "chi1": md.compute_chi1, "chi2": md.compute_chi2, "chi3": md.compute_chi3,
+            "chi4": md.compute_chi4}
+
+
+@register_map("torsion")
+class TorsionMap(CGMap):
+    """z = named torsions (rad, [−π, π)); r = every other internal coordinate.
+
+    The Z-matrix is built with the z torsions as required entries, so z are Z-matrix
+    coordinates and the split is exact. r = [bonds (nm) ..., angles (rad) ..., torsions (rad)
+    ...] in Z-matrix order (root bond r0-r1, r1-r2 and root angle first), without the z
+    torsions; chirality-constrained torsions (`r_chiral`) appear in half-range form t' (see
+    `ccg.mapping.chirality`; not circular, in (−π, π)). `split` of a mirror-image (wrong
+    chirality) configuration gives t' < −π there, outside the support of a flow on [−π, π].
+
+    The six rigid-body coordinates are dropped: `merge` places the root atom r0 at the origin,
+    r1 on the +x axis and r2 in the xy plane (y > 0). `log_jac` = Σ 2 log b + Σ log sin θ +
+    n_chiral · log(1/2) over all bonds and angles (root ones included) excludes the rotation
+    measure sin α, so for any rotation- and translation-invariant f
+
+        ∫ f(x) dx = 8π² · V · ∫ f(X(z, r)) |J(z, r)| dz dr,
+
+    V the volume of the translations: log_jac differs from the full Jacobian by the constant
+    log(8π² V) (`LOG_RIGID_BODY_ROTATIONS` = log 8π²) after integrating the rigid body out.
+
+    Args:
+        topology: mdtraj.Topology.
+        torsions: {name: (a, b, c, d)} or a list of quadruples (named "t0", "t1", ...).
+        reference_xyz: reference structure [n_atoms, 3] nm (array, tensor or a Trajectory):
+            fixes the chirality signs and `r_reference`.
+        zmatrix: a prebuilt ZMatrix (from a config); default built from the topology.
+    """
+
+    def __init__(
+        self,
+        topology,
+        torsions: Mapping[str, Sequence[int]] | Sequence[Sequence[int]],
+        reference_xyz: Any,
+        *,
+        zmatrix: ZMatrix | None = None,
+    ) -> None:
+        super().__init__()
+        n = topology.n_atoms
+        if isinstance(torsions, Mapping):
+            names, quads = list(torsions), [tuple(int(a) for a in q) for q in torsions.values()]
+        else:
+            quads = [tuple(int(a) for a in q) for q in torsions]
+            names = [f"t{m}" for m in range(len(quads))]
+        if not quads:
+            raise ValueError("Expected at least one torsion for a TorsionMap; got none.")
+        ref = as_reference_xyz(reference_xyz, n)
+        zm = zmatrix if zmatrix is not None else ZMatrix.from_topology(
+            topology, required_torsions=quads, reference_xyz=ref)
+        if zm.root is None or zm.n_atoms != n:
+            raise ValueError(f"Expected a rooted ZMatrix over {n} atoms for a TorsionMap.")
+        z_index = []
+        for name, q in zip(names, quads, strict=True):
+            hits = [t for t, row in enumerate(zm.rows) if row in (q, q[::-1])]
+            if not hits:
+                raise ValueError(f"Torsion {name}={q} is not an entry of the Z-matrix.")
+            z_index.append(hits[0])
+        self.zmatrix = zm
+        self.layout = ICSplit(zm, z_index)
+        self.torsion_names = names
+        self.torsion_atoms = quads
+        self._reference_xyz = ref
+        self.register_buffer("_quads", torch.tensor(quads, dtype=torch.long), False)
+        self._declare(
+            event_shape=(n, 3), cg_dim=len(quads), n_r=self.layout.n_r,
+            cg_feature_dim=2 * len(quads), z_circular=[True] * len(quads),
+            r_circular=self.layout.r_circular, r_kinds=self.layout.r_kinds,
+            r_chiral=self.layout.r_chiral,
+        )
+        with torch.no_grad():
+            self.r_reference = self._split(ref[None])[1][0]
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def alanine_dipeptide(cls, reference_xyz: Any = None) -> TorsionMap:
+        """(φ, ψ) map of the bundled alanine dipeptide (reference: the bundled PDB)."""
+        import mdtraj as md
+
+        traj = md.load(str(files("ccg") / "data" / "alanine_dipeptide.pdb"))
+        return torsion_map_for(traj.topology, ("phi", "psi"),
+                               traj if reference_xyz is None else reference_xyz)
+
+    @classmethod
+    def phi_psi(cls, topology, reference_xyz: Any) -> TorsionMap:
+        """(φ, ψ) map of a dipeptide-like topology, torsions as mdtraj computes them."""
+        return torsion_map_for(topology, ("phi", "psi"), reference_xyz)
+
+    # ------------------------------------------------------------------ the map
+    def _coarse_grain(self, x: torch.Tensor) -> torch.Tensor:
+        q = self._quads
+        return dihedral(x[:, q[:, 0]], x[:, q[:, 1]], x[:, q[:, 2]], x[:, q[:, 3]])
+
+    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ic, _ = self.zmatrix(x)
+        log_jac = self.zmatrix.ic_log_jac(ic.bonds, ic.angles) + self.layout.log_jac_constant
+        return self.layout.z_torsions(ic), self.layout.pack(ic), log_jac
+
+    def _merge(self, z: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        bonds, angles, torsions = self.layout.unpack(r, z)
+        frame = z.new_tensor(_CANONICAL_FRAME).expand(z.shape[0], 6)
+        ic = InternalCoordinates(bonds, angles, torsions, frame, z.new_zeros((z.shape[0], 0, 3)))
+        x, _ = self.zmatrix.inverse(ic)
+        return x, self.zmatrix.ic_log_jac(bonds, angles) + self.layout.log_jac_constant
+
+    def _cg_features(self, z: torch.Tensor) -> torch.Tensor:
+        """(cos z_0, sin z_0, cos z_1, sin z_1, ...), shape [B, 2 · cg_dim]."""
+        return torch.stack([torch.cos(z), torch.sin(z)], dim=-1).reshape(z.shape[0], -1)
+
+    def config(self) -> dict:
+        return {
+            "type": self.map_type,
+            "n_atoms": self.event_shape[0],
+            "torsions": {n: list(q) for n, q in zip(self.torsion_names, self.torsion_atoms,
+                                                    strict=True)},
+            "reference_xyz": self._reference_xyz.tolist(),
+            "zmatrix": self.zmatrix.config(),
+        }
+
+    @classmethod
+    def _from_config(cls, cfg: dict, topology: Any) -> TorsionMap:
+        _check_topology(topology, cfg["n_atoms"], "TorsionMap")
+        return cls(topology, {n: tuple(q) for n, q in cfg["torsions"].items()},
+                   cfg["reference_xyz"], zmatrix=ZMatrix.from_config(cfg["zmatrix"]))
+
+
+def _check_topology(topology: Any, n_atoms: int, what: str) -> None:
+    if topology is None or not hasattr(topology, "n_atoms"):
+        raise ValueError(f"Rebuilding a {what} needs the mdtraj.Topology (or a molecular "
+                         f"System); got {type(topology).__name__}.")
+    if topology.n_atoms != n_atoms:
+        raise ValueError(f"The {what} config is for {n_atoms} atoms; the topology has "
+                         f"{topology.n_atoms}.")
+
+
+def torsion_map_for(
+    topology, names: Sequence[str] = ("phi", "psi"), reference_xyz: Any = None
+) -> TorsionMap:
+    """A TorsionMap over mdtraj's named backbone / side-chain torsions.
+
+    Args:
+        topology: mdtraj.Topology, or an mdtraj.Trajectory (then its first frame is the
+            default reference).
+        names: any of "phi", "psi", "omega", "chi1".."chi4". A name matching several torsions
+            gives "phi_0", "phi_1", ... in mdtraj's order.
+        reference_xyz: reference structure [n_atoms, 3] nm.
+
+    For alanine dipeptide: phi = C(ACE)-N-CA-C = (4, 6, 8, 14), psi = N-CA-C-N(NME) =
+    (6, 8, 14, 16).
+    """
+    import mdtraj as md
+
+    if isinstance(topology, md.Trajectory):
+        reference_xyz = topology if reference_xyz is None else reference_xyz
+        topology = topology.topology
+    ref = as_reference_xyz(reference_xyz, topology.n_atoms)
+    traj = md.Trajectory(ref.numpy()[None].astype("float32"), topology)
+    known = _mdtraj_torsions()
+    torsions: dict[str, tuple[int, ...]] = {}
+    for name in names:
+        if name not in known:
+            raise ValueError(f'Unknown torsion name "{name}". Must be one of {sorted(known)}.')
+        idx, _ = known[name](traj)
+        if len(idx) == 0:
+            raise ValueError(f'The topology has no "{name}" torsion (mdtraj finds none).')
+        for m, quad in enumerate(idx):
+            torsions[name if len(idx) == 1 else f"{name}_{m}"] = tuple(int(a) for a in quad)
+    return TorsionMap(topology, torsions, ref)

@@ -1,0 +1,176 @@
+"""The backmapping model: a system, a CG map and a conditional flow q(r | z, T), bundled.
+
+`BackmappingModel` is what training optimizes, what a model file stores, and what the
+estimators, `ccg backmap` and the cycle use. It owns the one place where the pieces meet:
+
+    context = [cg_features(z), log(T / T_ref)]
+    r, log q(r | z, T) = flow.sample(context)
+    x, log|J(z, r)|    = cg_map.merge(z, r)
+    u = beta U(x) - log|J|,   log w = -u - log q
+
+Shapes: z [B, cg_dim], r [B, n_r], x [B, *event_shape], energies and log-weights [B].
+Units: kJ/mol, K, nm, rad.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ccg._checks import check_finite, check_shape, check_temperature
+from ccg.constants import KB_KJMOL_PER_K
+from ccg.flows.context import make_context
+
+
+@dataclass
+class FlowSamples:
+    """One flow sample per (z, T) row. All tensors have leading axis B.
+
+    Attributes:
+        z: CG coordinates [B, cg_dim].
+        temperature_k: [B] in K.
+        r: completing coordinates [B, n_r].
+        x: atomistic configurations [B, *event_shape] (nm).
+        log_q: log q(r | z, T) [B].
+        log_jac: log|J(z, r)| of (z, r) -> x [B].
+        energy_kjmol: U(x) [B] (NaN where the configuration is not finite).
+        finite: [B] bool, True where x, log_q, log_jac and U are all finite.
+    """
+
+    z: torch.Tensor
+    temperature_k: torch.Tensor
+    r: torch.Tensor
+    x: torch.Tensor
+    log_q: torch.Tensor
+    log_jac: torch.Tensor
+    energy_kjmol: torch.Tensor
+    finite: torch.Tensor
+
+    @property
+    def beta(self) -> torch.Tensor:
+        """beta = 1/(k_B T) in mol/kJ, [B]."""
+        return 1.0 / (KB_KJMOL_PER_K * self.temperature_k)
+
+    @property
+    def reduced_energy(self) -> torch.Tensor:
+        """u = beta U - log|J| [B] (dimensionless); NaN rows are not finite."""
+        return self.beta * self.energy_kjmol - self.log_jac
+
+    @property
+    def log_weights(self) -> torch.Tensor:
+        """log w = -u - log q [B]; -inf where the sample is not finite."""
+        log_w = -self.reduced_energy - self.log_q
+        return torch.where(self.finite, log_w, torch.full_like(log_w, -torch.inf))
+
+
+def safe_energy(system, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """U(x) [B] differentiable on finite rows, and the mask of finite rows [B].
+
+    Rows whose coordinates or energy are not finite (overlapping atoms in float32, a NaN from
+    the flow) are evaluated on a detached stand-in so that no inf/NaN reaches the gradient;
+    their energy is reported as NaN. Callers count and exclude them.
+    """
+    flat = x.reshape(x.shape[0], -1)
+    finite_x = torch.isfinite(flat).all(dim=1)
+    if bool(finite_x.all()):
+        energy = system._energy(x)
+        finite = torch.isfinite(energy)
+        if bool(finite.all()):
+            return energy, finite
+        finite = finite.detach()
+    else:
+        with torch.no_grad():
+            probe = torch.where(finite_x[:, None], flat, torch.zeros_like(flat))
+            finite = finite_x & torch.isfinite(system._energy(probe.reshape(x.shape)))
+    # Re-evaluate with the bad rows replaced by a detached stand-in: no inf/NaN in the graph.
+    stand_in = torch.where(finite_x[:, None], flat, torch.zeros_like(flat)).detach()
+    x_used = torch.where(finite[:, None], flat, stand_in).reshape(x.shape)
+    energy = system._energy(x_used)
+    return torch.where(finite, energy, torch.full_like(energy, torch.nan)), finite
+
+
+class BackmappingModel(torch.nn.Module):
+    """System + CG map + conditional flow, with the temperature convention of the context.
+
+    Args:
+        system: a `ccg.systems.System` (U(x) in kJ/mol).
+        cg_map: a `ccg.mapping.CGMap` whose event_shape matches the system's.
+        flow: a `ccg.flows.ConditionalFlow` with dim == cg_map.n_r and
+            context_dim == cg_map.cg_feature_dim + 1.
+        t_ref: reference temperature (K) of the context's log(T / T_ref) feature.
+        t_range: (t_min, t_max) in K the flow was (or will be) trained over.
+    """
+
+    def __init__(self, system, cg_map, flow, *, t_ref: float, t_range: tuple[float, float]):
+        super().__init__()
+        if tuple(cg_map.event_shape) != tuple(system.event_shape):
+            raise ValueError(
+                f"The CG map expects configurations of shape {tuple(cg_map.event_shape)}, the "
+                f"system has {tuple(system.event_shape)}. Build the map from the same topology."
+            )
+        if flow.dim != cg_map.n_r or flow.context_dim != cg_map.cg_feature_dim + 1:
+            raise ValueError(
+                f"Expected a flow with dim {cg_map.n_r} and context_dim "
+                f"{cg_map.cg_feature_dim + 1} for this map; got dim {flow.dim}, "
+                f"context_dim {flow.context_dim}. Build it with ccg.train.build_model."
+            )
+        check_temperature(t_ref, "t_ref")
+        check_temperature(t_range[0], "t_min")
+        check_temperature(t_range[1], "t_max")
+        self.system = system
+        self.cg_map = cg_map
+        self.flow = flow
+        self.t_ref = float(t_ref)
+        self.t_range = (float(t_range[0]), float(t_range[1]))
+
+    @property
+    def cg_dim(self) -> int:
+        return self.cg_map.cg_dim
+
+    def _prepare(self, z: torch.Tensor, temperature_k) -> tuple[torch.Tensor, torch.Tensor]:
+        check_shape(z, (self.cg_map.cg_dim,), "z", "cg_dim")
+        check_finite(z, "z")
+        check_temperature(temperature_k)
+        param = next(self.flow.parameters())
+        z = z.to(device=param.device, dtype=param.dtype)
+        temperature = torch.as_tensor(temperature_k, dtype=z.dtype, device=z.device)
+        temperature = temperature.expand(z.shape[0]) if temperature.ndim == 0 else temperature
+        if temperature.shape != (z.shape[0],):
+            raise ValueError(
+                f"Expected temperature_k as a number or a tensor of shape [{z.shape[0]}]; "
+                f"got shape {list(temperature.shape)}."
+            )
+        return z, temperature
+
+    def context(self, z: torch.Tensor, temperature_k: torch.Tensor) -> torch.Tensor:
+        """Flow context [B, cg_feature_dim + 1] for validated z [B, cg_dim], T [B]."""
+        return make_context(self.cg_map.cg_features(z), temperature_k, self.t_ref)
+
+    def sample(
+        self,
+        z: torch.Tensor,
+        temperature_k: torch.Tensor | float,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> FlowSamples:
+        """Draw one r ~ q(r | z, T) per row, place the atoms and evaluate the energy.
+
+        Differentiable (reparameterized) with respect to the flow parameters.
+
+        Args:
+            z: CG coordinates [B, cg_dim] (repeat rows for several samples per z).
+            temperature_k: a number or [B], in K.
+        """
+        z, temperature = self._prepare(z, temperature_k)
+        r, log_q = self.flow.sample(self.context(z, temperature), generator=generator)
+        x, log_jac = self.cg_map.merge(z, r)
+        energy, finite = safe_energy(self.system, x)
+        finite = finite & torch.isfinite(log_q) & torch.isfinite(log_jac)
+        return FlowSamples(z, temperature, r, x, log_q, log_jac, energy, finite)
+
+    def log_prob_x(self, x: torch.Tensor, temperature_k: torch.Tensor | float) -> torch.Tensor:
+        """log q(r(x) | z(x), T) [B] of given configurations, in the split coordinates."""
+        z, r, _ = self.cg_map.split(x)
+        z, temperature = self._prepare(z, temperature_k)
+        return self.flow.log_prob(r.to(z), self.context(z, temperature))

@@ -1,0 +1,323 @@
+"""Torch modules compiled from standard OpenMM forces (the fast, batched path).
+
+Each supported OpenMM force becomes a `TorchTerm`: an `nn.Module` whose parameters are float64
+buffers (cast once per (dtype, device) and cached) and whose atom indices are precomputed, so
+`forward` is a fixed sequence of gathers and element-wise operations with no Python loop over
+samples or atoms.
+
+Terms read configurations in a *component-major* layout `xt = atom_major(x)` of shape
+[3, n_atoms, B] (nm): the displacements of k atom pairs are one `index_select` per side, giving
+[3, k, B] whose x, y, z components are contiguous [k, B] blocks with the batch as the fast axis,
+so every element-wise operation is vectorized and no reduction runs over a length-3 axis.
+
+Supported (compiled exactly, float64 agrees with OpenMM's Reference platform to rounding):
+
+- HarmonicBondForce      E = k/2 (r - r0)^2
+- HarmonicAngleForce     E = k/2 (theta - theta0)^2
+- PeriodicTorsionForce   E = k (1 + cos(n phi - phi0))
+- NonbondedForce (NoCutoff, no parameter offsets): Coulomb ONE_4PI_EPS0 q_i q_j / r plus
+  Lennard-Jones 4 eps ((sigma/r)^12 - (sigma/r)^6) with Lorentz-Berthelot combination over all
+  pairs that are not exceptions; exceptions with their own (chargeProd, sigma, epsilon).
+
+Anything else raises `UnsupportedForce` from `compile_force`, and the caller evaluates that force
+with OpenMM instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import openmm
+import torch
+from openmm import unit
+from torch import nn
+
+_EPSILON0 = 1e-6 * 8.8541878128e-12 / (1.602176634e-19 * 1.602176634e-19 * 6.02214076e23)
+ONE_4PI_EPS0 = 1.0 / (4.0 * math.pi * _EPSILON0)
+"""Coulomb constant 1/(4 pi eps0) in kJ mol^-1 nm e^-2, computed exactly as OpenMM 8.6 does
+(CODATA 2018, `SimTKOpenMMRealType.h`): 138.93545764438198."""
+
+
+class UnsupportedForce(Exception):
+    """Raised by `compile_force` when a force cannot be compiled exactly; carries the reason."""
+
+
+def atom_major(x: torch.Tensor) -> torch.Tensor:
+    """Rearrange positions [B, n_atoms, 3] (nm) into the terms' layout [3, n_atoms, B]."""
+    return x.permute(2, 1, 0).contiguous()
+
+
+def _md(value: object) -> float:
+    """A float in OpenMM's MD unit system (nm, kJ/mol, rad, e) from a Quantity or a number."""
+    if isinstance(value, unit.Quantity):
+        return float(value.value_in_unit_system(unit.md_unit_system))
+    return float(value)  # type: ignore[arg-type]
+
+
+Vec = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+"""A batch of 3-vectors as its (x, y, z) components, each [k, B]."""
+
+
+def _displacement(xt: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+    """x_i - x_j for index tensors i, j of length k: [3, k, B] from xt [3, n_atoms, B]."""
+    return xt.index_select(1, i) - xt.index_select(1, j)
+
+
+def _dot(a: Vec, b: Vec) -> torch.Tensor:
+    """Dot product of component triples: [k, B]."""
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+
+
+def _cross(a: Vec, b: Vec) -> Vec:
+    """Cross product of component triples."""
+    return (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
+
+
+class TorchTerm(nn.Module):
+    """One compiled OpenMM force: `forward(xt [3, n_atoms, B]) -> energy [B]` in kJ/mol.
+
+    Subclasses register float64 parameter buffers named in `_param_names` and long index
+    buffers named in `_index_names`; `_cast(ref)` returns them on ref's device, parameters in
+    ref's dtype, cached per (dtype, device) so repeated calls do not re-cast.
+    """
+
+    _param_names: tuple[str, ...] = ()
+    _index_names: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, ...]] = {}
+
+    def _register(self, **arrays: np.ndarray) -> None:
+        for name, value in arrays.items():
+            if name in self._index_names:
+                tensor = torch.as_tensor(np.asarray(value, dtype=np.int64))
+            else:
+                tensor = torch.as_tensor(np.asarray(value, dtype=np.float64))
+            self.register_buffer(name, tensor, persistent=False)
+
+    def _cast(self, ref: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        key = (ref.dtype, ref.device)
+        cached = self._cache.get(key)
+        if cached is None:
+            idx = tuple(getattr(self, n).to(ref.device) for n in self._index_names)
+            par = tuple(getattr(self, n).to(ref.device, ref.dtype) for n in self._param_names)
+            cached = idx + par
+            self._cache[key] = cached
+        return cached
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        self._cache = {}
+        return super()._apply(fn, recurse)
+
+    @property
+    def n_interactions(self) -> int:
+        """Number of interactions (bonds, angles, torsion terms or atom pairs) evaluated."""
+        return int(getattr(self, self._index_names[0]).shape[0])
+
+
+class HarmonicBondTerm(TorchTerm):
+    """E = sum k/2 (r - r0)^2 over bonds; r0 in nm, k in kJ/mol/nm^2."""
+
+    _index_names = ("i", "j")
+    _param_names = ("r0", "half_k")
+
+    def __init__(self, force: openmm.HarmonicBondForce) -> None:
+        super().__init__()
+        if force.usesPeriodicBoundaryConditions():
+            raise UnsupportedForce("it uses periodic boundary conditions")
+        rows = [force.getBondParameters(b) for b in range(force.getNumBonds())]
+        self._register(
+            i=[r[0] for r in rows],
+            j=[r[1] for r in rows],
+            r0=[_md(r[2]) for r in rows],
+            half_k=[0.5 * _md(r[3]) for r in rows],
+        )
+
+    def forward(self, xt: torch.Tensor) -> torch.Tensor:
+        i, j, r0, half_k = self._cast(xt)
+        d = _displacement(xt, i, j)
+        r = (d * d).sum(0).sqrt()
+        dr = r - r0[:, None]
+        return (half_k[:, None] * dr * dr).sum(0)
+
+
+class HarmonicAngleTerm(TorchTerm):
+    """E = sum k/2 (theta - theta0)^2 over angles i-j-k (j the vertex); theta in rad.
+
+    theta = atan2(|u x v|, u . v) with u = x_i - x_j, v = x_k - x_j: accurate at every angle and
+    with finite gradients, unlike acos.
+    """
+
+    _index_names = ("i", "j", "k")
+    _param_names = ("theta0", "half_k")
+
+    def __init__(self, force: openmm.HarmonicAngleForce) -> None:
+        super().__init__()
+        if force.usesPeriodicBoundaryConditions():
+            raise UnsupportedForce("it uses periodic boundary conditions")
+        rows = [force.getAngleParameters(a) for a in range(force.getNumAngles())]
+        self._register(
+            i=[r[0] for r in rows],
+            j=[r[1] for r in rows],
+            k=[r[2] for r in rows],
+            theta0=[_md(r[3]) for r in rows],
+            half_k=[0.5 * _md(r[4]) for r in rows],
+        )
+
+    def forward(self, xt: torch.Tensor) -> torch.Tensor:
+        i, j, k, theta0, half_k = self._cast(xt)
+        u = _displacement(xt, i, j).unbind(0)
+        v = _displacement(xt, k, j).unbind(0)
+        c = _cross(u, v)
+        theta = torch.atan2(_dot(c, c).sqrt(), _dot(u, v))
+        dtheta = theta - theta0[:, None]
+        return (half_k[:, None] * dtheta * dtheta).sum(0)
+
+
+class PeriodicTorsionTerm(TorchTerm):
+    """E = sum k (1 + cos(n phi - phi0)) over torsion terms i-j-k-l.
+
+    phi (IUPAC sign, as OpenMM) = atan2(|b2| b1 . (b2 x b3), (b1 x b2) . (b2 x b3)) with
+    b1 = x_j - x_i, b2 = x_k - x_j, b3 = x_l - x_k. Each distinct atom quadruple is evaluated
+    once; terms sharing it (several periodicities) gather its phi.
+    """
+
+    _index_names = ("term_quad", "a1", "a2", "a3", "a4")
+    _param_names = ("periodicity", "phase", "k_torsion")
+
+    def __init__(self, force: openmm.PeriodicTorsionForce) -> None:
+        super().__init__()
+        if force.usesPeriodicBoundaryConditions():
+            raise UnsupportedForce("it uses periodic boundary conditions")
+        rows = [force.getTorsionParameters(t) for t in range(force.getNumTorsions())]
+        quads = np.asarray([r[:4] for r in rows], dtype=np.int64).reshape(-1, 4)
+        unique, inverse = np.unique(quads, axis=0, return_inverse=True)
+        self._register(
+            term_quad=inverse.reshape(-1),
+            a1=unique[:, 0],
+            a2=unique[:, 1],
+            a3=unique[:, 2],
+            a4=unique[:, 3],
+            periodicity=[float(r[4]) for r in rows],
+            phase=[_md(r[5]) for r in rows],
+            k_torsion=[_md(r[6]) for r in rows],
+        )
+
+    def forward(self, xt: torch.Tensor) -> torch.Tensor:
+        term_quad, a1, a2, a3, a4, n, phase, k_torsion = self._cast(xt)
+        b1 = _displacement(xt, a2, a1).unbind(0)
+        b2 = _displacement(xt, a3, a2).unbind(0)
+        b3 = _displacement(xt, a4, a3).unbind(0)
+        n1 = _cross(b1, b2)
+        n2 = _cross(b2, b3)
+        y = _dot(b2, b2).sqrt() * _dot(b1, n2)
+        phi = torch.atan2(y, _dot(n1, n2)).index_select(0, term_quad)
+        return (k_torsion[:, None] * (1.0 + torch.cos(n[:, None] * phi - phase[:, None]))).sum(0)
+
+
+class NonbondedNoCutoffTerm(TorchTerm):
+    """Coulomb + Lennard-Jones over all interacting pairs, NoCutoff.
+
+    Per pair: E = c / r + (a12 / r^6 - a6) / r^6 with c = ONE_4PI_EPS0 q_i q_j,
+    a12 = 4 eps sigma^12, a6 = 4 eps sigma^6. Regular pairs (not exceptions) combine
+    sigma = (sigma_i + sigma_j)/2, eps = sqrt(eps_i eps_j); exceptions use their own chargeProd,
+    sigma, epsilon, and those with chargeProd = epsilon = 0 are excluded. Pairs that contribute
+    nothing are dropped when compiling.
+    """
+
+    _index_names = ("i", "j")
+    _param_names = ("coulomb", "a12", "a6")
+
+    def __init__(self, force: openmm.NonbondedForce) -> None:
+        super().__init__()
+        method = force.getNonbondedMethod()
+        if method != openmm.NonbondedForce.NoCutoff:
+            names = {
+                openmm.NonbondedForce.CutoffNonPeriodic: "CutoffNonPeriodic",
+                openmm.NonbondedForce.CutoffPeriodic: "CutoffPeriodic",
+                openmm.NonbondedForce.Ewald: "Ewald",
+                openmm.NonbondedForce.PME: "PME",
+                openmm.NonbondedForce.LJPME: "LJPME",
+            }
+            raise UnsupportedForce(
+                f"its nonbonded method is {names.get(method, method)} (only NoCutoff compiles)"
+            )
+        if force.getNumParticleParameterOffsets() or force.getNumExceptionParameterOffsets():
+            raise UnsupportedForce("it has parameter offsets (global parameters)")
+        n = force.getNumParticles()
+        params = np.array(
+            [[_md(v) for v in force.getParticleParameters(p)] for p in range(n)], dtype=np.float64
+        ).reshape(n, 3)
+        charge, sigma, epsilon = params[:, 0], params[:, 1], params[:, 2]
+
+        # Regular pairs: all i < j minus every exception pair.
+        excluded = np.zeros((n, n), dtype=bool)
+        exc_i, exc_j, exc_q, exc_s, exc_e = [], [], [], [], []
+        for e in range(force.getNumExceptions()):
+            p1, p2, q, s, eps = force.getExceptionParameters(e)
+            excluded[p1, p2] = excluded[p2, p1] = True
+            q, s, eps = _md(q), _md(s), _md(eps)
+            if q != 0.0 or eps != 0.0:
+                exc_i.append(p1)
+                exc_j.append(p2)
+                exc_q.append(q)
+                exc_s.append(s)
+                exc_e.append(eps)
+        pi, pj = np.triu_indices(n, k=1)
+        keep = ~excluded[pi, pj]
+        pi, pj = pi[keep], pj[keep]
+        pair_q = charge[pi] * charge[pj]
+        pair_s = 0.5 * (sigma[pi] + sigma[pj])
+        pair_e = np.sqrt(epsilon[pi] * epsilon[pj])
+
+        i = np.concatenate([pi, np.asarray(exc_i, dtype=np.int64)])
+        j = np.concatenate([pj, np.asarray(exc_j, dtype=np.int64)])
+        q = np.concatenate([pair_q, exc_q])
+        s = np.concatenate([pair_s, exc_s])
+        eps = np.concatenate([pair_e, exc_e])
+        active = (q != 0.0) | (eps != 0.0)
+        s6 = s[active] ** 6
+        self._register(
+            i=i[active],
+            j=j[active],
+            coulomb=ONE_4PI_EPS0 * q[active],
+            a12=4.0 * eps[active] * s6 * s6,
+            a6=4.0 * eps[active] * s6,
+        )
+
+    def forward(self, xt: torch.Tensor) -> torch.Tensor:
+        i, j, coulomb, a12, a6 = self._cast(xt)
+        d = _displacement(xt, i, j)
+        inv_r2 = 1.0 / (d * d).sum(0)
+        inv_r6 = inv_r2 * inv_r2 * inv_r2
+        pair = coulomb[:, None] * inv_r2.sqrt() + (a12[:, None] * inv_r6 - a6[:, None]) * inv_r6
+        return pair.sum(0)
+
+
+_COMPILERS: dict[type, type[TorchTerm]] = {
+    openmm.HarmonicBondForce: HarmonicBondTerm,
+    openmm.HarmonicAngleForce: HarmonicAngleTerm,
+    openmm.PeriodicTorsionForce: PeriodicTorsionTerm,
+    openmm.NonbondedForce: NonbondedNoCutoffTerm,
+}
+
+SUPPORTED_FORCES: tuple[str, ...] = tuple(cls.__name__ for cls in _COMPILERS)
+"""Names of the OpenMM force classes the torch path can compile."""
+
+
+def compile_force(force: openmm.Force) -> TorchTerm:
+    """Compile an OpenMM force into a `TorchTerm`.
+
+    Raises:
+        UnsupportedForce: the force's class or settings cannot be reproduced exactly (the
+            message says why); evaluate it with OpenMM instead.
+    """
+    compiler = _COMPILERS.get(type(force))
+    if compiler is None:
+        raise UnsupportedForce(
+            f"{type(force).__name__} has no torch implementation "
+            f"(compiled: {', '.join(SUPPORTED_FORCES)})"
+        )
+    return compiler(force)

@@ -1,0 +1,235 @@
+"""Training configuration: dataclasses read from TOML, validated before any work starts.
+
+A config file has up to four tables, each optional::
+
+    [system]            # what U(x) is
+    name = "alanine-dipeptide"
+
+    [map]               # the CG map
+    cg = "phi-psi"
+
+    [flow]              # the conditional flow q(r | z, T)
+    n_layers = 8
+
+    [train]             # the optimization
+    t_min = 300.0
+    t_max = 600.0
+    minutes = 20
+
+Unknown tables or keys are errors that list the valid names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SYSTEM_NAMES = ("alanine-dipeptide", "harmonic", "double-well", "mueller-brown")
+CG_NAMES = ("phi-psi", "heavy-atoms", "backbone", "split")
+T_SAMPLING = ("beta", "log", "uniform")
+
+
+class ConfigError(ValueError):
+    """A training configuration that cannot be used (raised before any work starts)."""
+
+
+@dataclass
+class SystemConfig:
+    """The target system. `name` is a bundled system, or use `pdb` + `forcefield`."""
+
+    name: str = "alanine-dipeptide"
+    pdb: str | None = None
+    forcefield: list[str] = field(default_factory=lambda: ["amber99sbildn.xml"])
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.pdb is None and self.name not in SYSTEM_NAMES:
+            raise ConfigError(
+                f'Unknown system "{self.name}". Must be one of {list(SYSTEM_NAMES)}, '
+                "or give [system] pdb = 'file.pdb' with forcefield = [...]."
+            )
+        if self.pdb is not None and not Path(self.pdb).is_file():
+            raise ConfigError(f"[system] pdb file not found: {self.pdb}")
+
+
+@dataclass
+class MapConfig:
+    """The CG map: 'phi-psi' (torsions), 'heavy-atoms' or 'backbone' (beads), 'split'."""
+
+    cg: str = "phi-psi"
+    cg_frames: str | None = None
+    """Bead maps: a trajectory of CG (or atomistic) frames used as the z proposal."""
+
+    def validate(self) -> None:
+        if self.cg not in CG_NAMES:
+            raise ConfigError(f'Unknown CG map "{self.cg}". Must be one of {list(CG_NAMES)}.')
+        if self.cg_frames is not None and not Path(self.cg_frames).is_file():
+            raise ConfigError(f"[map] cg_frames file not found: {self.cg_frames}")
+
+
+@dataclass
+class FlowConfig:
+    """Architecture of the conditional flow (see ccg.flows.build_flow)."""
+
+    backend: str = "nflows"
+    n_layers: int = 8
+    hidden: int = 128
+    n_blocks: int = 2
+    n_bins: int = 8
+    temperature_scaling: bool = True
+    tail_bound: float = 5.0
+
+    def validate(self) -> None:
+        for name in ("n_layers", "hidden", "n_blocks", "n_bins"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"[flow] {name} must be a positive integer; got {value!r}.")
+
+
+@dataclass
+class TrainConfig:
+    """Optimization settings. Temperatures in K, times in minutes."""
+
+    t_min: float = 300.0
+    t_max: float = 600.0
+    t_ref: float | None = None
+    """Reference temperature of the flow's base widths (default: t_min)."""
+    t_sampling: str = "beta"
+    """How training temperatures are drawn: uniform in 'beta', in 'log' T, or 'uniform' in T."""
+    anneal_fraction: float = 0.0
+    """Fraction of the run over which the lower temperature bound is annealed from t_max."""
+    n_z: int = 64
+    """Distinct (z, T) pairs per step."""
+    samples_per_z: int = 16
+    """Flow samples per (z, T); the batch is n_z * samples_per_z."""
+    steps: int | None = None
+    minutes: float | None = None
+    lr: float = 1e-3
+    lr_final: float = 1e-5
+    weight_decay: float = 0.0
+    grad_clip: float = 100.0
+    energy_cut: float = 1.0e3
+    """Reduced energies beta*U above this are softened (linear-then-log); physical ones kept."""
+    max_nonfinite_fraction: float = 0.1
+    """Abort when the running (20-step) fraction of non-finite samples exceeds this."""
+    checkpoint_every: int = 200
+    eval_every: int = 100
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def validate(self) -> None:
+        for name in ("t_min", "t_max"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(
+                    f"[train] {name} must be a temperature > 0 K; got {value!r}. "
+                    "Temperatures are absolute, in kelvin."
+                )
+        if self.t_min > self.t_max:
+            raise ConfigError(
+                f"[train] t_min ({self.t_min} K) is above t_max ({self.t_max} K); swap them."
+            )
+        if self.t_ref is not None and self.t_ref <= 0:
+            raise ConfigError(f"[train] t_ref must be > 0 K; got {self.t_ref!r}.")
+        if self.t_sampling not in T_SAMPLING:
+            raise ConfigError(
+                f'[train] t_sampling "{self.t_sampling}" unknown. '
+                f"Must be one of {list(T_SAMPLING)}."
+            )
+        if not 0.0 <= self.anneal_fraction <= 1.0:
+            raise ConfigError(
+                f"[train] anneal_fraction must be in [0, 1]; got {self.anneal_fraction}."
+            )
+        for name in ("n_z", "samples_per_z", "checkpoint_every", "eval_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"[train] {name} must be a positive integer; got {value!r}.")
+        if self.steps is None and self.minutes is None:
+            raise ConfigError("[train] give steps, minutes, or both (the run stops at the first).")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError(f"[train] steps must be >= 1; got {self.steps}.")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ConfigError(f"[train] minutes must be > 0; got {self.minutes}.")
+        if self.lr <= 0 or self.lr_final <= 0:
+            raise ConfigError("[train] lr and lr_final must be > 0.")
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigError(f'[train] dtype must be "float32" or "float64"; got "{self.dtype}".')
+        if not self.device.startswith(("cpu", "cuda")):
+            raise ConfigError(f'[train] device must be "cpu" or "cuda[:N]"; got "{self.device}".')
+
+    @property
+    def reference_temperature(self) -> float:
+        return float(self.t_ref if self.t_ref is not None else self.t_min)
+
+
+@dataclass
+class RunConfig:
+    """A whole training run: system, map, flow, train."""
+
+    system: SystemConfig = field(default_factory=SystemConfig)
+    map: MapConfig = field(default_factory=MapConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> RunConfig:
+        self.system.validate()
+        self.map.validate()
+        self.flow.validate()
+        self.train.validate()
+        molecular = self.system.pdb is not None or self.system.name == "alanine-dipeptide"
+        if molecular and self.map.cg == "split":
+            raise ConfigError(
+                'CG map "split" is for analytic systems; use "phi-psi" or "heavy-atoms".'
+            )
+        if not molecular and self.map.cg != "split":
+            raise ConfigError(
+                f'Analytic system "{self.system.name}" takes [map] cg = "split" '
+                f'(z = the first coordinates); got "{self.map.cg}".'
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        sections = {
+            "system": SystemConfig,
+            "map": MapConfig,
+            "flow": FlowConfig,
+            "train": TrainConfig,
+        }
+        unknown = set(data) - set(sections)
+        if unknown:
+            raise ConfigError(
+                f"Unknown config table(s) {sorted(unknown)}. Valid tables: {sorted(sections)}."
+            )
+        parts = {}
+        for name, kind in sections.items():
+            values = data.get(name, {})
+            if not isinstance(values, dict):
+                raise ConfigError(f"[{name}] must be a table; got {type(values).__name__}.")
+            valid = {f.name for f in dataclasses.fields(kind)}
+            bad = set(values) - valid
+            if bad:
+                raise ConfigError(
+                    f"Unknown key(s) {sorted(bad)} in [{name}]. Valid keys: {sorted(valid)}."
+                )
+            parts[name] = kind(**values)
+        return cls(**parts)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"Config file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"Config file {path} is not valid TOML: {err}") from None
+        return cls.from_dict(data)

@@ -1,0 +1,174 @@
+"""Assembling a training run from a `RunConfig`: system, map, flow, proposal; `ccg train`.
+
+`build_model(config)` is the single place where a configuration becomes a
+`BackmappingModel`; `train(config, out_dir)` runs the trainer and writes `model.pt`,
+`metrics.json` and `training.png` into `out_dir`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from ccg.constants import KB_KJMOL_PER_K
+from ccg.model import BackmappingModel
+from ccg.train.config import ConfigError, RunConfig
+
+# Typical widths at 300 K of the fast internal coordinates (harmonic estimate sqrt(kT / k) for
+# amber-like force constants); the flow's base scales them by sqrt(T / 300 K).
+_WIDTH_300K = {"bond": 0.0035, "angle": 0.07, "torsion": 1.0, "coord": 1.0}
+
+
+def build_system(config: RunConfig):
+    """The system named by config.system."""
+    from ccg.systems import OpenMMSystem, alanine_dipeptide, make_analytic
+
+    sc = config.system
+    if sc.pdb is not None:
+        return OpenMMSystem.from_pdb(sc.pdb, tuple(sc.forcefield), **sc.options)
+    if sc.name == "alanine-dipeptide":
+        return alanine_dipeptide()
+    return make_analytic(sc.name, **sc.options)
+
+
+def build_map(config: RunConfig, system):
+    """The CG map named by config.map.cg, for `system`."""
+    from ccg.mapping import AtomSubsetMap, CoordinateSplitMap, TorsionMap
+
+    cg = config.map.cg
+    if cg == "split":
+        return CoordinateSplitMap(system.dim, system.cg_dim)
+    ref = torch.as_tensor(system.reference_positions, dtype=torch.float64)
+    if cg == "phi-psi":
+        return TorsionMap.phi_psi(system.topology, ref)
+    selection = "heavy" if cg == "heavy-atoms" else "backbone"
+    return AtomSubsetMap(system.topology, selection, ref)
+
+
+def base_scale(cg_map, t_ref: float) -> torch.Tensor:
+    """Per-dimension base widths [n_r] of the flow at t_ref (K)."""
+    factor = math.sqrt(t_ref / 300.0)
+    widths = [_WIDTH_300K[kind] * (factor if kind in ("bond", "angle") else 1.0)
+              for kind in cg_map.r_kinds]
+    return torch.tensor(widths, dtype=torch.float64)
+
+
+def build_model(config: RunConfig) -> BackmappingModel:
+    """System + map + a freshly initialized flow, as configured."""
+    from ccg.flows import build_flow
+
+    config.validate()
+    system = build_system(config)
+    cg_map = build_map(config, system)
+    t_ref = config.train.reference_temperature
+    fc = config.flow
+    # Chirality-constrained torsions live on [-pi, pi) like the free ones: the flow keeps them
+    # inside it, so every sample has the reference chirality (both ends are the planar,
+    # high-energy configuration).
+    circular = cg_map.r_circular | cg_map.r_chiral
+    flow = build_flow(
+        cg_map.n_r, cg_map.cg_feature_dim + 1, circular, cg_map.r_reference,
+        base_scale(cg_map, t_ref), backend=fc.backend, n_layers=fc.n_layers, hidden=fc.hidden,
+        n_blocks=fc.n_blocks, n_bins=fc.n_bins, temperature_scaling=fc.temperature_scaling,
+        tail_bound=fc.tail_bound,
+    )
+    return BackmappingModel(system, cg_map, flow, t_ref=t_ref,
+                            t_range=(config.train.t_min, config.train.t_max))
+
+
+def build_proposal(config: RunConfig, model: BackmappingModel):
+    """The z proposal rho(z) for this map."""
+    from ccg.train.proposals import FrameProposal, UniformBox, UniformTorus
+
+    cg = config.map.cg
+    if cg == "phi-psi":
+        return UniformTorus(model.cg_dim)
+    if cg == "split":
+        low, high = model.system.cg_bounds
+        return UniformBox(low, high)
+    if config.map.cg_frames is None:
+        raise ConfigError(
+            f'CG map "{cg}" needs CG frames to train on: pass --cg-frames FILE (a trajectory '
+            "mdtraj reads, atomistic or CG)."
+        )
+    from ccg.io.trajectories import read_cg_frames
+
+    return FrameProposal(read_cg_frames(config.map.cg_frames, model.cg_map, model.system))
+
+
+def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
+          progress: bool = True) -> tuple[BackmappingModel, dict]:
+    """Run a whole training as configured; write model.pt, metrics.json, training.png."""
+    from ccg.io.model_file import save_model
+    from ccg.train.losses import ReverseKL
+    from ccg.train.plots import plot_training
+    from ccg.train.trainer import Trainer
+
+    config.validate()
+    torch.manual_seed(config.train.seed)
+    model = build_model(config)
+    proposal = build_proposal(config, model)
+    loss = ReverseKL(model, energy_cut=config.train.energy_cut)
+    trainer = Trainer(model, loss, proposal, config.train, out_dir, progress=progress)
+    start = time.perf_counter()
+    trainer.run(resume=resume)
+    out = Path(out_dir)
+    summary = {
+        "steps": trainer.step,
+        "train_time_s": trainer.elapsed_s,
+        "nonfinite_samples": trainer.nonfinite_total,
+        "final_loss": trainer.metrics["loss"][-1] if trainer.metrics["loss"] else None,
+        "final_ess": trainer.metrics["ess"][-1] if trainer.metrics["ess"] else None,
+        "kT_ref_kjmol": KB_KJMOL_PER_K * model.t_ref,
+    }
+    model.flow.eval()
+    save_model(out / "model.pt", model, metrics=summary, run_config=config.to_dict())
+    plot_training(trainer.metrics, trainer.band_ess, out / "training.png",
+                  t_range=model.t_range)
+    summary["wall_s"] = time.perf_counter() - start
+    return model, summary
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """A RunConfig from --config (if any) overridden by the command-line flags."""
+    config = RunConfig.from_toml(args.config) if args.config else RunConfig()
+    overrides = {
+        ("system", "name"): args.system, ("map", "cg"): args.cg,
+        ("map", "cg_frames"): args.cg_frames, ("train", "minutes"): args.minutes,
+        ("train", "steps"): args.steps, ("train", "t_min"): args.t_min,
+        ("train", "t_max"): args.t_max, ("train", "n_z"): args.n_z,
+        ("train", "samples_per_z"): args.samples_per_z, ("train", "lr"): args.lr,
+        ("flow", "backend"): args.backend, ("train", "seed"): args.seed,
+        ("train", "device"): args.device, ("train", "dtype"): args.dtype,
+    }
+    for (section, key), value in overrides.items():
+        if value is not None:
+            setattr(getattr(config, section), key, value)
+    if args.system and args.system != "alanine-dipeptide" and not args.cg:
+        config.map.cg = "split"
+    if config.train.steps is None and config.train.minutes is None:
+        config.train.minutes = 20.0
+    return config.validate()
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """`ccg train`: validate everything first, then train and report where outputs are."""
+    config = config_from_args(args)
+    out = Path(args.out)
+    t = config.train
+    budget = f"{t.minutes} min" if t.minutes is not None else f"{t.steps} steps"
+    print(f"training {config.system.name} (cg = {config.map.cg}) over T in "
+          f"[{t.t_min}, {t.t_max}] K for {budget}, batch {t.n_z} x {t.samples_per_z}, "
+          f"on {t.device} -> {out}/")
+    _, summary = train(config, out, resume=args.resume, progress=not args.no_progress)
+    print(f"done: {summary['steps']} steps in {summary['train_time_s']:.0f} s, final loss "
+          f"{summary['final_loss']:.3f}, per-z ESS {summary['final_ess']:.2f}, "
+          f"{summary['nonfinite_samples']} non-finite samples excluded")
+    print(f"model:   {out / 'model.pt'}")
+    print(f"metrics: {out / 'metrics.json'}")
+    print(f"plot:    {out / 'training.png'}")
+    return 0

@@ -1,0 +1,230 @@
+"""The trainer: data-free reverse-KL optimization of the backmapping flow.
+
+Each step draws `n_z` pairs (z, T) from the proposals, repeats each `samples_per_z` times, and
+minimizes the loss over the batch. Repeating z gives a per-(z, T) effective sample size at no
+extra cost, which the progress bar and the metrics report. Non-finite samples are counted,
+excluded from the loss and reported; a running non-finite fraction above the configured
+threshold stops the run with an error. Checkpoints are written atomically; `resume=True`
+continues from the last one with the same step count, optimizer and random state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ccg.io.atomic import atomic_torch_save, atomic_write_text
+from ccg.train.config import TrainConfig
+from ccg.train.proposals import TemperatureSampler
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (too many non-finite samples, a bad checkpoint)."""
+
+
+def ess_per_group(log_w: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Normalized ESS (sum w)^2 / (K sum w^2) in (0, 1] of each of `n_groups` rows.
+
+    Args:
+        log_w: [n_groups * K] log-weights, group-major (rows of one group are contiguous);
+            -inf entries count as zero weight.
+    Returns:
+        [n_groups]; 0 for a group with no finite weight.
+    """
+    lw = log_w.detach().reshape(n_groups, -1).double()
+    k = lw.shape[1]
+    ess = torch.exp(2 * torch.logsumexp(lw, 1) - torch.logsumexp(2 * lw, 1)) / k
+    return torch.nan_to_num(ess, nan=0.0)
+
+
+class Trainer:
+    """Optimizes `loss` over z ~ z_proposal and T ~ pi(T).
+
+    Args:
+        model: the `BackmappingModel` (its flow's parameters are trained).
+        loss: a loss object called as loss(z, T, generator=...) (`ReverseKL`).
+        z_proposal: an object with `sample(n, generator, dtype, device) -> [n, cg_dim]`.
+        config: the `TrainConfig` (validated here).
+        out_dir: folder for checkpoint.pt and metrics.json (created).
+        extra_modules: further modules whose parameters are optimized and checkpointed.
+    """
+
+    def __init__(self, model, loss, z_proposal, config: TrainConfig, out_dir, *,
+                 extra_modules: dict[str, torch.nn.Module] | None = None, progress: bool = True):
+        config.validate()
+        self.model, self.loss, self.z_proposal, self.config = model, loss, z_proposal, config
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.modules = {"flow": model.flow, **(extra_modules or {})}
+        self.device = torch.device(config.device)
+        self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
+        for module in self.modules.values():
+            module.to(device=self.device, dtype=self.dtype)
+        self.cg_map_to_device()
+        params = [p for m in self.modules.values() for p in m.parameters()]
+        self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.t_sampler = TemperatureSampler(
+            config.t_min, config.t_max, config.t_sampling, config.anneal_fraction
+        )
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.step = 0
+        self.elapsed_s = 0.0
+        self.metrics: dict[str, list] = {
+            k: [] for k in ("step", "loss", "ess", "nonfinite", "lr", "time_s", "grad_norm")
+        }
+        self.band_ess: list[list[float]] = []  # rows of (step, T, ess) subsampled
+        self.skipped_steps = 0
+        self.nonfinite_total = 0
+        self.progress = progress
+        self._recent_nonfinite: list[float] = []
+
+    def cg_map_to_device(self) -> None:
+        self.model.cg_map.to(device=self.device)
+        if hasattr(self.model.system, "to") and isinstance(self.model.system, torch.nn.Module):
+            self.model.system.to(device=self.device)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    def save_checkpoint(self) -> None:
+        state = {
+            "step": self.step,
+            "elapsed_s": self.elapsed_s,
+            "modules": {k: m.state_dict() for k, m in self.modules.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "metrics": self.metrics,
+            "band_ess": self.band_ess,
+            "skipped_steps": self.skipped_steps,
+            "nonfinite_total": self.nonfinite_total,
+        }
+        atomic_torch_save(state, self.checkpoint_path)
+
+    def load_checkpoint(self) -> None:
+        path = self.checkpoint_path
+        if not path.is_file():
+            raise TrainingError(f"No checkpoint to resume from at {path}. Run without --resume.")
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+            for name, module in self.modules.items():
+                module.load_state_dict(state["modules"][name])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, RuntimeError, EOFError) as err:
+            raise TrainingError(
+                f"Checkpoint {path} does not match this run ({err}). Use the same config as the "
+                "interrupted run, or start afresh in a new --out folder."
+            ) from None
+        self.generator.set_state(state["generator"])
+        self.step, self.elapsed_s = state["step"], state["elapsed_s"]
+        self.metrics, self.band_ess = state["metrics"], state["band_ess"]
+        self.skipped_steps = state["skipped_steps"]
+        self.nonfinite_total = state["nonfinite_total"]
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _progress(self) -> float:
+        c = self.config
+        fractions = []
+        if c.steps is not None:
+            fractions.append(self.step / c.steps)
+        if c.minutes is not None:
+            fractions.append(self.elapsed_s / (60.0 * c.minutes))
+        return min(1.0, max(fractions))
+
+    def _set_lr(self, progress: float) -> float:
+        c = self.config
+        lr = c.lr_final + 0.5 * (c.lr - c.lr_final) * (1.0 + math.cos(math.pi * progress))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def train_step(self) -> dict[str, float]:
+        """One optimization step; returns its scalar metrics."""
+        c = self.config
+        progress = self._progress()
+        lr = self._set_lr(progress)
+        z = self.z_proposal.sample(c.n_z, self.generator, self.dtype, self.device)
+        temps = self.t_sampler.sample(c.n_z, self.generator, self.dtype, self.device, progress)
+        z = z.repeat_interleave(c.samples_per_z, dim=0)
+        temps_rep = temps.repeat_interleave(c.samples_per_z)
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self.loss(z, temps_rep, generator=self.generator)
+        out.loss.backward()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
+        if torch.isfinite(grad_norm):
+            self.optimizer.step()
+        else:
+            self.skipped_steps += 1
+        n_bad = out.n_nonfinite
+        self.nonfinite_total += n_bad
+        frac = n_bad / out.finite.numel()
+        self._recent_nonfinite = [*self._recent_nonfinite, frac][-20:]
+        if sum(self._recent_nonfinite) / len(self._recent_nonfinite) > c.max_nonfinite_fraction:
+            raise TrainingError(
+                f"{100 * frac:.1f}% of the samples at step {self.step} had non-finite energies or "
+                f"densities (running mean over 20 steps above max_nonfinite_fraction = "
+                f"{c.max_nonfinite_fraction}). Lower lr, train in float64 (--dtype float64), or "
+                "raise the threshold if the system is known to have such regions."
+            )
+        ess = ess_per_group(out.log_w, c.n_z)
+        if self.step % 10 == 0:
+            pairs = zip(temps.tolist(), ess.tolist(), strict=True)
+            self.band_ess.extend([[self.step, t, e] for t, e in pairs])
+        return {
+            "loss": float(out.loss.detach()),
+            "ess": float(ess.mean()),
+            "nonfinite": n_bad,
+            "lr": lr,
+            "grad_norm": float(grad_norm),
+        }
+
+    def run(self, *, resume: bool = False) -> dict[str, list]:
+        """Train until `steps` or `minutes` (whichever first); returns the metrics."""
+        c = self.config
+        if resume:
+            self.load_checkpoint()
+        torch.manual_seed(c.seed + self.step)
+        total = c.steps if c.steps is not None else None
+        bar = tqdm(total=total, initial=self.step, disable=not self.progress, unit="step",
+                   desc="train", dynamic_ncols=True)
+        self.model.flow.train()
+        try:
+            while self._progress() < 1.0:
+                start = time.perf_counter()
+                row = self.train_step()
+                self.step += 1
+                self.elapsed_s += time.perf_counter() - start
+                for key, value in row.items():
+                    self.metrics[key].append(value)
+                self.metrics["step"].append(self.step)
+                self.metrics["time_s"].append(self.elapsed_s)
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['loss']:.3f}", ess=f"{row['ess']:.2f}",
+                                bad=self.nonfinite_total, refresh=False)
+                if self.step % c.checkpoint_every == 0:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        self.save_checkpoint()
+        self.write_metrics()
+        return self.metrics
+
+    def write_metrics(self) -> Path:
+        path = self.out_dir / "metrics.json"
+        summary = {
+            "steps": self.step,
+            "wall_time_s": self.elapsed_s,
+            "nonfinite_samples": self.nonfinite_total,
+            "skipped_steps": self.skipped_steps,
+            "batch_size": self.config.n_z * self.config.samples_per_z,
+        }
+        payload = {"summary": summary, "history": self.metrics, "band_ess": self.band_ess}
+        atomic_write_text(path, json.dumps(payload))
+        return path
