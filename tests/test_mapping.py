@@ -90,14 +90,17 @@ def kabsch_rmsd(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def random_r(cg_map, n: int, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
-    """Bonds / angles near the reference, torsions (and half-range t') uniform on [-π, π)."""
+    """Bonds / angles near the reference, torsions (and half-range t') uniform on [-π, π),
+    improper torsions uniform on [t_ref - π, t_ref + π) (their packing range)."""
     g = torch.Generator().manual_seed(seed)
     kinds = cg_map.r_kinds
     noise = torch.tensor([0.005 if k == "bond" else 0.05 for k in kinds], dtype=torch.float64)
     r = cg_map.r_reference[None] + noise * torch.randn(n, cg_map.n_r, generator=g,
                                                        dtype=torch.float64)
     tors = torch.tensor([k == "torsion" for k in kinds])
+    improper = torch.tensor([k == "improper" for k in kinds])
     uni = (2 * torch.rand(n, cg_map.n_r, generator=g, dtype=torch.float64) - 1) * math.pi
+    r = torch.where(improper, cg_map.r_reference[None] + uni, r)
     return torch.where(tors, uni, r).to(dtype)
 
 
@@ -228,7 +231,11 @@ def test_torsion_map_declarations(tmap):
     assert tmap.event_shape == (22, 3)
     assert tmap.z_circular.all()
     assert tmap.r_kinds[:21] == ["bond"] * 21 and tmap.r_kinds[21:41] == ["angle"] * 20
-    assert tmap.r_kinds[41:] == ["torsion"] * 17
+    kinds = tmap.r_kinds[41:]
+    assert set(kinds) == {"torsion", "improper"} and len(kinds) == 17
+    # free rotors (3 methyls, 2 peptide omegas) are circular; 10 branch torsions are improper
+    assert kinds.count("improper") == 10 and int(tmap.r_circular.sum()) == 5
+    assert int(tmap.r_chiral.sum()) == 2
     assert not tmap.r_circular[:41].any()
     assert tmap.r_reference.dtype == torch.float64
     chiral = (~tmap.r_circular[41:]).nonzero().flatten() + 41
@@ -346,7 +353,7 @@ def test_without_chirality_constraint_d_appears(pdb, ref):
     zm = ZMatrix.from_topology(pdb.topology, required_torsions=[PHI, PSI], reference_xyz=ref,
                                chirality=False)
     free = TorsionMap(pdb.topology, {"phi": PHI, "psi": PSI}, ref, zmatrix=zm)
-    assert free.r_circular[41:].all()
+    assert not free.r_chiral.any()
     z = torch.zeros(2000, 2, dtype=torch.float64)
     x, _ = free.merge(z, random_r(free, 2000, seed=20))
     centers = find_chiral_centers(pdb.topology)

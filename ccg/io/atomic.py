@@ -26,6 +26,13 @@ def check_output_path(path: str | Path) -> Path:
     return path
 
 
+def _current_umask() -> int:
+    """The process umask (os.umask only reads it by setting it; restored at once)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success rename it onto `path`.
@@ -40,6 +47,8 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates the file owner-only (0o600); give it the mode open() would have.
+        os.chmod(tmp_path, 0o666 & ~_current_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

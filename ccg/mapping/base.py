@@ -18,7 +18,7 @@ import torch
 
 from ccg._checks import check_finite, check_shape, check_tensor
 
-R_KINDS = ("bond", "angle", "torsion", "coord")
+R_KINDS = ("bond", "angle", "torsion", "improper", "coord")
 _MAP_TYPES: dict[str, type[CGMap]] = {}
 
 
@@ -66,7 +66,8 @@ class CGMap(torch.nn.Module, abc.ABC):
         cg_dim: size of z.  n_r: size of r.  cg_feature_dim: size of `cg_features(z)`.
         z_circular: BoolTensor [cg_dim]; r_circular: BoolTensor [n_r]: True for torsion-type
             dims living on the circle [−π, π).
-        r_kinds: list of n_r strings in ("bond", "angle", "torsion", "coord").
+        r_kinds: list of n_r strings in ("bond", "angle", "torsion", "improper", "coord");
+            "improper" torsions are stiff branch torsions, unwrapped around their reference.
         r_reference: Tensor [n_r], r of the reference structure (float64).
         r_chiral: BoolTensor [n_r]: True for chirality-constrained torsions in half-range form
             t' (kind "torsion", not circular): they must stay in the open interval (−π, π);
@@ -214,7 +215,9 @@ def as_reference_xyz(reference_xyz: Any, n_atoms: int) -> torch.Tensor:
         )
     if hasattr(reference_xyz, "xyz") and hasattr(reference_xyz, "topology"):
         reference_xyz = reference_xyz.xyz[0]
-    ref = torch.as_tensor(reference_xyz).detach().to("cpu", torch.float64)
+    if not isinstance(reference_xyz, torch.Tensor):  # a list (a config) would become float32
+        reference_xyz = torch.as_tensor(reference_xyz, dtype=torch.float64)
+    ref = reference_xyz.detach().to("cpu", torch.float64)
     if ref.ndim == 3 and ref.shape[0] == 1:
         ref = ref[0]
     if tuple(ref.shape) != (n_atoms, 3):

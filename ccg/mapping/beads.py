@@ -133,7 +133,10 @@ class AtomSubsetMap(CGMap):
         fzm = feature_zmatrix if feature_zmatrix is not None else ZMatrix.from_graph(
             cg_graph(graph, idx, ref.numpy()), reference_xyz=ref[idx], chirality=False)
         self.zmatrix, self.feature_zmatrix = zm, fzm
-        self.layout = ICSplit(zm)
+        with torch.no_grad():
+            ic_ref, _ = zm(ref[None])
+        bonds = [(a.index, b.index) for a, b in topology.bonds]
+        self.layout = ICSplit(zm, bonds=bonds, reference_torsions=ic_ref.torsions[0])
         self.cg_atom_indices = idx
         self._reference_xyz = ref
         self.register_buffer("_cg", torch.tensor(idx, dtype=torch.long), False)

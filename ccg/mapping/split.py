@@ -5,6 +5,11 @@ r layout of the Z-matrix maps: [bonds (nm) ..., angles (rad) ..., torsions (rad)
 block in Z-matrix order (root entries first), torsions that are CG coordinates removed.
 Chirality-constrained torsions appear as t' = 2 · sign · torsion − π (see
 `ccg.mapping.chirality`): kind "torsion" but not circular (an interval [−π, π], not a circle).
+Improper-style torsions (the dihedral atom i bonded to the bond atom k: branch geometry such
+as a carbonyl O, an amide H, or the second and third H of a methyl group) are stiff; they are
+kind "improper", not circular, and packed unwrapped around their reference value,
+r = t_ref + wrap(t − t_ref) in [t_ref − π, t_ref + π), so a flow can model them as narrow
+real-valued coordinates (merge accepts any real value: torsions enter through cos and sin).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from ccg.mapping.chirality import (
     half_range_to_torsion,
     torsion_to_half_range,
 )
-from ccg.mapping.zmatrix import InternalCoordinates, ZMatrix
+from ccg.mapping.zmatrix import InternalCoordinates, ZMatrix, wrap_angle
 
 
 class ICSplit(torch.nn.Module):
@@ -29,9 +34,14 @@ class ICSplit(torch.nn.Module):
     Args:
         zmatrix: the Z-matrix.
         z_torsions: torsion indices (Z-matrix rows) that are CG coordinates, in z order.
+        bonds: the molecule's bonds as atom-index pairs; with `reference_torsions`, marks the
+            improper-style torsions (see the module docstring). None: no improper kind.
+        reference_torsions: [n_torsions] torsions of the reference structure (rad).
     """
 
-    def __init__(self, zmatrix: ZMatrix, z_torsions: Sequence[int] = ()) -> None:
+    def __init__(self, zmatrix: ZMatrix, z_torsions: Sequence[int] = (), *,
+                 bonds: Sequence[tuple[int, int]] | None = None,
+                 reference_torsions: torch.Tensor | None = None) -> None:
         super().__init__()
         nt = zmatrix.n_torsions
         z_t = [int(t) for t in z_torsions]
@@ -42,8 +52,21 @@ class ICSplit(torch.nn.Module):
         self.n_bonds, self.n_angles = zmatrix.n_bonds, zmatrix.n_angles
         self.n_r = self.n_bonds + self.n_angles + len(r_t)
         self.n_chiral = sum(t in signs for t in r_t)
-        self.r_kinds = ["bond"] * self.n_bonds + ["angle"] * self.n_angles + ["torsion"] * len(r_t)
-        self.r_circular = [False] * (self.n_bonds + self.n_angles) + [t not in signs for t in r_t]
+        bonded = {frozenset((int(a), int(b))) for a, b in (bonds or ())}
+        stiff = {
+            t for t in r_t
+            if t not in signs and reference_torsions is not None
+            and frozenset((zmatrix.rows[t][1], zmatrix.rows[t][3])) in bonded
+        }
+        self.r_kinds = ["bond"] * self.n_bonds + ["angle"] * self.n_angles + [
+            "improper" if t in stiff else "torsion" for t in r_t]
+        self.r_circular = [False] * (self.n_bonds + self.n_angles) + [
+            t not in signs and t not in stiff for t in r_t]
+        t_ref = torch.zeros(len(r_t), dtype=torch.float64)
+        if reference_torsions is not None:
+            t_ref = reference_torsions.detach().to(torch.float64)[r_t]
+        self.register_buffer("_stiff", torch.tensor([t in stiff for t in r_t]), False)
+        self.register_buffer("_t_ref", t_ref, False)
         perm = [0] * nt
         for pos, t in enumerate(z_t + r_t):
             perm[t] = pos
@@ -69,6 +92,8 @@ class ICSplit(torch.nn.Module):
         rt = ic.torsions[:, self._r_index]
         sign = self._r_sign.to(rt.dtype)
         rt = torch.where(self._r_chiral, torsion_to_half_range(rt, sign), rt)
+        t_ref = self._t_ref.to(rt.dtype)
+        rt = torch.where(self._stiff, t_ref + wrap_angle(rt - t_ref), rt)
         return torch.cat([ic.bonds, ic.angles, rt], dim=-1)
 
     def unpack(

@@ -84,7 +84,10 @@ class TorsionMap(CGMap):
                 raise ValueError(f"Torsion {name}={q} is not an entry of the Z-matrix.")
             z_index.append(hits[0])
         self.zmatrix = zm
-        self.layout = ICSplit(zm, z_index)
+        with torch.no_grad():
+            ic_ref, _ = zm(ref[None])
+        bonds = [(a.index, b.index) for a, b in topology.bonds]
+        self.layout = ICSplit(zm, z_index, bonds=bonds, reference_torsions=ic_ref.torsions[0])
         self.torsion_names = names
         self.torsion_atoms = quads
         self._reference_xyz = ref

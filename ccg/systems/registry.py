@@ -12,7 +12,10 @@ def system_to_config(system) -> dict[str, Any]:
             f"{type(system).__name__} cannot be stored in a model file: it has no config(). "
             "Use an OpenMMSystem or a bundled analytic system."
         )
-    return system.config()
+    cfg = dict(system.config())
+    if "kind" not in cfg and cfg.get("class") == "OpenMMSystem":
+        cfg["kind"] = "openmm"  # OpenMMSystem.config() names its class, not the registry kind
+    return cfg
 
 
 def system_from_config(cfg: dict[str, Any]):
@@ -23,7 +26,8 @@ def system_from_config(cfg: dict[str, Any]):
     kind = cfg.get("kind") if isinstance(cfg, dict) else None
     if kind == "analytic":
         return make_analytic(cfg["name"], **cfg.get("kwargs", {}))
-    if kind == "openmm":
+    if kind == "openmm" or (kind is None and isinstance(cfg, dict)
+                            and cfg.get("class") == "OpenMMSystem"):
         return OpenMMSystem.from_config(cfg)
     raise ValueError(
         f"Unknown system configuration kind {kind!r}. Expected 'openmm' or 'analytic'; the "

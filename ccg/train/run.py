@@ -20,7 +20,7 @@ from ccg.train.config import ConfigError, RunConfig
 
 # Typical widths at 300 K of the fast internal coordinates (harmonic estimate sqrt(kT / k) for
 # amber-like force constants); the flow's base scales them by sqrt(T / 300 K).
-_WIDTH_300K = {"bond": 0.0035, "angle": 0.07, "torsion": 1.0, "coord": 1.0}
+_WIDTH_300K = {"bond": 0.0035, "angle": 0.07, "improper": 0.2, "torsion": 1.0, "coord": 1.0}
 
 
 def build_system(config: RunConfig):
@@ -49,12 +49,61 @@ def build_map(config: RunConfig, system):
     return AtomSubsetMap(system.topology, selection, ref)
 
 
-def base_scale(cg_map, t_ref: float) -> torch.Tensor:
-    """Per-dimension base widths [n_r] of the flow at t_ref (K)."""
+def base_scale(cg_map, t_ref: float, system=None) -> torch.Tensor:
+    """Per-dimension base widths [n_r] of the flow at t_ref (K).
+
+    Defaults by kind (harmonic estimates for amber-like force constants, scaled by
+    sqrt(T_ref / 300 K)). Analytic systems: the exact conditional widths of r | z. With a
+    molecular `system` that has reference positions, the widths of
+    bonds, angles and improper torsions are refined to the harmonic widths
+    1 / sqrt(beta d2U/dr_i2) at the reference structure (clamped to 1/4..4 times the default).
+    """
     factor = math.sqrt(t_ref / 300.0)
-    widths = [_WIDTH_300K[kind] * (factor if kind in ("bond", "angle") else 1.0)
-              for kind in cg_map.r_kinds]
-    return torch.tensor(widths, dtype=torch.float64)
+    stiff = [kind in ("bond", "angle", "improper") for kind in cg_map.r_kinds]
+    widths = torch.tensor(
+        [_WIDTH_300K[kind] * (factor if s else 1.0) for kind, s in zip(cg_map.r_kinds, stiff,
+                                                                       strict=True)],
+        dtype=torch.float64,
+    )
+    if _is_analytic(system):
+        return _conditional_moments(system, t_ref)[1]
+    reference = getattr(system, "reference_positions", None)
+    if reference is None:
+        return widths
+    curvature = _reference_curvature(cg_map, system, reference)
+    beta = 1.0 / (KB_KJMOL_PER_K * t_ref)
+    harmonic = 1.0 / torch.sqrt(beta * curvature.clamp_min(1e-12))
+    refined = torch.minimum(torch.maximum(harmonic, widths / 4), widths * 4)
+    return torch.where(torch.tensor(stiff) & (curvature > 0), refined, widths)
+
+
+def _is_analytic(system) -> bool:
+    return hasattr(system, "sample_conditional") and hasattr(system, "cg_bounds")
+
+
+def _conditional_moments(system, t_ref: float, n_z: int = 16, n: int = 256):
+    """Analytic systems: mean and standard deviation [n_r] of r at t_ref, pooled over a line
+    of z across the training box (exact conditional samples; seeded, so deterministic)."""
+    low, high = (torch.as_tensor(b, dtype=torch.float64) for b in system.cg_bounds)
+    frac = torch.linspace(0.0, 1.0, n_z, dtype=torch.float64)[:, None]
+    z = (low + frac * (high - low)).repeat_interleave(n, dim=0)
+    gen = torch.Generator().manual_seed(0)
+    r = system.sample_conditional(z, t_ref, generator=gen)
+    return r.mean(dim=0), r.std(dim=0).clamp_min(1e-6)
+
+
+def _reference_curvature(cg_map, system, reference) -> torch.Tensor:
+    """Diagonal of the Hessian d2U/dr2 [n_r] at the reference structure (z held fixed)."""
+    x_ref = torch.as_tensor(reference, dtype=torch.float64).reshape(1, *system.event_shape)
+    with torch.no_grad():
+        z0, r0, _ = cg_map.split(x_ref)
+
+    def energy_of_r(r: torch.Tensor) -> torch.Tensor:
+        x, _ = cg_map.merge(z0, r[None])
+        return system.energy(x)[0]
+
+    hessian = torch.autograd.functional.hessian(energy_of_r, r0[0])
+    return hessian.diagonal().detach()
 
 
 def build_model(config: RunConfig) -> BackmappingModel:
@@ -70,11 +119,13 @@ def build_model(config: RunConfig) -> BackmappingModel:
     # inside it, so every sample has the reference chirality (both ends are the planar,
     # high-energy configuration).
     circular = cg_map.r_circular | cg_map.r_chiral
+    loc = cg_map.r_reference
+    if _is_analytic(system):
+        loc = _conditional_moments(system, t_ref)[0]
     flow = build_flow(
-        cg_map.n_r, cg_map.cg_feature_dim + 1, circular, cg_map.r_reference,
-        base_scale(cg_map, t_ref), backend=fc.backend, n_layers=fc.n_layers, hidden=fc.hidden,
-        n_blocks=fc.n_blocks, n_bins=fc.n_bins, temperature_scaling=fc.temperature_scaling,
-        tail_bound=fc.tail_bound,
+        cg_map.n_r, cg_map.cg_feature_dim + 1, circular, loc, base_scale(cg_map, t_ref, system),
+        backend=fc.backend, n_layers=fc.n_layers, hidden=fc.hidden, n_blocks=fc.n_blocks,
+        n_bins=fc.n_bins, temperature_scaling=fc.temperature_scaling, tail_bound=fc.tail_bound,
     )
     return BackmappingModel(system, cg_map, flow, t_ref=t_ref,
                             t_range=(config.train.t_min, config.train.t_max))

@@ -1,0 +1,483 @@
+"""Data-free training: convergence on the analytic systems, resume, non-finite energies, config
+errors before any work, the loss against exact answers, per-(z, T) ESS, the joint loss, and the
+`ccg train` command end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from ccg.cli import main
+from ccg.constants import KB_KJMOL_PER_K
+from ccg.flows import build_flow
+from ccg.free_energy.estimators import estimate_free_energy
+from ccg.io.model_file import load_model
+from ccg.model import BackmappingModel
+from ccg.systems.analytic import DoubleWell2D, HarmonicFastModes
+from ccg.train.config import RunConfig
+from ccg.train.losses import JointReverseKL, LossOutput, ReverseKL, linlog_cut
+from ccg.train.run import build_model, build_proposal
+from ccg.train.trainer import Trainer, TrainingError, ess_per_group
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _config(system: str, flow: dict | None = None, **train) -> RunConfig:
+    """A validated float64 run on an analytic system over T in [300, 600] K."""
+    return RunConfig.from_dict({
+        "system": {"name": system},
+        "map": {"cg": "split"},
+        "flow": {"n_layers": 2, "hidden": 16, "n_blocks": 1, **(flow or {})},
+        "train": {"t_min": 300.0, "t_max": 600.0, "dtype": "float64", "n_z": 8,
+                  "samples_per_z": 4, "steps": 10, **train},
+    }).validate()
+
+
+def _trainer(config: RunConfig, out_dir, system=None, seed: int = 0) -> Trainer:
+    """Model, proposal, ReverseKL and Trainer as `ccg train` builds them (optionally with
+    another system of the same shape in place of the configured one)."""
+    torch.manual_seed(seed)  # the conditioners' initial weights
+    model = build_model(config)
+    if system is not None:
+        model = BackmappingModel(system, model.cg_map, model.flow, t_ref=model.t_ref,
+                                 t_range=model.t_range)
+    loss = ReverseKL(model, energy_cut=config.train.energy_cut)
+    return Trainer(model, loss, build_proposal(config, model), config.train, out_dir,
+                   progress=False)
+
+
+def _beta_f_exact(system, z: torch.Tensor, temperature_k) -> torch.Tensor:
+    t = torch.as_tensor(temperature_k, dtype=torch.float64)
+    return system.free_energy(z, temperature_k) / (KB_KJMOL_PER_K * t)
+
+
+# --- 1. convergence: ESS >= 0.9 and reverse-KL gap <= 0.02 -------------------------------------
+
+# One small config for both systems. tail_bound = 12 (default 5) matters: the "coord" base width
+# is 1.0 while the harmonic fast modes are ~0.3 wide, so the splines must compress the base by
+# ~3x, and with the default interval the base samples beyond it (|u| > 5, ~4e-4 of them at
+# 600 K where the base is sqrt(2) wider) leave through the identity tails at |y| ~ 5, u ~ 10^2:
+# that alone gave a mean gap of 0.046 (0.11 at 600 K) after 800 steps at hidden 64. The double
+# well (x2 ~1.6-2.2 wide) lost its ESS the same way at 450-600 K (mean 0.75).
+# Measured (1 thread, 2 busy cores), gap = bound - exact beta F over 9 z in cg_bounds x
+# {300, 450, 600} K x 2000 samples, seeds 0 / 1 / 2:
+#   harmonic, 600 steps (~12 s): mean gap 0.0060 / 0.0079 / 0.0079, mean ESS 0.990 / 0.986 /
+#     0.986 (worst point 0.90); 600 K alone: gap 0.009-0.013, ESS 0.976-0.986.
+#   double well, 200 steps (~3 s): mean gap 0.0017 / 0.0020 / 0.0018, mean ESS 0.990-0.992.
+CONVERGENCE_FLOW = {"n_layers": 4, "hidden": 32, "n_blocks": 2, "n_bins": 8, "tail_bound": 12.0}
+CONVERGENCE_TRAIN = {"lr": 5e-3, "n_z": 64, "samples_per_z": 8, "seed": 0}
+CONVERGENCE_STEPS = {"harmonic": 600, "double-well": 200}
+EVAL_TEMPERATURES = (300.0, 450.0, 600.0)
+
+
+@pytest.mark.parametrize("system", ["harmonic", "double-well"])
+def test_trained_flow_reaches_high_ess_and_small_kl_gap(system, tmp_path):
+    config = _config(system, CONVERGENCE_FLOW, steps=CONVERGENCE_STEPS[system],
+                     **CONVERGENCE_TRAIN)
+    trainer = _trainer(config, tmp_path)
+    trainer.run()
+    model = trainer.model
+    model.flow.eval()
+    low, high = model.system.cg_bounds
+    z = torch.linspace(low[0], high[0], 9, dtype=torch.float64)[:, None]
+    generator = torch.Generator().manual_seed(123)
+    gaps, ess, is_error = [], [], []
+    for temperature in EVAL_TEMPERATURES:
+        est = estimate_free_energy(model, z, temperature, n_samples=2000, generator=generator)
+        exact = _beta_f_exact(model.system, z, temperature)
+        gaps.append(est.bound - exact)
+        ess.append(est.ess)
+        is_error.append((est.beta_f - exact).abs())
+    gaps, ess, is_error = torch.stack(gaps), torch.stack(ess), torch.stack(is_error)
+    report = (f"{system}: mean gap {float(gaps.mean()):.4f}, per T "
+              f"{[round(float(g), 4) for g in gaps.mean(1)]}; mean ESS {float(ess.mean()):.3f}, "
+              f"per T {[round(float(e), 3) for e in ess.mean(1)]}")
+    assert float(gaps.mean()) <= 0.02, report
+    assert float(ess.mean()) >= 0.9, report
+    assert bool((ess.mean(1) >= 0.9).all()), report  # every temperature, not just on average
+    # the bound is an upper bound on the exact beta F (up to its sampling noise)
+    assert float(gaps.min()) > -0.01, report
+    # and the importance-sampling estimate itself is right
+    assert float(is_error.max()) < 0.05, report
+
+
+# --- 2. resume from the last checkpoint --------------------------------------------------------
+
+
+class _SimulatedKill(Exception):
+    """Stands in for SIGKILL: the trainer gets no chance to save anything."""
+
+
+def _adam_state(trainer: Trainer) -> list[dict]:
+    return [trainer.optimizer.state[p] for g in trainer.optimizer.param_groups
+            for p in g["params"]]
+
+
+def test_killed_run_resumes_from_last_checkpoint_exactly(tmp_path):
+    config = _config("double-well", steps=20, checkpoint_every=10, seed=3)
+
+    uninterrupted = _trainer(config, tmp_path / "whole")
+    uninterrupted.run()
+
+    killed = _trainer(config, tmp_path / "killed")
+    step_once = killed.train_step
+
+    def train_step_until_killed():
+        if killed.step == 14:  # four steps past the checkpoint at 10: those are lost
+            raise _SimulatedKill
+        return step_once()
+
+    killed.train_step = train_step_until_killed
+    with pytest.raises(_SimulatedKill):
+        killed.run()
+
+    # a fresh process: new model (other initial weights), new trainer, same folder
+    probe = _trainer(config, tmp_path / "killed", seed=99)
+    probe.load_checkpoint()
+    assert probe.step == 10
+    assert all(int(s["step"]) == 10 for s in _adam_state(probe))
+
+    resumed = _trainer(config, tmp_path / "killed", seed=99)
+    resumed.run(resume=True)
+    assert resumed.step == uninterrupted.step == 20
+    assert resumed.metrics["step"] == list(range(1, 21))
+    assert resumed.metrics["loss"] == uninterrupted.metrics["loss"]
+    for a, b in zip(_adam_state(resumed), _adam_state(uninterrupted), strict=True):
+        assert int(a["step"]) == int(b["step"]) == 20
+        assert torch.equal(a["exp_avg"], b["exp_avg"])
+        assert torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+    flow_a, flow_b = resumed.model.flow.state_dict(), uninterrupted.model.flow.state_dict()
+    assert flow_a.keys() == flow_b.keys()
+    for key in flow_a:
+        assert torch.equal(flow_a[key], flow_b[key]), key
+    # the weights did move, so the equality above is not that of two untouched flows
+    torch.manual_seed(0)
+    initial = build_model(config).flow.double().state_dict()
+    assert any(not torch.equal(initial[k], flow_a[k]) for k in flow_a)
+
+
+def test_resume_without_checkpoint_is_clear_error(tmp_path):
+    trainer = _trainer(_config("double-well"), tmp_path / "empty")
+    with pytest.raises(TrainingError, match="No checkpoint to resume from"):
+        trainer.run(resume=True)
+    assert trainer.step == 0
+
+
+# --- 3. non-finite energies: counted and excluded, not zeroed ----------------------------------
+
+
+class _DoubleWellWithHoles(DoubleWell2D):
+    """The double well, but U = +inf where x2 > high and NaN where x2 < low."""
+
+    def __init__(self, low: float, high: float) -> None:
+        super().__init__()
+        self.low, self.high = low, high
+
+    def _energy(self, x: torch.Tensor) -> torch.Tensor:
+        energy = super()._energy(x)
+        energy = torch.where(x[:, 1] > self.high, torch.full_like(energy, torch.inf), energy)
+        return torch.where(x[:, 1] < self.low, torch.full_like(energy, torch.nan), energy)
+
+
+def test_nonfinite_energies_are_counted_and_excluded_from_the_loss():
+    torch.manual_seed(0)
+    config = _config("double-well")
+    model = build_model(config)
+    model.flow.double()
+    holes = _DoubleWellWithHoles(low=-2.5, high=1.0)
+    model = BackmappingModel(holes, model.cg_map, model.flow, t_ref=model.t_ref,
+                             t_range=model.t_range)
+    n = 512
+    z = torch.linspace(-3.0, 3.0, n, dtype=torch.float64)[:, None]
+    temperature = torch.linspace(300.0, 600.0, n, dtype=torch.float64)
+    out = ReverseKL(model)(z, temperature, generator=torch.Generator().manual_seed(1))
+
+    # the same draw again, with the energy of the intact double well
+    with torch.no_grad():
+        s = model.sample(z, temperature, generator=torch.Generator().manual_seed(1))
+    good = (s.x[:, 1] <= holes.high) & (s.x[:, 1] >= holes.low)
+    n_bad = int((~good).sum())
+    assert 0.1 * n < n_bad < 0.5 * n  # the holes are hit, but not everywhere
+    assert out.n_nonfinite == n_bad
+    assert torch.equal(out.finite, good)
+    assert bool(torch.isneginf(out.log_w[~good]).all())
+    assert bool(torch.isfinite(out.log_w[good]).all())
+    assert bool(torch.isnan(out.energy_kjmol[~good]).all())
+
+    beta = 1.0 / (KB_KJMOL_PER_K * temperature)
+    per_sample = beta * DoubleWell2D._energy(holes, s.x) - s.log_jac + s.log_q
+    expected = per_sample[good].mean()
+    zeroed = torch.where(good, per_sample, torch.zeros_like(per_sample)).mean()
+    assert float(out.loss.detach()) == pytest.approx(float(expected), rel=1e-12, abs=1e-12)
+    assert abs(float(expected - zeroed)) > 0.1  # zero-filling would be detected
+
+    out.loss.backward()
+    grads = [p.grad for p in model.flow.parameters() if p.grad is not None]
+    assert grads and all(bool(torch.isfinite(g).all()) for g in grads)
+    assert any(bool((g != 0).any()) for g in grads)
+
+
+def test_trainer_reports_nonfinite_samples(tmp_path):
+    config = _config("double-well", steps=5, max_nonfinite_fraction=0.5)
+    trainer = _trainer(config, tmp_path, system=_DoubleWellWithHoles(low=-3.0, high=2.0))
+    trainer.run()
+    assert trainer.nonfinite_total > 0
+    assert trainer.nonfinite_total == sum(trainer.metrics["nonfinite"])
+    assert all(math.isfinite(v) for v in trainer.metrics["loss"])
+    summary = json.loads((tmp_path / "metrics.json").read_text())["summary"]
+    assert summary["nonfinite_samples"] == trainer.nonfinite_total
+
+
+def test_trainer_stops_when_most_samples_are_nonfinite(tmp_path):
+    config = _config("double-well", steps=5)  # max_nonfinite_fraction = 0.1
+    trainer = _trainer(config, tmp_path, system=_DoubleWellWithHoles(low=-10.0, high=-1.0))
+    with pytest.raises(TrainingError, match=r"max_nonfinite_fraction = 0\.1"):
+        trainer.run()
+    assert trainer.nonfinite_total > 0.5 * config.train.n_z * config.train.samples_per_z
+
+
+# --- 4. bad configs: a clear error before any work starts --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "fragment"),
+    [
+        ("[train]\nsteps = 3\nlr_max = 0.1\n", "Unknown key(s) ['lr_max'] in [train]"),
+        ("[train]\nsteps = 3\nt_min = 0.0\n", "t_min must be a temperature > 0 K"),
+        ("[train]\nsteps = 3\nt_max = -300.0\n", "t_max must be a temperature > 0 K"),
+        ("[train]\nsteps = 3\nt_min = 600.0\nt_max = 300.0\n", "is above t_max"),
+    ],
+)
+def test_cli_rejects_bad_config_before_any_work(tmp_path, capsys, toml, fragment):
+    path = tmp_path / "run.toml"
+    path.write_text('[system]\nname = "double-well"\n[map]\ncg = "split"\n' + toml)
+    out = tmp_path / "out"
+    assert main(["train", "--config", str(path), "--out", str(out), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert "ccg train: error:" in captured.err and fragment in captured.err
+    assert "training" not in captured.out  # nothing announced, nothing started
+    assert not out.exists()
+
+
+def test_cli_rejects_zero_temperature_flag(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["train", "--system", "double-well", "--steps", "3", "--t-min", "0", "--out", str(out)]
+    assert main(argv) == 2
+    assert "t_min must be a temperature > 0 K; got 0.0" in capsys.readouterr().err
+    assert not out.exists()
+
+
+# --- 5. the loss against exact answers ---------------------------------------------------------
+
+
+class _ScaledExactConditional(torch.nn.Module):
+    """q(y | z, T) = N(0, (a sigma)^2 I), sigma^2 = k_B T / k_perp(z): with a = 1 the exact
+    conditional of the harmonic fast modes; context = [z, log(T / T_ref)] as the model builds it.
+    """
+
+    def __init__(self, system: HarmonicFastModes, t_ref: float, width_factor: float) -> None:
+        super().__init__()
+        self.system, self.t_ref = system, t_ref
+        self.dim, self.context_dim = system.n_fast, 2
+        self.width_factor = torch.nn.Parameter(torch.tensor(width_factor, dtype=torch.float64))
+
+    def _std(self, context: torch.Tensor) -> torch.Tensor:
+        temperature = self.t_ref * torch.exp(context[:, 1])
+        sigma = torch.sqrt(KB_KJMOL_PER_K * temperature / self.system.k_perp(context[:, 0]))
+        return (self.width_factor * sigma)[:, None]
+
+    def log_prob(self, r: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        std = self._std(context)
+        return (-0.5 * (r / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)).sum(1)
+
+    def sample(self, context: torch.Tensor, *, generator=None):
+        eps = torch.randn(context.shape[0], self.dim, dtype=context.dtype, generator=generator)
+        r = self._std(context) * eps
+        return r, self.log_prob(r, context)
+
+
+def _harmonic_with_flow(width_factor: float) -> BackmappingModel:
+    cg_map = build_model(_config("harmonic")).cg_map
+    system = HarmonicFastModes()
+    flow = _ScaledExactConditional(system, 300.0, width_factor)
+    return BackmappingModel(system, cg_map, flow, t_ref=300.0, t_range=(300.0, 600.0))
+
+
+def _grid(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z, T) pairs: 3 z x 3 T, each repeated k times (group-major), float64."""
+    z = torch.tensor([-2.0, 0.3, 1.5], dtype=torch.float64).repeat(3)
+    t = torch.tensor([300.0, 450.0, 600.0], dtype=torch.float64).repeat_interleave(3)
+    return z.repeat_interleave(k)[:, None], t.repeat_interleave(k)
+
+
+def test_reverse_kl_with_exact_conditional_equals_beta_f():
+    model = _harmonic_with_flow(1.0)
+    z, t = _grid(50)
+    out = ReverseKL(model)(z, t, generator=torch.Generator().manual_seed(0))
+    exact = _beta_f_exact(model.system, z, t)
+    # u + log q = beta F for every sample of the exact conditional: zero gap, zero variance
+    torch.testing.assert_close(-out.log_w, exact, rtol=0, atol=1e-10)
+    assert float(out.loss.detach()) == pytest.approx(float(exact.mean()), abs=1e-10)
+    assert out.n_nonfinite == 0
+
+
+def test_reverse_kl_gap_is_the_gaussian_kl_for_a_too_wide_conditional():
+    a, d, k = 1.5, 2, 4000
+    model = _harmonic_with_flow(a)
+    z, t = _grid(k)
+    out = ReverseKL(model)(z, t, generator=torch.Generator().manual_seed(0))
+    gap = (-out.log_w - _beta_f_exact(model.system, z, t)).reshape(9, k).mean(1)
+    kl = d * (0.5 * (a**2 - 1.0) - math.log(a))  # KL(N(0, a^2 s^2) || N(0, s^2)) per (z, T)
+    # per-sample gap (a^2 - 1) chi2_d / 2 - d log a has std (a^2 - 1) sqrt(2 d) / 2 = 1.25
+    stderr = 1.25 / math.sqrt(k)
+    assert bool(((gap - kl).abs() < 5 * stderr).all()), (gap, kl)
+    assert abs(float(gap.mean()) - kl) < 5 * stderr / 3
+
+
+def test_linlog_cut_identity_below_continuous_at_and_finite_above_cut():
+    cut = 1.0e3
+    below = torch.tensor([-50.0, 0.0, 3.5, 999.0], dtype=torch.float64)
+    assert torch.equal(linlog_cut(below, cut), below)
+    eps = 1e-9
+    at = linlog_cut(torch.tensor([cut - eps, cut, cut + eps], dtype=torch.float64), cut)
+    assert float((at - cut).abs().max()) < 1e-8
+    huge = torch.tensor([1.0e4, 1.0e30], dtype=torch.float64, requires_grad=True)
+    soft = linlog_cut(huge, cut)
+    torch.testing.assert_close(soft.detach(), cut + torch.log1p(huge.detach() - cut))
+    assert float(soft[1].detach()) < cut + 70.0
+    soft.sum().backward()
+    assert bool(torch.isfinite(huge.grad).all()) and bool((huge.grad > 0).all())
+    torch.testing.assert_close(huge.grad, 1.0 / (1.0 + huge.detach() - cut))
+
+
+# --- 6. per-(z, T) ESS and the batch layout ----------------------------------------------------
+
+
+def test_ess_per_group_matches_hand_computation():
+    w = torch.tensor([
+        [1.0, 1.0, 1.0, 1.0],  # uniform: 1
+        [1.0, 0.0, 0.0, 0.0],  # one sample carries everything: 1/4
+        [1.0, 2.0, 3.0, 4.0],  # 10^2 / (4 * 30)
+        [0.0, 0.0, 0.0, 0.0],  # nothing finite: 0
+    ], dtype=torch.float64)
+    ess = ess_per_group(torch.log(w).reshape(-1) + 7.0, 4)  # a common offset cancels
+    torch.testing.assert_close(ess, torch.tensor([1.0, 0.25, 100.0 / 120.0, 0.0],
+                                                 dtype=torch.float64))
+
+
+class _RecordingLoss:
+    """A stand-in loss whose log-weights give each (z, T) group the ESS `_ess_of(T)`."""
+
+    def __init__(self, model: BackmappingModel, samples_per_z: int) -> None:
+        self.model, self.k = model, samples_per_z
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def __call__(self, z, temperature_k, generator=None) -> LossOutput:
+        self.calls.append((z.clone(), temperature_k.clone()))
+        j = torch.arange(len(z), dtype=z.dtype) % self.k  # position within the group
+        log_w = -j * temperature_k / 300.0  # w_j = q^j with q = exp(-T / 300)
+        anchor = sum(p.sum() for p in self.model.flow.parameters())
+        return LossOutput(loss=0.0 * anchor, log_w=log_w, energy_kjmol=torch.zeros_like(log_w),
+                          temperature_k=temperature_k, finite=torch.ones_like(log_w, dtype=bool))
+
+
+def _ess_of(temperature: float, k: int) -> float:
+    w = [math.exp(-j * temperature / 300.0) for j in range(k)]
+    return sum(w) ** 2 / (k * sum(v * v for v in w))
+
+
+def test_trainer_groups_rows_by_z_and_temperature(tmp_path):
+    config = _config("double-well", steps=1, n_z=5, samples_per_z=6)
+    trainer = _trainer(config, tmp_path)
+    recorder = _RecordingLoss(trainer.model, 6)
+    trainer.loss = recorder
+    trainer.run()
+    (z, t), = recorder.calls
+    assert z.shape == (30, 1) and t.shape == (30,)
+    groups_z, groups_t = z.reshape(5, 6), t.reshape(5, 6)
+    assert bool((groups_z == groups_z[:, :1]).all()) and bool((groups_t == groups_t[:, :1]).all())
+    assert len(set(groups_z[:, 0].tolist())) == 5  # distinct z per group
+    rows = trainer.band_ess  # [step, T, ESS] per group at step 0
+    assert [r[1] for r in rows] == groups_t[:, 0].tolist()
+    for _, temperature, ess in rows:
+        assert ess == pytest.approx(_ess_of(temperature, 6), rel=1e-9)
+    assert trainer.metrics["ess"][0] == pytest.approx(
+        sum(_ess_of(r[1], 6) for r in rows) / 5, rel=1e-9)
+
+
+# --- 7. the joint loss -------------------------------------------------------------------------
+
+
+def test_joint_reverse_kl_trains_cg_density_and_flow_together():
+    torch.manual_seed(0)
+    config = _config("double-well", {"tail_bound": 12.0})
+    model = build_model(config)
+    model.flow.double()
+    cg_flow = build_flow(dim=1, context_dim=1, circular=[False], loc=[0.0], scale=[2.0],
+                         n_layers=2, hidden=16, tail_bound=12.0).double()
+    loss = JointReverseKL(model, cg_flow)
+    eval_t = torch.full((4096,), 450.0, dtype=torch.float64)
+
+    def evaluate() -> float:
+        with torch.no_grad():
+            return float(loss(eval_t, generator=torch.Generator().manual_seed(9)).loss)
+
+    before = evaluate()
+    params = [*model.flow.parameters(), *cg_flow.parameters()]
+    optimizer = torch.optim.Adam(params, lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        temperature = 300.0 + 300.0 * torch.rand(256, generator=generator, dtype=torch.float64)
+        optimizer.zero_grad()
+        out = loss(temperature, generator=generator)
+        assert out.n_nonfinite == 0
+        out.loss.backward()
+        optimizer.step()
+    after = evaluate()
+    # E[u + log q + log p_phi] >= -log Z(T), the partition function of exp(-beta F(z)) over z
+    z = torch.linspace(-8.0, 8.0, 16001, dtype=torch.float64)[:, None]
+    beta_f = _beta_f_exact(model.system, z, 450.0)
+    minus_log_z = float(-torch.logsumexp(-beta_f, 0) - math.log(16.0 / 16000))
+    assert after < before - 2.0, (before, after)
+    assert after > minus_log_z - 0.05, (after, minus_log_z)
+    with pytest.raises(ValueError, match="Expected a CG flow with dim 1 and context_dim 1"):
+        JointReverseKL(model, build_flow(2, 1, [False, False], [0.0, 0.0], [1.0, 1.0],
+                                         n_layers=2, hidden=8))
+
+
+# --- 8. `ccg train` end to end ----------------------------------------------------------------
+
+
+def test_cli_train_writes_outputs_that_load(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--system", "double-well", "--steps", "30", "--out", str(out),
+            "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "done: 30 steps" in printed and str(out / "model.pt") in printed
+    assert (out / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["summary"]["steps"] == 30
+    assert len(metrics["history"]["loss"]) == 30
+    assert all(math.isfinite(v) for v in metrics["history"]["loss"])
+
+    model = load_model(out / "model.pt")
+    assert isinstance(model.system, DoubleWell2D)
+    assert model.t_range == (300.0, 600.0) and model.metrics["steps"] == 30
+    assert model.run_config["train"]["steps"] == 30
+    trained = torch.load(out / "checkpoint.pt", weights_only=False)["modules"]["flow"]
+    for key, value in model.flow.state_dict().items():
+        assert torch.equal(value, trained[key]), key
+    z = torch.linspace(-3.0, 3.0, 64)[:, None]
+    samples = model.sample(z, 450.0, generator=torch.Generator().manual_seed(0))
+    assert bool(samples.finite.all())
+    torch.testing.assert_close(samples.x[:, :1], z)  # backmapped frames keep their z
