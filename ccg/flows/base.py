@@ -52,43 +52,73 @@ def _as_vector(value: object, dim: int, name: str, dtype: torch.dtype) -> torch.
 class Standardize(nn.Module):
     """Fixed map from internal flow units to r (the last layer, base -> data).
 
-    Linear dims: r = loc + scale / unit * v, log|det| = Σ log(scale / unit). Circular dims:
-    r = wrap(v + loc) (a rotation of the circle, log|det| 0), so the spline boundaries sit opposite
-    the reference torsion. `unit` is the number of internal units per standardized unit (1 for the
-    nflows backend; π / tail_bound for the normflows backend, whose spline box is [-π, π]).
+    Linear dims: r_lin = loc_lin + L v_lin / unit with L lower triangular (positive diagonal):
+    diag(scale) by default, or a given `scale_tril` that correlates the linear dims (for
+    example the Cholesky factor of the harmonic covariance at the reference structure);
+    log|det| = Σ log diag(L) - n_lin log(unit). Circular dims: r = wrap(v + loc) (a rotation of
+    the circle, log|det| 0), so the spline boundaries sit opposite the reference torsion.
+    `unit` is the number of internal units per standardized unit (1 for the nflows backend;
+    π / tail_bound for the normflows backend, whose spline box is [-π, π]).
     """
 
     def __init__(
-        self, circular: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, unit: float = 1.0
+        self, circular: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, unit: float = 1.0,
+        scale_tril: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
+        lin = torch.nonzero(~circular).flatten()
+        circ = torch.nonzero(circular).flatten()
+        n_lin = len(lin)
+        if scale_tril is None:
+            tril = torch.diag(scale[lin])
+        else:
+            tril = torch.as_tensor(scale_tril, dtype=scale.dtype).detach().clone().cpu()
+            if tril.shape != (n_lin, n_lin):
+                raise ValueError(
+                    f"Expected scale_tril of shape [{n_lin}, {n_lin}] (one row per linear dim); "
+                    f"got {list(tril.shape)}."
+                )
+            diag = torch.diagonal(tril)
+            if not bool(torch.isfinite(tril).all()) or not bool((diag > 0).all()) or bool(
+                torch.triu(tril, diagonal=1).abs().max() > 0 if n_lin > 1 else False
+            ):
+                raise ValueError(
+                    "Expected scale_tril lower triangular with a positive diagonal and finite "
+                    "entries (a Cholesky factor, e.g. torch.linalg.cholesky(covariance))."
+                )
         self.register_buffer("circular", circular.clone())
         self.register_buffer("loc", loc.clone())
         self.register_buffer("scale", scale.clone())
+        self.register_buffer("scale_tril", tril)
+        self.register_buffer("_lin", lin, persistent=False)
+        self.register_buffer("_circ", circ, persistent=False)
+        self.register_buffer("_order", torch.argsort(torch.cat([lin, circ])), persistent=False)
+        self.correlated = scale_tril is not None
         self.unit = float(unit)
 
-    def _linear_factor(self) -> torch.Tensor:
-        """Per-dim factor dr/dv on linear dims (1 on circular dims), shape [dim]."""
-        one = torch.ones_like(self.scale)
-        return torch.where(self.circular, one, self.scale / self.unit)
+    def _logdet(self) -> torch.Tensor:
+        n_lin = self.scale_tril.shape[0]
+        return torch.log(torch.diagonal(self.scale_tril)).sum() - n_lin * math.log(self.unit)
 
     def forward(
         self, v: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Internal units v [B, dim] -> r [B, dim]; log|dr/dv| [B]."""
-        factor = self._linear_factor()
-        r = torch.where(self.circular, wrap_angle(v + self.loc), self.loc + factor * v)
-        logdet = torch.log(factor).sum().expand(v.shape[0])
-        return r, logdet
+        r_lin = self.loc[self._lin] + (v[:, self._lin] / self.unit) @ self.scale_tril.T
+        r_circ = wrap_angle(v[:, self._circ] + self.loc[self._circ])
+        r = torch.cat([r_lin, r_circ], dim=1)[:, self._order]
+        return r, self._logdet().expand(v.shape[0])
 
     def inverse(
         self, r: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """r [B, dim] -> internal units v [B, dim]; log|dv/dr| [B]."""
-        factor = self._linear_factor()
-        v = torch.where(self.circular, wrap_angle(r - self.loc), (r - self.loc) / factor)
-        logdet = -torch.log(factor).sum().expand(r.shape[0])
-        return v, logdet
+        centered = (r[:, self._lin] - self.loc[self._lin]).T
+        v_lin = self.unit * torch.linalg.solve_triangular(
+            self.scale_tril, centered, upper=False).T
+        v_circ = wrap_angle(r[:, self._circ] - self.loc[self._circ])
+        v = torch.cat([v_lin, v_circ], dim=1)[:, self._order]
+        return v, -self._logdet().expand(r.shape[0])
 
 
 class ConditionalFlow(nn.Module, abc.ABC):
@@ -106,6 +136,8 @@ class ConditionalFlow(nn.Module, abc.ABC):
         n_bins: spline bins.
         temperature_scaling: scale the base width of linear dims by exp(ctx[:, -1] / 2).
         tail_bound: spline interval half-width on linear dims, in standardized units.
+        scale_tril: optional [n_lin, n_lin] lower-triangular factor correlating the linear dims
+            at T_ref (replaces diag(scale); n_lin = number of non-circular dims, in order).
 
     Subclasses set `backend` and `unit` and implement `_build_layers` (base -> data order).
     """
@@ -126,6 +158,7 @@ class ConditionalFlow(nn.Module, abc.ABC):
         n_bins: int = 8,
         temperature_scaling: bool = True,
         tail_bound: float = 5.0,
+        scale_tril: torch.Tensor | Sequence[Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
         for name, value, low in [
@@ -168,7 +201,8 @@ class ConditionalFlow(nn.Module, abc.ABC):
         self.temperature_scaling = bool(temperature_scaling)
         self.tail_bound = float(tail_bound)
         self.unit = self._unit()
-        self.standardize = Standardize(circ, loc_t, scale_t, unit=self.unit)
+        self.standardize = Standardize(circ, loc_t, scale_t, unit=self.unit,
+                                       scale_tril=scale_tril)
         self.layers = nn.ModuleList(self._build_layers())
 
     # --- backend hooks -------------------------------------------------------------------
@@ -211,6 +245,8 @@ class ConditionalFlow(nn.Module, abc.ABC):
             "n_bins": self.n_bins,
             "temperature_scaling": self.temperature_scaling,
             "tail_bound": self.tail_bound,
+            "scale_tril": (self.standardize.scale_tril.tolist()
+                           if self.standardize.correlated else None),
         }
 
     # --- base distribution ---------------------------------------------------------------

@@ -39,6 +39,7 @@ def build_flow(
     n_bins: int = 8,
     temperature_scaling: bool = True,
     tail_bound: float = 5.0,
+    scale_tril: torch.Tensor | Sequence[Sequence[float]] | None = None,
 ) -> ConditionalFlow:
     """Build a conditional flow q(r | context) with the given backend.
 
@@ -49,7 +50,7 @@ def build_flow(
         loc, scale: [dim] reference values and widths at T_ref (r units; scale ignored on
             circular dims).
         backend: one of `FLOW_BACKENDS` ("nflows" or "normflows").
-        n_layers, hidden, n_blocks, n_bins, temperature_scaling, tail_bound: see
+        n_layers, hidden, n_blocks, n_bins, temperature_scaling, tail_bound, scale_tril: see
             `ConditionalFlow`.
 
     Returns:
@@ -71,6 +72,7 @@ def build_flow(
         n_bins=n_bins,
         temperature_scaling=temperature_scaling,
         tail_bound=tail_bound,
+        scale_tril=scale_tril,
     )
 
 

@@ -37,7 +37,7 @@ class PointEstimates:
         ess: normalized effective sample size [M] in (0, 1].
         bound: variational bound E_q[u + log q] [M] (>= beta F up to noise).
         mean_energy_kjmol: <U>_z [M]; mean_energy_err: its standard error [M].
-        energy_var: Var_z(U) [M] in (kJ/mol)^2.
+        energy_var: Var_z(U) [M] in (kJ/mol)^2; energy_var_err: its standard error [M].
         mean_force: grad_z F [M, cg_dim] in kJ/mol per CG unit (or None); mean_force_err.
         thermal_response: d(beta grad F)/d beta [M, cg_dim] in kJ/mol per unit (or None),
             thermal_response_err.
@@ -52,6 +52,7 @@ class PointEstimates:
     mean_energy_kjmol: torch.Tensor
     mean_energy_err: torch.Tensor
     energy_var: torch.Tensor
+    energy_var_err: torch.Tensor
     n_samples: int
     n_nonfinite: torch.Tensor
     mean_force: torch.Tensor | None = None
@@ -174,10 +175,11 @@ def estimate_free_energy(
     bound = torch.where(finite, data["bound"], torch.full_like(data["bound"], torch.inf)).mean(1)
     energy = data["energy"]
     mean_u, mean_u_err = _weighted_stats(log_w, energy)
-    second, _ = _weighted_stats(log_w, (energy - mean_u[:, None]) ** 2)
+    second, second_err = _weighted_stats(log_w, (energy - mean_u[:, None]) ** 2)
     result = PointEstimates(
         beta_f=-log_mean_w, beta_f_err=beta_f_err, ess=ess, bound=bound,
         mean_energy_kjmol=mean_u, mean_energy_err=mean_u_err, energy_var=second,
+        energy_var_err=second_err,
         n_samples=k, n_nonfinite=(~finite).sum(1),
     )
     if mean_force:

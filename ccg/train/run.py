@@ -54,27 +54,46 @@ def base_scale(cg_map, t_ref: float, system=None) -> torch.Tensor:
 
     Defaults by kind (harmonic estimates for amber-like force constants, scaled by
     sqrt(T_ref / 300 K)). Analytic systems: the exact conditional widths of r | z. With a
-    molecular `system` that has reference positions, the widths of
-    bonds, angles and improper torsions are refined to the harmonic widths
-    1 / sqrt(beta d2U/dr_i2) at the reference structure (clamped to 1/4..4 times the default).
+    molecular `system` that has reference positions, the widths of bonds, angles and improper
+    torsions are refined to the harmonic widths 1 / sqrt(beta d2U/dr_i2) at the reference
+    structure (clamped to 1/4..4 times the default).
     """
     factor = math.sqrt(t_ref / 300.0)
-    stiff = [kind in ("bond", "angle", "improper") for kind in cg_map.r_kinds]
+    stiff = torch.tensor([kind in ("bond", "angle", "improper") for kind in cg_map.r_kinds])
     widths = torch.tensor(
-        [_WIDTH_300K[kind] * (factor if s else 1.0) for kind, s in zip(cg_map.r_kinds, stiff,
-                                                                       strict=True)],
+        [_WIDTH_300K[kind] * (factor if kind in ("bond", "angle", "improper") else 1.0)
+         for kind in cg_map.r_kinds],
         dtype=torch.float64,
     )
     if _is_analytic(system):
         return _conditional_moments(system, t_ref)[1]
-    reference = getattr(system, "reference_positions", None)
-    if reference is None:
+    if getattr(system, "reference_positions", None) is None:
         return widths
-    curvature = _reference_curvature(cg_map, system, reference)
+    curvature = reference_hessian(cg_map, system).diagonal()
     beta = 1.0 / (KB_KJMOL_PER_K * t_ref)
     harmonic = 1.0 / torch.sqrt(beta * curvature.clamp_min(1e-12))
     refined = torch.minimum(torch.maximum(harmonic, widths / 4), widths * 4)
-    return torch.where(torch.tensor(stiff) & (curvature > 0), refined, widths)
+    return torch.where(stiff & (curvature > 0), refined, widths)
+
+
+def harmonic_scale_tril(cg_map, system, t_ref: float, linear: torch.Tensor):
+    """Cholesky factor [n_lin, n_lin] of the harmonic covariance (beta H_ll)^-1 of the linear
+    r dims at the reference structure (z and the circular dims held fixed), or None when the
+    system has no reference structure or H_ll is not positive definite there."""
+    if _is_analytic(system) or getattr(system, "reference_positions", None) is None:
+        return None
+    idx = torch.nonzero(linear).flatten()
+    hessian = reference_hessian(cg_map, system)[idx][:, idx]
+    beta = 1.0 / (KB_KJMOL_PER_K * t_ref)
+    factor, info = torch.linalg.cholesky_ex(beta * hessian)
+    if int(info) != 0:
+        return None
+    # (beta H)^-1 = (F F^T)^-1 = F^-T F^-1; its lower Cholesky factor is the flip of F^-T.
+    inv_t = torch.linalg.solve_triangular(factor, torch.eye(len(idx), dtype=factor.dtype),
+                                          upper=False).T
+    covariance = inv_t @ inv_t.T
+    tril, info = torch.linalg.cholesky_ex(covariance)
+    return None if int(info) != 0 else tril
 
 
 def _is_analytic(system) -> bool:
@@ -92,9 +111,11 @@ def _conditional_moments(system, t_ref: float, n_z: int = 16, n: int = 256):
     return r.mean(dim=0), r.std(dim=0).clamp_min(1e-6)
 
 
-def _reference_curvature(cg_map, system, reference) -> torch.Tensor:
-    """Diagonal of the Hessian d2U/dr2 [n_r] at the reference structure (z held fixed)."""
-    x_ref = torch.as_tensor(reference, dtype=torch.float64).reshape(1, *system.event_shape)
+def reference_hessian(cg_map, system) -> torch.Tensor:
+    """Hessian d2U/dr2 [n_r, n_r] (kJ/mol per r unit^2) at the system's reference structure,
+    with z held at the reference's CG coordinates."""
+    x_ref = torch.as_tensor(system.reference_positions, dtype=torch.float64)
+    x_ref = x_ref.reshape(1, *system.event_shape)
     with torch.no_grad():
         z0, r0, _ = cg_map.split(x_ref)
 
@@ -102,8 +123,7 @@ def _reference_curvature(cg_map, system, reference) -> torch.Tensor:
         x, _ = cg_map.merge(z0, r[None])
         return system.energy(x)[0]
 
-    hessian = torch.autograd.functional.hessian(energy_of_r, r0[0])
-    return hessian.diagonal().detach()
+    return torch.autograd.functional.hessian(energy_of_r, r0[0]).detach()
 
 
 def build_model(config: RunConfig) -> BackmappingModel:
@@ -122,10 +142,12 @@ def build_model(config: RunConfig) -> BackmappingModel:
     loc = cg_map.r_reference
     if _is_analytic(system):
         loc = _conditional_moments(system, t_ref)[0]
+    tril = harmonic_scale_tril(cg_map, system, t_ref, ~circular) if fc.correlated_base else None
     flow = build_flow(
         cg_map.n_r, cg_map.cg_feature_dim + 1, circular, loc, base_scale(cg_map, t_ref, system),
         backend=fc.backend, n_layers=fc.n_layers, hidden=fc.hidden, n_blocks=fc.n_blocks,
         n_bins=fc.n_bins, temperature_scaling=fc.temperature_scaling, tail_bound=fc.tail_bound,
+        scale_tril=tril,
     )
     return BackmappingModel(system, cg_map, flow, t_ref=t_ref,
                             t_range=(config.train.t_min, config.train.t_max))
