@@ -14,6 +14,7 @@ EPILOG = """examples:
   ccg bench energy                          torch vs OpenMM energy+forces throughput
   ccg train --minutes 5 --out runs/ala2     train the default (alanine dipeptide, phi/psi)
   ccg train --config my.toml --resume       continue an interrupted run
+  ccg free-energy runs/ala2/model.pt --temperature 300 --grid 36 --out fes.npz --plot fes.png
 """
 
 
@@ -91,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_bench)
 
     _add_train(sub)
+    from ccg.free_energy.cli import add_parser as add_free_energy
+
+    add_free_energy(sub)
     return parser
 
 
@@ -105,9 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    from ccg.train.trainer import TrainingError
+
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, FileNotFoundError, TrainingError) as err:
         print(f"ccg {args.command}: error: {err}", file=sys.stderr)
         return 2
 

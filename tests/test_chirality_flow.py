@@ -10,14 +10,6 @@ from ccg.train.run import build_model, build_proposal
 from ccg.train.trainer import Trainer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _config(cg: str) -> RunConfig:
     config = RunConfig()
     config.map.cg = cg

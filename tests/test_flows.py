@@ -23,7 +23,8 @@ from ccg.flows import (
     temperature_feature,
 )
 from ccg.flows.base import Standardize
-from ccg.flows.coupling import CircularShift, RQSplineCoupling, circular_shifts, coupling_masks
+from ccg.flows.coupling import CircularShift, RQSplineCoupling
+from ccg.flows.layout import circular_shifts, coupling_masks
 from ccg.flows.normflows_backend import NormflowsCoupling, NormflowsShift
 
 PI = math.pi
@@ -43,15 +44,6 @@ DEVICES = [
         marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
     ),
 ]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster and immune to contention on shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def perturb(module: nn.Module, std: float = 0.1, seed: int = 0) -> nn.Module:

@@ -103,3 +103,35 @@ def test_grid_centers_and_order():
     torch.testing.assert_close(points[1], torch.stack([grid_centers(3)[0], grid_centers(3)[1]]))
     with pytest.raises(ValueError, match="grid size"):
         grid_centers(1)
+
+
+def test_free_energy_command_on_a_torsion_model(tmp_path):
+    """`ccg free-energy` writes the documented npz layout and a plot, atomically."""
+    import numpy as np
+
+    from ccg.cli import main
+    from ccg.io.model_file import save_model
+
+    config = RunConfig()
+    config.flow.n_layers, config.flow.hidden = 2, 16
+    config.train.steps = 1
+    torch.manual_seed(0)
+    model = build_model(config)
+    save_model(tmp_path / "model.pt", model)
+    out, png = tmp_path / "fes.npz", tmp_path / "fes.png"
+    code = main(["free-energy", str(tmp_path / "model.pt"), "--temperature", "300", "--grid", "4",
+                 "--samples", "8", "--out", str(out), "--plot", str(png)])
+    assert code == 0
+    data = np.load(out)
+    assert data["F_kT"].shape == (4, 4) and data["F_kT"].min() == 0.0
+    assert data["grid"].shape == (2, 4) and data["mean_force"].shape == (4, 4, 2)
+    for key in ("F_kT_err", "ess", "mean_energy_kjmol"):
+        assert data[key].shape == (4, 4)
+    np.testing.assert_allclose(data["grid"][0], grid_centers(4).numpy())
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fes.npz", "fes.png", "model.pt"]
+    missing = main(["free-energy", str(tmp_path / "model.pt"), "--temperature", "300",
+                    "--out", str(tmp_path / "nope" / "fes.npz")])
+    assert missing == 2
+    assert main(["free-energy", str(tmp_path / "model.pt"), "--temperature", "-5",
+                 "--out", str(tmp_path / "x.npz")]) == 2

@@ -23,14 +23,6 @@ from ccg.train.config import RunConfig
 from ccg.train.run import build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _perturbed(model):
     """The model with every flow weight moved off its (identity) initialization, so a load that
     dropped the weights could not reproduce the original's densities."""

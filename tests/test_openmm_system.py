@@ -370,8 +370,12 @@ def test_summary_and_properties(ala):
 
 def test_benchmark_smoke(ala):
     rows = benchmark_energy(ala, batch_sizes=(8,), repeats=1, openmm_max_configs=8)
-    assert [r["method"] for r in rows] == ["openmm loop (CPU, 1 thread)", "torch eager float32"]
-    assert rows[0]["ratio_vs_openmm"] == 1.0 and rows[1]["configs_per_s"] > 0
+    assert [r["method"] for r in rows] == [
+        "openmm loop (CPU platform, 1 thread)", "openmm loop (Reference platform)",
+        "torch eager float32"]
+    # ratios are against the faster OpenMM loop of the same run
+    assert max(rows[0]["ratio_vs_openmm"], rows[1]["ratio_vs_openmm"]) == 1.0
+    assert rows[2]["configs_per_s"] > 0
     assert "| 8 |" in format_table(rows)
 
 

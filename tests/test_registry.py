@@ -73,15 +73,6 @@ DEVICES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors on shared cores: one thread is faster and immune to contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @dataclass(frozen=True)
 class Molecule:
     """Alanine dipeptide: topology and reference structure [22, 3] nm (float64)."""

@@ -23,14 +23,6 @@ from ccg.train.run import build_model, build_proposal
 from ccg.train.trainer import Trainer, TrainingError, ess_per_group
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _config(system: str, flow: dict | None = None, **train) -> RunConfig:
     """A validated float64 run on an analytic system over T in [300, 600] K."""
     return RunConfig.from_dict({

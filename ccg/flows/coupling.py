@@ -22,46 +22,10 @@ from nflows.transforms.splines.rational_quadratic import (
 from torch import nn
 
 from ccg.flows.base import PI, ConditionalFlow, wrap_angle
+from ccg.flows.layout import coupling_stack
 
 # softplus^-1(1 - min_derivative): an unnormalized derivative of 0 from the network means slope 1.
 _IDENTITY_DERIVATIVE = math.log(math.expm1(1.0 - DEFAULT_MIN_DERIVATIVE))
-_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
-
-
-def coupling_masks(circular: torch.Tensor, n_layers: int) -> list[torch.Tensor]:
-    """Transform masks (True = transformed) for `n_layers` coupling layers (n_layers even).
-
-    Layers come in complementary pairs, so every dim is transformed in exactly half of them.
-    Within a pair, circular dims and linear dims are each split in alternation (after a fixed,
-    seeded permutation per pair, the identity for the first pair), so both halves mix circular
-    and linear dims and different pairs condition on different partners. Deterministic.
-    """
-    circ_idx = torch.nonzero(circular).flatten()
-    lin_idx = torch.nonzero(~circular).flatten()
-    masks: list[torch.Tensor] = []
-    for pair in range(n_layers // 2):
-        if pair > 0:
-            gen = torch.Generator().manual_seed(1000 + pair)
-            circ_idx = circ_idx[torch.randperm(len(circ_idx), generator=gen)]
-            lin_idx = lin_idx[torch.randperm(len(lin_idx), generator=gen)]
-        order = torch.cat([circ_idx, lin_idx])
-        mask = torch.zeros(len(circular), dtype=torch.bool)
-        mask[order[0::2]] = True
-        masks += [mask, ~mask]
-    return masks
-
-
-def circular_shifts(circular: torch.Tensor, n_shifts: int) -> torch.Tensor:
-    """Fixed shifts [n_shifts, dim] in [-π, π) on circular dims (0 on linear dims).
-
-    A deterministic low-discrepancy sequence (golden-ratio steps, offset per dim), so no
-    coupling layer sees the same point at its spline boundary.
-    """
-    k = torch.arange(1, n_shifts + 1, dtype=torch.float64)[:, None]
-    j = torch.arange(len(circular), dtype=torch.float64)[None, :]
-    frac = torch.remainder(k * _GOLDEN + j * math.sqrt(2.0), 1.0)
-    shifts = wrap_angle(2.0 * PI * frac)
-    return torch.where(circular, shifts, torch.zeros_like(shifts)).to(torch.get_default_dtype())
 
 
 class CircularShift(nn.Module):
@@ -202,23 +166,12 @@ class NflowsFlow(ConditionalFlow):
     backend = "nflows"
 
     def _build_layers(self) -> list[nn.Module]:
-        circular = self.standardize.circular
-        masks = coupling_masks(circular, self.n_layers)
-        shifts = circular_shifts(circular, self.n_layers)
-        layers: list[nn.Module] = []
-        for i, mask in enumerate(masks):
-            if bool(mask.any()):
-                layers.append(
-                    RQSplineCoupling(
-                        mask,
-                        circular,
-                        self.context_dim,
-                        hidden=self.hidden,
-                        n_blocks=self.n_blocks,
-                        n_bins=self.n_bins,
-                        tail_bound=self.tail_bound,
-                    )
-                )
-            if bool(circular.any()):
-                layers.append(CircularShift(shifts[i], circular))
-        return layers
+        return coupling_stack(
+            self.standardize.circular,
+            self.n_layers,
+            lambda mask, circular: RQSplineCoupling(
+                mask, circular, self.context_dim, hidden=self.hidden, n_blocks=self.n_blocks,
+                n_bins=self.n_bins, tail_bound=self.tail_bound,
+            ),
+            CircularShift,
+        )

@@ -26,7 +26,7 @@ from normflows.flows import CircularCoupledRationalQuadraticSpline, PeriodicShif
 from torch import nn
 
 from ccg.flows.base import PI, ConditionalFlow
-from ccg.flows.coupling import circular_shifts, coupling_masks
+from ccg.flows.layout import coupling_stack
 
 
 class _LinearTailGuard(nn.Module):
@@ -146,22 +146,12 @@ class NormflowsFlow(ConditionalFlow):
         return PI / self.tail_bound
 
     def _build_layers(self) -> list[nn.Module]:
-        circular = self.standardize.circular
-        masks = coupling_masks(circular, self.n_layers)
-        shifts = circular_shifts(circular, self.n_layers)
-        layers: list[nn.Module] = []
-        for i, mask in enumerate(masks):
-            if bool(mask.any()):
-                layers.append(
-                    NormflowsCoupling(
-                        mask,
-                        circular,
-                        self.context_dim,
-                        hidden=self.hidden,
-                        n_blocks=self.n_blocks,
-                        n_bins=self.n_bins,
-                    )
-                )
-            if bool(circular.any()):
-                layers.append(NormflowsShift(shifts[i], circular))
-        return layers
+        return coupling_stack(
+            self.standardize.circular,
+            self.n_layers,
+            lambda mask, circular: NormflowsCoupling(
+                mask, circular, self.context_dim, hidden=self.hidden, n_blocks=self.n_blocks,
+                n_bins=self.n_bins,
+            ),
+            NormflowsShift,
+        )

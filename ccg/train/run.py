@@ -16,7 +16,7 @@ import torch
 
 from ccg.constants import KB_KJMOL_PER_K
 from ccg.model import BackmappingModel
-from ccg.train.config import ConfigError, RunConfig
+from ccg.train.config import RunConfig
 
 # Typical widths at 300 K of the fast internal coordinates (harmonic estimate sqrt(kT / k) for
 # amber-like force constants); the flow's base scales them by sqrt(T / 300 K).
@@ -164,10 +164,12 @@ def build_proposal(config: RunConfig, model: BackmappingModel):
         low, high = model.system.cg_bounds
         return UniformBox(low, high)
     if config.map.cg_frames is None:
-        raise ConfigError(
-            f'CG map "{cg}" needs CG frames to train on: pass --cg-frames FILE (a trajectory '
-            "mdtraj reads, atomistic or CG)."
-        )
+        from ccg.train.md_proposal import langevin_cg_frames
+
+        print(f"bead map without --cg-frames: proposing CG frames from a 200 ps OpenMM Langevin "
+              f"run at {config.train.t_max} K (force field only; see ccg.train.md_proposal)")
+        return FrameProposal(langevin_cg_frames(model.system, model.cg_map, config.train.t_max,
+                                                seed=config.train.seed))
     from ccg.io.trajectories import read_cg_frames
 
     return FrameProposal(read_cg_frames(config.map.cg_frames, model.cg_map, model.system))
