@@ -59,24 +59,9 @@ Vec = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 """A batch of 3-vectors as its (x, y, z) components, each [k, B]."""
 
 
-_MATMUL_MAX_ENTRIES = 2_000_000
-_MATMUL_MIN_PAIRS = 100
-"""Displacements of a term with between _MATMUL_MIN_PAIRS pairs and _MATMUL_MAX_ENTRIES
-incidence entries (k pairs x n_atoms) are a matrix product; otherwise index_select."""
-
-
 def _displacement(xt: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
     """x_i - x_j for index tensors i, j of length k: [3, k, B] from xt [3, n_atoms, B]."""
     return xt.index_select(1, i) - xt.index_select(1, j)
-
-
-def _incidence(i: torch.Tensor, j: torch.Tensor, n_atoms: int) -> torch.Tensor:
-    """Signed incidence matrix D [k, n_atoms] (float64) with D @ x = x_i - x_j per row."""
-    rows = torch.arange(len(i))
-    matrix = torch.zeros(len(i), n_atoms, dtype=torch.float64)
-    matrix.index_put_((rows, i.cpu()), torch.ones(len(i), dtype=torch.float64), accumulate=True)
-    matrix.index_put_((rows, j.cpu()), -torch.ones(len(j), dtype=torch.float64), accumulate=True)
-    return matrix
 
 
 def _dot(a: Vec, b: Vec) -> torch.Tensor:
@@ -99,8 +84,6 @@ class TorchTerm(nn.Module):
 
     _param_names: tuple[str, ...] = ()
     _index_names: tuple[str, ...] = ()
-    _pairs: tuple[tuple[str, str], ...] = ()
-    """Index-buffer pairs (i, j) whose displacements x_i - x_j `forward` needs, in order."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -124,33 +107,6 @@ class TorchTerm(nn.Module):
             self._cache[key] = cached
         return cached
 
-    def _displacements(self, xt: torch.Tensor) -> list[torch.Tensor]:
-        """[3, k, B] displacements x_i - x_j for each of `_pairs`, from xt [3, n_atoms, B].
-
-        For small molecules they are one matrix product with a signed incidence matrix each
-        (exact: the entries are 0 and +-1), whose backward is again a dense product; this is
-        several times faster on the CPU than the scatter-add behind index_select's backward.
-        """
-        n_atoms = xt.shape[1]
-        key = ("incidence", xt.dtype, xt.device, n_atoms)
-        mats = self._cache.get(key)
-        if mats is None:
-            mats = tuple(
-                _incidence(getattr(self, a), getattr(self, b), n_atoms).to(xt.device, xt.dtype)
-                if _MATMUL_MIN_PAIRS <= len(getattr(self, a))
-                and len(getattr(self, a)) * n_atoms <= _MATMUL_MAX_ENTRIES else None
-                for a, b in self._pairs
-            )
-            self._cache[key] = mats
-        out = []
-        for (a, b), mat in zip(self._pairs, mats, strict=True):
-            if mat is None:
-                i, j = getattr(self, a).to(xt.device), getattr(self, b).to(xt.device)
-                out.append(_displacement(xt, i, j))
-            else:
-                out.append(torch.matmul(mat, xt))
-        return out
-
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
         self._cache = {}
         return super()._apply(fn, recurse)
@@ -166,7 +122,6 @@ class HarmonicBondTerm(TorchTerm):
 
     _index_names = ("i", "j")
     _param_names = ("r0", "half_k")
-    _pairs = (("i", "j"),)
 
     def __init__(self, force: openmm.HarmonicBondForce) -> None:
         super().__init__()
@@ -181,8 +136,8 @@ class HarmonicBondTerm(TorchTerm):
         )
 
     def forward(self, xt: torch.Tensor) -> torch.Tensor:
-        _, _, r0, half_k = self._cast(xt)
-        (d,) = self._displacements(xt)
+        i, j, r0, half_k = self._cast(xt)
+        d = _displacement(xt, i, j)
         r = (d * d).sum(0).sqrt()
         dr = r - r0[:, None]
         return (half_k[:, None] * dr * dr).sum(0)
@@ -197,7 +152,6 @@ class HarmonicAngleTerm(TorchTerm):
 
     _index_names = ("i", "j", "k")
     _param_names = ("theta0", "half_k")
-    _pairs = (("i", "j"), ("k", "j"))
 
     def __init__(self, force: openmm.HarmonicAngleForce) -> None:
         super().__init__()
@@ -213,8 +167,9 @@ class HarmonicAngleTerm(TorchTerm):
         )
 
     def forward(self, xt: torch.Tensor) -> torch.Tensor:
-        *_, theta0, half_k = self._cast(xt)
-        u, v = (d.unbind(0) for d in self._displacements(xt))
+        i, j, k, theta0, half_k = self._cast(xt)
+        u = _displacement(xt, i, j).unbind(0)
+        v = _displacement(xt, k, j).unbind(0)
         c = _cross(u, v)
         theta = torch.atan2(_dot(c, c).sqrt(), _dot(u, v))
         dtheta = theta - theta0[:, None]
@@ -231,7 +186,6 @@ class PeriodicTorsionTerm(TorchTerm):
 
     _index_names = ("term_quad", "a1", "a2", "a3", "a4")
     _param_names = ("periodicity", "phase", "k_torsion")
-    _pairs = (("a2", "a1"), ("a3", "a2"), ("a4", "a3"))
 
     def __init__(self, force: openmm.PeriodicTorsionForce) -> None:
         super().__init__()
@@ -252,8 +206,10 @@ class PeriodicTorsionTerm(TorchTerm):
         )
 
     def forward(self, xt: torch.Tensor) -> torch.Tensor:
-        term_quad, _, _, _, _, n, phase, k_torsion = self._cast(xt)
-        b1, b2, b3 = (d.unbind(0) for d in self._displacements(xt))
+        term_quad, a1, a2, a3, a4, n, phase, k_torsion = self._cast(xt)
+        b1 = _displacement(xt, a2, a1).unbind(0)
+        b2 = _displacement(xt, a3, a2).unbind(0)
+        b3 = _displacement(xt, a4, a3).unbind(0)
         n1 = _cross(b1, b2)
         n2 = _cross(b2, b3)
         y = _dot(b2, b2).sqrt() * _dot(b1, n2)
@@ -273,7 +229,6 @@ class NonbondedNoCutoffTerm(TorchTerm):
 
     _index_names = ("i", "j")
     _param_names = ("coulomb", "a12", "a6")
-    _pairs = (("i", "j"),)
 
     def __init__(self, force: openmm.NonbondedForce) -> None:
         super().__init__()
@@ -333,8 +288,8 @@ class NonbondedNoCutoffTerm(TorchTerm):
         )
 
     def forward(self, xt: torch.Tensor) -> torch.Tensor:
-        _, _, coulomb, a12, a6 = self._cast(xt)
-        (d,) = self._displacements(xt)
+        i, j, coulomb, a12, a6 = self._cast(xt)
+        d = _displacement(xt, i, j)
         inv_r2 = 1.0 / (d * d).sum(0)
         inv_r6 = inv_r2 * inv_r2 * inv_r2
         pair = coulomb[:, None] * inv_r2.sqrt() + (a12[:, None] * inv_r6 - a6[:, None]) * inv_r6
