@@ -15,6 +15,7 @@ EPILOG = """examples:
   ccg train --minutes 5 --out runs/ala2     train the default (alanine dipeptide, phi/psi)
   ccg train --config my.toml --resume       continue an interrupted run
   ccg free-energy runs/ala2/model.pt --temperature 300 --grid 36 --out fes.npz --plot fes.png
+  ccg backmap runs/ala2/model.pt --cg traj.h5 --temperature 300 --out atoms.pdb
 """
 
 
@@ -95,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ccg.free_energy.cli import add_parser as add_free_energy
 
     add_free_energy(sub)
+    from ccg.backmap import add_parser as add_backmap
+
+    add_backmap(sub)
     return parser
 
 
