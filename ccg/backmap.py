@@ -85,6 +85,39 @@ def backmap_frames(model, z: torch.Tensor, temperature_k: float, *, samples_per_
         }
 
 
+def minimize_keeping_cg(model, xyz_nm: np.ndarray, *, tolerance: float = 10.0,
+                        max_iterations: int = 500) -> np.ndarray:
+    """Relax frames [n, n_atoms, 3] (nm) with OpenMM's minimizer, CG coordinates held fixed.
+
+    Bead maps: the CG atoms get zero mass, which OpenMM's minimizer keeps in place. Torsion
+    maps: the minimized frame is split and rebuilt with the original z (the minimizer may move
+    the torsions a little), so the output still coarse-grains exactly onto the input.
+    `tolerance` in kJ/mol/nm. One OpenMM minimization per frame (slow; optional).
+    """
+    import openmm
+    from openmm import unit
+
+    system = model.system.openmm_system.__copy__()
+    cg_atoms = getattr(model.cg_map, "cg_atom_indices", None)
+    for atom in cg_atoms or ():
+        system.setParticleMass(atom, 0.0)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001),
+                             openmm.Platform.getPlatformByName("Reference"))
+    out = np.empty_like(xyz_nm)
+    for n, frame in enumerate(xyz_nm):
+        context.setPositions(frame.astype(np.float64))
+        openmm.LocalEnergyMinimizer.minimize(
+            context, tolerance * unit.kilojoule_per_mole / unit.nanometer, max_iterations)
+        out[n] = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(
+            unit.nanometer)
+    if cg_atoms is None:  # torsion map: put the exact CG values back
+        x = torch.as_tensor(out, dtype=torch.float64)
+        z_in, _, _ = model.cg_map.split(torch.as_tensor(xyz_nm, dtype=torch.float64))
+        _, r, _ = model.cg_map.split(x)
+        out = model.cg_map.merge(z_in, r)[0].numpy()
+    return out.astype(xyz_nm.dtype)
+
+
 class _TrajectoryWriter:
     """Appends frames to an mdtraj-format file chosen by extension (pdb, dcd, xtc, h5)."""
 
@@ -170,6 +203,8 @@ def add_parser(sub) -> None:
     p.add_argument("--samples-per-frame", type=int, default=1, help="K samples per CG frame")
     p.add_argument("--select", choices=SELECT_MODES, default="weighted")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minimize", action="store_true",
+                   help="relax each frame with OpenMM, holding the CG coordinates fixed")
     p.add_argument("--chunk", type=int, default=1024, help="CG frames per chunk")
     p.add_argument("--out", required=True, help="output trajectory (.pdb, .dcd, .xtc, .h5)")
     p.set_defaults(func=run)
@@ -193,6 +228,10 @@ def run(args: argparse.Namespace) -> int:
                                         samples_per_frame=args.samples_per_frame,
                                         select=args.select, seed=args.seed,
                                         chunk_frames=args.chunk, progress=True):
+                if args.minimize:
+                    chunk["xyz"] = minimize_keeping_cg(model, chunk["xyz"])
+                    energy = model.system.energy(torch.as_tensor(chunk["xyz"], dtype=torch.float64))
+                    chunk["energy_kjmol"] = energy.detach().numpy()
                 writer.write(chunk["xyz"])
                 rows.append(np.stack([chunk["frame"], chunk["energy_kjmol"],
                                       chunk["log_weight"]], axis=1))

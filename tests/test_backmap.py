@@ -133,3 +133,25 @@ def test_degrees_table(models, tmp_path):
     traj = mdtraj.load(str(out))
     np.testing.assert_allclose(np.degrees(mdtraj.compute_phi(traj)[1][:, 0]), [-80, -70],
                                atol=0.2)
+
+
+@pytest.mark.parametrize("cg", ["phi-psi", "heavy-atoms"])
+def test_minimize_keeps_cg_and_lowers_energy(models, tmp_path, cg):
+    from ccg.backmap import minimize_keeping_cg
+    from ccg.io.model_file import load_model
+    from ccg.io.trajectories import read_cg_frames
+
+    model = load_model(models[cg])
+    z = read_cg_frames(H5, model.cg_map, model.system)[:3].float()
+    (chunk,) = backmap_frames(model, z, 300.0, seed=1)
+    relaxed = minimize_keeping_cg(model, chunk["xyz"])
+    before = model.system.energy(torch.as_tensor(chunk["xyz"], dtype=torch.float64))
+    after = model.system.energy(torch.as_tensor(relaxed, dtype=torch.float64))
+    assert (after < before).all()
+    diff = model.cg_map.coarse_grain(torch.as_tensor(relaxed)) - z
+    if cg == "phi-psi":
+        diff = torch.remainder(diff + torch.pi, 2 * torch.pi) - torch.pi
+    assert diff.abs().max() < 1e-4
+    out = tmp_path / "min.pdb"
+    assert main(["backmap", str(models[cg]), "--cg", H5, "--temperature", "300", "--minimize",
+                 "--chunk", "50", "--out", str(out)]) == 0
