@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ccg.mapping import chirality_signs, find_chiral_centers
+from ccg.mapping import chirality_signs, dihedral, find_chiral_centers
 from ccg.train.config import RunConfig
 from ccg.train.losses import ReverseKL
 from ccg.train.run import build_model, build_proposal
@@ -20,7 +20,10 @@ def _config(cg: str) -> RunConfig:
 
 
 def _chirality_kept(model, z: torch.Tensor) -> float:
-    """Fraction of 10,000 backmapped samples with the reference sign at every chiral center."""
+    """Fraction of 10,000 backmapped samples with the reference chirality: the triple-product
+    sign at every chiral center, and the sign of every chirality-constrained torsion (for the
+    heavy-atom map the first three substituents of CA are CG atoms, so only the placed HA, via
+    its constrained torsion, can go wrong)."""
     centers = find_chiral_centers(model.system.topology)
     assert [c.center for c in centers] == [8]  # CA of ALA is the only chiral center
     ref = torch.as_tensor(model.system.reference_positions, dtype=torch.float32)[None]
@@ -28,8 +31,14 @@ def _chirality_kept(model, z: torch.Tensor) -> float:
     gen = torch.Generator().manual_seed(3)
     with torch.no_grad():
         samples = model.sample(z, torch.full((z.shape[0],), 450.0), generator=gen)
-    got = chirality_signs(samples.x, centers)
-    return float((got == want).all(dim=1).float().mean())
+    ok = (chirality_signs(samples.x, centers) == want).all(dim=1)
+    constrained = model.cg_map.zmatrix.chiral
+    assert constrained, "expected at least one chirality-constrained torsion"
+    for row, sign in constrained:
+        quad = model.cg_map.zmatrix.rows[row]
+        phi = dihedral(*(samples.x[:, a] for a in quad))
+        ok &= torch.sign(phi) == sign
+    return float(ok.float().mean())
 
 
 @pytest.mark.parametrize("trained", [False, True], ids=["untrained", "briefly-trained"])
