@@ -16,6 +16,9 @@ EPILOG = """examples:
   ccg train --config my.toml --resume       continue an interrupted run
   ccg free-energy runs/ala2/model.pt --temperature 300 --grid 36 --out fes.npz --plot fes.png
   ccg backmap runs/ala2/model.pt --cg traj.h5 --temperature 300 --out atoms.pdb
+  ccg cycle --init runs/ala2/model.pt --minutes 30 --out runs/cycle
+  ccg simulate runs/cycle/cg_model.pt --temperature 300 --steps 20000 --out cg.npy
+  ccg free-energy runs/cycle/cg_model.pt --temperature 450 --grid 36 --out fes_cg.npz
 """
 
 
@@ -56,6 +59,8 @@ def _add_train(sub) -> None:
     p.add_argument("--steps", type=int, help="number of optimization steps")
     p.add_argument("--t-min", type=float, help="lowest training temperature (K)")
     p.add_argument("--t-max", type=float, help="highest training temperature (K)")
+    p.add_argument("--t-values", type=float, nargs="+", metavar="T",
+                   help="train only at these temperatures (K) instead of the whole range")
     p.add_argument("--n-z", type=int, help="distinct (z, T) per step")
     p.add_argument("--samples-per-z", type=int, help="flow samples per (z, T)")
     p.add_argument("--lr", type=float, help="initial learning rate")
@@ -99,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     from ccg.backmap import add_parser as add_backmap
 
     add_backmap(sub)
+    from ccg.commands.cycle import add_parser as add_cycle
+    from ccg.commands.simulate import add_parser as add_simulate
+
+    add_cycle(sub)
+    add_simulate(sub)
     return parser
 
 

@@ -33,7 +33,8 @@ def add_parser(sub) -> None:
         "frames of a trajectory (--frames).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("model", help="model.pt written by `ccg train`")
+    p.add_argument("model", help="model.pt written by `ccg train` (importance sampling), or "
+                   "cg_model.pt written by `ccg cycle` (F_theta evaluated directly)")
     p.add_argument("--temperature", type=float, required=True, help="T in K")
     p.add_argument("--grid", type=int, default=36, help="bins per torsion")
     p.add_argument("--samples", type=int, default=256, help="flow samples per point")
@@ -46,13 +47,18 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ccg._checks import check_temperature
     from ccg.free_energy.estimators import estimate_free_energy
     from ccg.free_energy.surface import torsion_surface
+    from ccg.io.cg_model_file import file_kind
     from ccg.io.model_file import load_model
 
+    check_temperature(args.temperature, "--temperature")
     out = check_output_path(args.out)
     if args.plot:
         check_output_path(args.plot)
+    if file_kind(args.model) == "cg":
+        return _run_cg_model(args, out)
     model = load_model(args.model)
     gen = torch.Generator().manual_seed(args.seed)
     kt = KB_KJMOL_PER_K * args.temperature
@@ -85,6 +91,45 @@ def run(args: argparse.Namespace) -> int:
           f"median ESS {np.median(ess):.2f}, F range {payload['F_kT'].max():.1f} kT")
     if args.plot:
         plot_free_energy(payload, args.plot, names=getattr(model.cg_map, "torsion_names", None))
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def _run_cg_model(args: argparse.Namespace, out: Path) -> int:
+    """`ccg free-energy cg_model.pt`: F_theta on the grid (or at --frames), same npz layout;
+    F_kT_err is the ensemble spread and ess is NaN (no sampling involved)."""
+    import warnings
+
+    from ccg.cycle_plots import cg_model_surface
+    from ccg.io.cg_model_file import load_cg_model
+
+    cg_model = load_cg_model(args.model)
+    t_min, t_max = cg_model.t_range
+    if not t_min <= args.temperature <= t_max:
+        warnings.warn(f"T = {args.temperature} K is outside the CG model's fitted range "
+                      f"[{t_min}, {t_max}] K; F_theta there is an extrapolation.", stacklevel=2)
+    if args.frames:
+        from ccg.io.trajectories import read_cg_frames
+
+        z = read_cg_frames(args.frames, cg_model.cg_map, cg_model.system, top=args.top).double()
+        obs = cg_model.observables(z, args.temperature)
+        payload = {
+            "F_kT": (obs["beta_f"] - obs["beta_f"].min()).detach().numpy(), "z": z.numpy(),
+            "F_kT_err": obs["beta_f_std"].detach().numpy(), "ess": np.full(len(z), np.nan),
+            "mean_energy_kjmol": obs["mean_energy_kjmol"].detach().numpy(),
+            "mean_force": obs["mean_force"].detach().numpy(),
+            "temperature_k": np.array(args.temperature),
+        }
+    else:
+        payload = cg_model_surface(cg_model, args.temperature, args.grid)
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **payload)
+    print(f"wrote {out}: F_theta at {payload['F_kT'].size} points, {args.temperature} K, "
+          f"F range {payload['F_kT'].max():.1f} kT, ensemble spread (median) "
+          f"{np.median(payload['F_kT_err']):.3f} kT")
+    if args.plot:
+        plot_free_energy(payload, args.plot, names=getattr(cg_model.cg_map, "torsion_names", None))
         print(f"plot: {args.plot}")
     return 0
 

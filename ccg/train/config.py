@@ -103,6 +103,8 @@ class TrainConfig:
     """Reference temperature of the flow's base widths (default: t_min)."""
     t_sampling: str = "beta"
     """How training temperatures are drawn: uniform in 'beta', in 'log' T, or 'uniform' in T."""
+    t_values: list[float] | None = None
+    """Train only at these temperatures (K, within [t_min, t_max]) instead of a continuum."""
     anneal_fraction: float = 0.0
     """Fraction of the run over which the lower temperature bound is annealed from t_max."""
     n_z: int = 64
@@ -137,6 +139,13 @@ class TrainConfig:
             raise ConfigError(
                 f"[train] t_min ({self.t_min} K) is above t_max ({self.t_max} K); swap them."
             )
+        if self.t_values is not None:
+            bad = [v for v in self.t_values
+                   if not isinstance(v, int | float) or not self.t_min <= v <= self.t_max]
+            if bad or not self.t_values:
+                raise ConfigError(
+                    f"[train] t_values must be a non-empty list of temperatures in [t_min, t_max]"
+                    f" = [{self.t_min}, {self.t_max}] K; got {self.t_values!r}.")
         if self.t_ref is not None and self.t_ref <= 0:
             raise ConfigError(f"[train] t_ref must be > 0 K; got {self.t_ref!r}.")
         if self.t_sampling not in T_SAMPLING:

@@ -64,10 +64,13 @@ class TemperatureSampler:
     """Training temperatures in [t_low, t_max]: uniform in beta, in log T, or in T.
 
     With `anneal_fraction > 0` the lower bound starts at t_max and decreases linearly to
-    t_min over that fraction of the run (progress in [0, 1] is passed to `sample`).
+    t_min over that fraction of the run (progress in [0, 1] is passed to `sample`). With
+    `values`, temperatures are drawn uniformly from that list instead (for example only 300 and
+    600 K, to test how the model transfers to the temperatures between).
     """
 
-    def __init__(self, t_min: float, t_max: float, mode: str = "beta", anneal_fraction=0.0):
+    def __init__(self, t_min: float, t_max: float, mode: str = "beta", anneal_fraction=0.0,
+                 values: list[float] | None = None):
         check_temperature(t_min, "t_min")
         check_temperature(t_max, "t_max")
         if t_min > t_max:
@@ -77,6 +80,13 @@ class TemperatureSampler:
                              "['beta', 'log', 'uniform'].")
         self.t_min, self.t_max, self.mode = float(t_min), float(t_max), mode
         self.anneal_fraction = float(anneal_fraction)
+        self.values = None
+        if values is not None:
+            for v in values:
+                check_temperature(v, "t_values")
+            self.values = torch.tensor([float(v) for v in values], dtype=torch.float64)
+            if self.values.numel() == 0:
+                raise ValueError("t_values is empty; give at least one temperature or None.")
 
     def lower_bound(self, progress: float) -> float:
         if self.anneal_fraction <= 0:
@@ -86,6 +96,9 @@ class TemperatureSampler:
 
     def sample(self, n: int, generator: torch.Generator, dtype, device, progress: float = 1.0):
         """[n] temperatures in K."""
+        if self.values is not None:
+            idx = torch.randint(len(self.values), (n,), generator=generator)
+            return self.values[idx].to(dtype=dtype, device=device)
         low, high = self.lower_bound(progress), self.t_max
         u = torch.rand(n, generator=generator, dtype=torch.float64)
         if self.mode == "beta":

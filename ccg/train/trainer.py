@@ -69,7 +69,8 @@ class Trainer:
         params = [p for m in self.modules.values() for p in m.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
         self.t_sampler = TemperatureSampler(
-            config.t_min, config.t_max, config.t_sampling, config.anneal_fraction
+            config.t_min, config.t_max, config.t_sampling, config.anneal_fraction,
+            values=config.t_values,
         )
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.step = 0

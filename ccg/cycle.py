@@ -1,0 +1,290 @@
+"""The cycle (DESIGN.md, "The cycle"): CG model -> CG samples -> flow -> free energies -> CG model.
+
+One iteration:
+
+1. **propose** z at each estimation temperature: a fraction from the current F_theta (overdamped
+   Langevin, `ccg.free_energy.langevin`), the rest from the exploration proposal (uniform torus,
+   box or CG frames); the first iteration, with no F_theta yet, explores only;
+2. **fine-tune** the flow by reverse KL on those z (temperatures over the training range);
+3. **estimate** beta F, grad_z F and <U>_z at the z by importance sampling through the flow;
+4. **refit** F_theta on all estimates so far (warm start).
+
+It stops when F_theta changed by less than `tol_kt` (RMS over the points F_theta proposed, after
+the best shift per temperature) *and* the median ESS there reaches `ess_target`, or after
+`iterations`, or when the time budget would be exceeded. After every iteration `flow.pt`,
+`cg_model.pt`, `cycle_state.pt` (for `--resume`), `metrics.json` and `cycle.png` are written
+atomically into the output folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ccg.free_energy.fit import FitConfig, ObservableSet
+from ccg.io.atomic import atomic_torch_save, atomic_write_text
+
+
+@dataclass
+class CycleConfig:
+    """Settings of `run_cycle`. Temperatures in K, times in minutes."""
+
+    temperatures: list[float] = field(default_factory=lambda: [300.0, 400.0, 500.0, 600.0])
+    """Where observables are estimated (and F_theta is sampled)."""
+    iterations: int = 6
+    minutes: float | None = None
+    points_per_temperature: int = 192
+    samples_per_point: int = 128
+    explore_fraction: float = 0.5
+    finetune_steps: int = 300
+    finetune_lr: float = 2e-4
+    n_z: int = 64
+    samples_per_z: int = 16
+    train_only_at_estimation_temperatures: bool = False
+    """Fine-tune the flow at `temperatures` only (temperature-transfer studies)."""
+    langevin_steps: int = 2000
+    langevin_walkers: int = 32
+    fit_steps: int = 1500
+    tol_kt: float = 0.1
+    ess_target: float = 0.5
+    hidden: int = 128
+    n_layers: int = 3
+    n_members: int = 4
+    seed: int = 0
+
+    def validate(self) -> CycleConfig:
+        if not self.temperatures or any(t <= 0 for t in self.temperatures):
+            raise ValueError(f"Expected estimation temperatures > 0 K; got {self.temperatures}.")
+        for name in ("iterations", "points_per_temperature", "samples_per_point",
+                     "finetune_steps", "n_z", "samples_per_z", "langevin_steps",
+                     "langevin_walkers", "fit_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Expected {name} as a positive integer; got {value!r}.")
+        if self.samples_per_point < 2:
+            raise ValueError("samples_per_point must be >= 2 (ESS and errors need two samples).")
+        if not 0.0 <= self.explore_fraction <= 1.0:
+            raise ValueError(f"explore_fraction must be in [0, 1]; got {self.explore_fraction}.")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ValueError(f"minutes must be > 0; got {self.minutes}.")
+        return self
+
+
+class Cycle:
+    """The state of one cycle run: the flow model, F_theta, the data, the metrics.
+
+    Args:
+        model: the `BackmappingModel` to refine (for example `load_model("model.pt")`).
+        explore: exploration proposal with `sample(n, generator, dtype, device)`.
+        config: a `CycleConfig`.
+        out_dir: output folder (created).
+    """
+
+    def __init__(self, model, explore, config: CycleConfig, out_dir, *, progress: bool = True):
+        from ccg.free_energy.cg_model import FreeEnergyModel
+
+        self.model, self.explore, self.config = model, explore, config.validate()
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        t_lo, t_hi = model.t_range
+        temps = [float(t) for t in config.temperatures]
+        outside = [t for t in temps if not t_lo <= t <= t_hi]
+        if outside:
+            raise ValueError(f"Estimation temperatures {outside} K are outside the flow's range "
+                             f"[{t_lo}, {t_hi}] K; choose temperatures inside it.")
+        self.cg_model = FreeEnergyModel(
+            model.cg_map, t_ref=model.t_ref, t_range=(min(temps), max(temps)),
+            hidden=config.hidden, n_layers=config.n_layers, n_members=config.n_members).double()
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.data: ObservableSet | None = None
+        self.iteration = 0
+        self.elapsed_s = 0.0
+        self.evaluations = 0
+        self.metrics: list[dict] = []
+        self.converged = False
+        self.progress = progress
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self) -> None:
+        from ccg.io.cg_model_file import save_cg_model
+        from ccg.io.model_file import save_model
+
+        summary = {"iterations": self.iteration, "energy_evaluations": self.evaluations,
+                   "wall_time_s": self.elapsed_s, "converged": self.converged}
+        save_model(self.out / "flow.pt", self.model, metrics=summary,
+                   run_config=getattr(self.model, "run_config", {}))
+        save_cg_model(self.out / "cg_model.pt", self.cg_model, self.model.system, metrics=summary)
+        state = {"iteration": self.iteration, "elapsed_s": self.elapsed_s,
+                 "evaluations": self.evaluations, "metrics": self.metrics,
+                 "converged": self.converged, "generator": self.generator.get_state(),
+                 "data": None if self.data is None else self.data.as_dict(),
+                 "config": dataclasses.asdict(self.config)}
+        atomic_torch_save(state, self.out / "cycle_state.pt")
+        payload = {"summary": summary, "iterations": self.metrics,
+                   "config": dataclasses.asdict(self.config)}
+        atomic_write_text(self.out / "metrics.json", json.dumps(payload, indent=1))
+        if self.metrics:
+            from ccg.cycle_plots import plot_cycle
+
+            plot_cycle(self, self.out / "cycle.png")
+
+    @classmethod
+    def resume(cls, out_dir, explore, config: CycleConfig, *, progress: bool = True) -> Cycle:
+        """Continue the run in `out_dir` from its last finished iteration."""
+        from ccg.io.cg_model_file import load_cg_model
+        from ccg.io.model_file import load_model
+
+        out = Path(out_dir)
+        path = out / "cycle_state.pt"
+        if not path.is_file():
+            raise FileNotFoundError(f"No cycle state to resume from at {path}. Run without "
+                                    "--resume.")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        cycle = cls(load_model(out / "flow.pt"), explore, config, out, progress=progress)
+        cycle.cg_model = load_cg_model(out / "cg_model.pt")
+        cycle.iteration, cycle.elapsed_s = state["iteration"], state["elapsed_s"]
+        cycle.evaluations, cycle.metrics = state["evaluations"], state["metrics"]
+        cycle.converged = state["converged"]
+        cycle.generator.set_state(state["generator"])
+        if state["data"] is not None:
+            cycle.data = ObservableSet(**state["data"])
+        return cycle
+
+    # -- the steps -----------------------------------------------------------------------------
+    def propose(self, temperature_k: float, n: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """n points at T: (z [n, d], from_model mask [n], Langevin acceptance or nan)."""
+        from ccg.free_energy.langevin import simulate
+
+        c = self.config
+        n_model = 0 if self.data is None else round((1 - c.explore_fraction) * n)
+        z_explore = self.explore.sample(n - n_model, self.generator, torch.float64,
+                                        torch.device("cpu"))
+        if n_model == 0:
+            return z_explore, torch.zeros(n, dtype=torch.bool), math.nan
+        walkers = min(c.langevin_walkers, n_model)
+        per_walker = math.ceil(n_model / walkers)
+        save_every = max(1, c.langevin_steps // (2 * per_walker))  # keep the second half
+        start = self.explore.sample(walkers, self.generator, torch.float64, torch.device("cpu"))
+        run = simulate(self.cg_model, start, temperature_k, c.langevin_steps,
+                       save_every=save_every, generator=self.generator)
+        z_model = run.frames[-per_walker:].reshape(-1, run.frames.shape[-1])[:n_model]
+        z = torch.cat([z_model.to(torch.float64), z_explore])
+        from_model = torch.zeros(n, dtype=torch.bool)
+        from_model[:n_model] = True
+        return z, from_model, run.acceptance
+
+    def finetune(self, z_pool: torch.Tensor) -> dict:
+        from ccg.train.config import TrainConfig
+        from ccg.train.losses import ReverseKL
+        from ccg.train.proposals import FrameProposal
+        from ccg.train.trainer import Trainer
+
+        c = self.config
+        t_lo, t_hi = self.model.t_range
+        tc = TrainConfig(t_min=t_lo, t_max=t_hi, t_ref=self.model.t_ref, n_z=c.n_z,
+                         samples_per_z=c.samples_per_z, steps=c.finetune_steps,
+                         lr=c.finetune_lr, lr_final=c.finetune_lr / 10,
+                         t_values=(list(c.temperatures)
+                                   if c.train_only_at_estimation_temperatures else None),
+                         checkpoint_every=10**9, seed=c.seed + 1000 * self.iteration + 1)
+        trainer = Trainer(self.model, ReverseKL(self.model), FrameProposal(z_pool.float()), tc,
+                          self.out / "finetune", progress=self.progress)
+        trainer.run()
+        self.model.flow.eval()
+        self.evaluations += trainer.step * c.n_z * c.samples_per_z
+        return {"finetune_loss": trainer.metrics["loss"][-1],
+                "finetune_ess": trainer.metrics["ess"][-1],
+                "finetune_nonfinite": trainer.nonfinite_total}
+
+    def estimate(self, z: torch.Tensor, temperature_k: float) -> ObservableSet:
+        from ccg.free_energy.estimators import estimate_free_energy
+
+        est = estimate_free_energy(self.model, z.float(), temperature_k,
+                                   n_samples=self.config.samples_per_point, mean_force=True,
+                                   generator=self.generator)
+        self.evaluations += z.shape[0] * self.config.samples_per_point
+        return ObservableSet.from_estimates(z, temperature_k, est)
+
+    def refit(self) -> dict:
+        from ccg.free_energy.fit import fit_free_energy_model
+
+        c = self.config
+        steps = c.fit_steps if self.iteration == 0 else max(1, c.fit_steps // 2)
+        history = fit_free_energy_model(
+            self.cg_model, self.data,
+            FitConfig(steps=steps, lr=3e-3 if self.iteration == 0 else 1e-3,
+                      seed=c.seed + self.iteration))
+        return {f"fit_{k}": v[-1] for k, v in history.items()}
+
+    def change_on(self, z: torch.Tensor, temps: torch.Tensor, before: torch.Tensor) -> float:
+        """RMS change of beta F_theta at (z, T) against `before`, after the best shift per T."""
+        with torch.no_grad():
+            after = self.cg_model.beta_free_energy(z, temps)
+        delta = after - before
+        for t in torch.unique(temps):
+            sel = temps == t
+            delta[sel] -= delta[sel].mean()
+        return float(delta.pow(2).mean().sqrt())
+
+    def step(self) -> dict:
+        """Run one iteration; returns its metrics row."""
+        c = self.config
+        start = time.perf_counter()
+        n = c.points_per_temperature
+        zs, masks, acceptance = [], [], {}
+        for t in c.temperatures:
+            z, from_model, acc = self.propose(float(t), n)
+            zs.append(z)
+            masks.append(from_model)
+            acceptance[str(t)] = acc
+        row = {"iteration": self.iteration + 1, "langevin_acceptance": acceptance}
+        row.update(self.finetune(torch.cat(zs)))
+        new = ObservableSet.cat([self.estimate(z, float(t))
+                                 for z, t in zip(zs, c.temperatures, strict=True)])
+        visited = torch.cat(masks)
+        if not bool(visited.any()):
+            visited = torch.ones_like(visited)
+        z_v, t_v = new.z[visited], new.temperature_k[visited]
+        with torch.no_grad():
+            before = self.cg_model.beta_free_energy(z_v, t_v)
+        self.data = new if self.data is None else ObservableSet.cat([self.data, new])
+        row.update(self.refit())
+        change = self.change_on(z_v, t_v, before) if self.iteration > 0 else math.inf
+        ess = new.ess[visited]
+        row.update({
+            "median_ess": float(ess.median()), "p10_ess": float(torch.quantile(ess, 0.1)),
+            "median_ess_by_T": {str(t): float(new.ess[visited & (new.temperature_k == t)].median())
+                                for t in c.temperatures},
+            "delta_f_kt": change, "n_points": len(self.data),
+        })
+        self.iteration += 1
+        self.converged = change < c.tol_kt and row["median_ess"] >= c.ess_target
+        self.elapsed_s += time.perf_counter() - start
+        row.update({"energy_evaluations": self.evaluations, "wall_time_s": self.elapsed_s,
+                    "converged": self.converged})
+        self.metrics.append(row)
+        self.save()
+        return row
+
+    def run(self) -> list[dict]:
+        """Iterate until converged, `iterations` done, or the time budget would be exceeded."""
+        c = self.config
+        while self.iteration < c.iterations and not self.converged:
+            if c.minutes is not None and self.metrics:
+                last = self.metrics[-1]["wall_time_s"] / len(self.metrics)
+                if self.elapsed_s + last > 60 * c.minutes:
+                    print(f"cycle: stopping before iteration {self.iteration + 1}: the next one "
+                          f"(~{last:.0f} s) would exceed --minutes {c.minutes}")
+                    break
+            row = self.step()
+            print(f"iteration {row['iteration']}: median ESS {row['median_ess']:.2f} "
+                  f"(p10 {row['p10_ess']:.2f}), change of F_theta {row['delta_f_kt']:.3f} kT, "
+                  f"{row['n_points']} points, {row['energy_evaluations'] / 1e6:.2f} M energy "
+                  f"evaluations, {row['wall_time_s']:.0f} s")
+        return self.metrics

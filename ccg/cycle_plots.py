@@ -1,0 +1,90 @@
+"""Pictures of a cycle run: per-iteration metrics and, for 2-D torsion maps, F_theta surfaces."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ccg.io.atomic import atomic_path
+
+
+def cg_model_surface(cg_model, temperature_k: float, n_grid: int) -> dict[str, np.ndarray]:
+    """F_theta on the torsion grid, in the npz layout of `ccg free-energy` (see its docstring):
+    F_kT (min 0), F_kT_err (ensemble spread), ess (NaN: no sampling), grid, mean_energy_kjmol,
+    mean_force, temperature_k."""
+    from ccg.free_energy.surface import grid_centers, grid_points
+
+    if not bool(cg_model.cg_map.z_circular.all()):
+        raise ValueError("A grid needs a torsion CG map (all CG coordinates periodic); this model "
+                         "has Cartesian (bead) coordinates. Evaluate it at frames instead.")
+    d = cg_model.cg_dim
+    z = grid_points(n_grid, d).double()
+    obs = cg_model.observables(z, float(temperature_k))
+    shape = (n_grid,) * d
+    f = obs["beta_f"].detach().reshape(shape)
+    centers = grid_centers(n_grid).double()
+    return {
+        "F_kT": (f - f.min()).numpy(),
+        "F_kT_err": obs["beta_f_std"].detach().reshape(shape).numpy(),
+        "ess": np.full(shape, np.nan),
+        "grid": torch.stack([centers] * d).numpy(),
+        "mean_energy_kjmol": obs["mean_energy_kjmol"].detach().reshape(shape).numpy(),
+        "mean_force": obs["mean_force"].detach().reshape(*shape, d).numpy(),
+        "temperature_k": np.array(float(temperature_k)),
+    }
+
+
+def plot_cycle(cycle, path: str | Path) -> Path:
+    """Metrics per iteration (ESS, change of F_theta, evaluations) and, for 2-D torsion maps,
+    F_theta at each estimation temperature; written atomically as one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = cycle.metrics
+    temps = list(cycle.config.temperatures)
+    surfaces = cycle.cg_model.cg_dim == 2 and bool(cycle.cg_model.cg_map.z_circular.all())
+    n_cols = max(3, len(temps) if surfaces else 0)
+    fig, axes = plt.subplots(2 if surfaces else 1, n_cols, figsize=(3.6 * n_cols,
+                                                                     6.6 if surfaces else 3.2),
+                             squeeze=False)
+    it = [r["iteration"] for r in rows]
+    ax = axes[0, 0]
+    for t in temps:
+        ax.plot(it, [r["median_ess_by_T"][str(t)] for r in rows], marker="o", label=f"{t:g} K")
+    ax.axhline(cycle.config.ess_target, color="k", lw=0.6, ls="--")
+    ax.set(xlabel="iteration", ylabel="median ESS (proposed points)", ylim=(0, 1))
+    ax.legend(fontsize=7)
+    ax = axes[0, 1]
+    change = [r["delta_f_kt"] if math.isfinite(r["delta_f_kt"]) else np.nan for r in rows]
+    if np.isfinite(change).any():
+        ax.semilogy(it, change, marker="o")
+        ax.axhline(cycle.config.tol_kt, color="k", lw=0.6, ls="--")
+    ax.set(xlabel="iteration", ylabel="RMS change of F_theta (kT)")
+    ax = axes[0, 2]
+    ax.plot(it, [r["energy_evaluations"] / 1e6 for r in rows], marker="o")
+    ax.set(xlabel="iteration", ylabel="energy evaluations (M)")
+    for ax in axes[0, 3:]:
+        ax.axis("off")
+    if surfaces:
+        names = list(getattr(cycle.cg_model.cg_map, "torsion_names", ["z1", "z2"]))
+        for ax, t in zip(axes[1], temps, strict=False):
+            s = cg_model_surface(cycle.cg_model, t, 48)
+            grid = np.degrees(s["grid"])
+            f = np.minimum(s["F_kT"], 12.0)
+            mesh = ax.pcolormesh(grid[0], grid[1], f.T, shading="nearest", vmin=0, vmax=12)
+            ax.contour(grid[0], grid[1], f.T, levels=np.arange(1, 12), colors="w",
+                       linewidths=0.4)
+            ax.set(title=f"F_theta at {t:g} K", xlabel=f"{names[0]} (deg)",
+                   ylabel=f"{names[1]} (deg)", aspect="equal")
+        fig.colorbar(mesh, ax=list(axes[1]), label="F / k_B T", shrink=0.8)
+        for ax in axes[1, len(temps):]:
+            ax.axis("off")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,136 @@
+"""The CG free-energy model F_theta(z, T) with explicit temperature dependence.
+
+An ensemble of small MLPs on the CG map's invariant features (cos/sin for torsions, internal
+coordinates for beads) and b = beta / beta_ref = T_ref / T. Each member outputs two fields
+e(z, b) and s(z, b) and
+
+    beta F_theta(z, T) = b e(z, b) - s(z, b)            (dimensionless)
+
+an energy-entropy split that is exact, with b-independent e and s, when <U>_z does not depend on
+T, and that lets the network learn the rest. The observables follow by autograd:
+
+    grad_z F        = k_B T grad_z (beta F)                  kJ/mol per CG unit   [B, d]
+    <U>_z           = d(beta F)/d beta = k_B T_ref d(beta F)/d b   kJ/mol         [B]
+
+The ensemble mean is the prediction and the members' standard deviation its uncertainty (it is
+large where no data constrain the model; the cycle uses it as a diagnostic).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ccg._checks import check_finite, check_shape, check_temperature
+from ccg.constants import KB_KJMOL_PER_K
+
+
+def _mlp(n_in: int, hidden: int, n_layers: int, n_out: int) -> torch.nn.Sequential:
+    layers: list[torch.nn.Module] = []
+    width = n_in
+    for _ in range(n_layers):
+        layers += [torch.nn.Linear(width, hidden), torch.nn.SiLU()]
+        width = hidden
+    layers.append(torch.nn.Linear(width, n_out))
+    return torch.nn.Sequential(*layers)
+
+
+def _temperatures(temperature_k, n: int, like: torch.Tensor) -> torch.Tensor:
+    """T [n] (float64 tensor on like's device) from a number or a tensor; all > 0 and finite."""
+    t = torch.as_tensor(temperature_k, dtype=like.dtype, device=like.device)
+    t = t.expand(n) if t.ndim == 0 or t.numel() == 1 else t.reshape(-1)
+    if t.shape[0] != n:
+        raise ValueError(f"Expected one temperature or {n} (one per point); got {t.shape[0]}.")
+    check_temperature(t)
+    return t.reshape(n)
+
+
+class FreeEnergyModel(torch.nn.Module):
+    """F_theta(z, T) for the CG coordinates of `cg_map` over the temperature range `t_range`.
+
+    Args:
+        cg_map: the CG map (its `cg_features`, `cg_dim`, `z_circular`); not trained.
+        t_ref: reference temperature (K) of b = T_ref / T.
+        t_range: (t_min, t_max) in K, the range the model was fitted over (for warnings).
+        hidden, n_layers: width and depth of each member MLP.
+        n_members: ensemble size (>= 1; >= 2 gives an uncertainty).
+    """
+
+    def __init__(self, cg_map, *, t_ref: float, t_range: tuple[float, float], hidden: int = 128,
+                 n_layers: int = 3, n_members: int = 4):
+        super().__init__()
+        if n_members < 1 or hidden < 1 or n_layers < 1:
+            raise ValueError(f"Expected n_members, hidden, n_layers >= 1; got {n_members}, "
+                             f"{hidden}, {n_layers}.")
+        object.__setattr__(self, "cg_map", cg_map)  # not a submodule: no parameters, no state
+        self.t_ref, self.t_range = float(t_ref), (float(t_range[0]), float(t_range[1]))
+        self.arch = {"hidden": hidden, "n_layers": n_layers, "n_members": n_members}
+        n_in = cg_map.cg_feature_dim + 1
+        self.members = torch.nn.ModuleList(
+            [_mlp(n_in, hidden, n_layers, 2) for _ in range(n_members)])
+
+    @property
+    def cg_dim(self) -> int:
+        return self.cg_map.cg_dim
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def config(self) -> dict:
+        return {"t_ref": self.t_ref, "t_range": list(self.t_range), **self.arch}
+
+    def _inputs(self, z: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.cg_map.cg_features(z), (b - 1.0)[:, None]], dim=1)
+
+    def member_beta_f(self, z: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """beta F of every member [n_members, B] at z [B, d] and b = T_ref / T [B] (no checks)."""
+        inputs = self._inputs(z, b)
+        outs = torch.stack([m(inputs) for m in self.members])  # [n_members, B, 2]
+        return b * outs[..., 0] - outs[..., 1]
+
+    def _prepare(self, z: torch.Tensor, temperature_k) -> tuple[torch.Tensor, torch.Tensor]:
+        check_shape(z, (self.cg_dim,), "z", "cg_dim")
+        check_finite(z, "z")
+        z = z.to(dtype=self.dtype)
+        t = _temperatures(temperature_k, z.shape[0], z)
+        return z, t
+
+    def beta_free_energy(self, z: torch.Tensor, temperature_k) -> torch.Tensor:
+        """Ensemble-mean beta F_theta(z, T) [B] (dimensionless; a per-T constant is arbitrary).
+
+        z [B, cg_dim] in the map's units; temperature_k a number or [B] (K).
+        """
+        z, t = self._prepare(z, temperature_k)
+        return self.member_beta_f(z, self.t_ref / t).mean(0)
+
+    def observables(self, z: torch.Tensor, temperature_k, *, create_graph: bool = False,
+                    members: bool = False) -> dict[str, torch.Tensor]:
+        """beta F, grad_z F and <U>_z = d(beta F)/d beta by autograd.
+
+        Returns a dict of `beta_f` [B], `beta_f_std` [B] (ensemble spread), `mean_force`
+        [B, d] (kJ/mol per CG unit), `mean_energy_kjmol` [B]. With `members=True` the values
+        are per member ([n_members, B], [n_members, B, d]) and there is no `beta_f_std`.
+        """
+        z, t = self._prepare(z, temperature_k)
+        with torch.enable_grad():
+            zg = z.detach().clone().requires_grad_(True)
+            b = (self.t_ref / t).detach().clone().requires_grad_(True)
+            beta_f = self.member_beta_f(zg, b)
+            grad_z, grad_b = [], []
+            for k in range(beta_f.shape[0]):
+                gz, gb = torch.autograd.grad(beta_f[k].sum(), (zg, b), create_graph=create_graph,
+                                             retain_graph=True)
+                grad_z.append(gz)
+                grad_b.append(gb)
+        if not create_graph:
+            beta_f = beta_f.detach()
+            grad_z = [g.detach() for g in grad_z]
+            grad_b = [g.detach() for g in grad_b]
+        kt = KB_KJMOL_PER_K * t
+        force = torch.stack(grad_z) * kt[:, None]  # grad_z F = k_B T grad_z (beta F)
+        energy = torch.stack(grad_b) * (KB_KJMOL_PER_K * self.t_ref)
+        if members:
+            return {"beta_f": beta_f, "mean_force": force, "mean_energy_kjmol": energy}
+        spread = beta_f.std(0) if beta_f.shape[0] > 1 else torch.zeros_like(beta_f[0])
+        return {"beta_f": beta_f.mean(0), "beta_f_std": spread, "mean_force": force.mean(0),
+                "mean_energy_kjmol": energy.mean(0)}

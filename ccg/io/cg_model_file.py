@@ -1,0 +1,99 @@
+"""CG model files (`cg_model.pt`): a fitted F_theta(z, T), self-describing like model files.
+
+Holds `format` = "ccg-cg-model", `format_version`, `ccg_version`, the `system` and `map`
+configurations (the map provides the CG features; the system its topology), the model's
+`config` (t_ref, t_range, architecture), its `state` (weights), and `metrics`.
+`load_cg_model(path)` validates it and rebuilds the `FreeEnergyModel` (with `.system`).
+`file_kind(path)` tells a flow model file from a CG model file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import ccg
+from ccg.io.atomic import atomic_torch_save
+from ccg.io.model_file import FORMAT as FLOW_FORMAT
+from ccg.io.model_file import ModelFileError
+
+FORMAT = "ccg-cg-model"
+FORMAT_VERSION = 1
+_REQUIRED = ("format", "format_version", "system", "map", "config", "state")
+
+
+def save_cg_model(path: str | Path, model, system, *, metrics: dict | None = None) -> Path:
+    """Write a FreeEnergyModel (and the system its map belongs to) to `path` atomically."""
+    from ccg.systems.registry import system_to_config
+
+    payload: dict[str, Any] = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "ccg_version": ccg.__version__,
+        "system": system_to_config(system), "map": model.cg_map.config(),
+        "config": model.config(),
+        "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metrics": metrics or {},
+    }
+    atomic_torch_save(payload, path)
+    return Path(path)
+
+
+def _read(path: Path) -> Any:
+    if not path.is_file():
+        raise FileNotFoundError(f"Model file not found: {path}.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many types for corrupt files
+        raise ModelFileError(
+            f"{path} is not a readable ccg model file ({type(err).__name__}: {err}). "
+            "It may be truncated or corrupt; rerun the command that wrote it."
+        ) from None
+
+
+def file_kind(path: str | Path) -> str:
+    """"flow" for a `ccg train` model.pt, "cg" for a `ccg cycle` cg_model.pt; else an error."""
+    path = Path(path)
+    payload = _read(path)
+    fmt = payload.get("format") if isinstance(payload, dict) else None
+    if fmt == FLOW_FORMAT:
+        return "flow"
+    if fmt == FORMAT:
+        return "cg"
+    raise ModelFileError(f"{path} is neither a ccg model file (format '{FLOW_FORMAT}') nor a "
+                         f"CG model file (format '{FORMAT}'). A checkpoint.pt is not a model.")
+
+
+def load_cg_model(path: str | Path, *, dtype: torch.dtype = torch.float64):
+    """Rebuild the FreeEnergyModel stored at `path` (validated); `.system` is attached."""
+    from ccg.free_energy.cg_model import FreeEnergyModel
+    from ccg.mapping import map_from_config
+    from ccg.systems.registry import system_from_config
+
+    path = Path(path)
+    payload = _read(path)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ModelFileError(f"{path} is not a CG model file (expected format '{FORMAT}'; a "
+                             "flow model.pt backmaps, a cg_model.pt from `ccg cycle` simulates).")
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path} has CG-model format version {version}; this ccg ({ccg.__version__}) reads "
+            f"version {FORMAT_VERSION}. Use the ccg version that wrote it "
+            f"({payload.get('ccg_version', 'unknown')}) or rerun `ccg cycle`.")
+    missing = [key for key in _REQUIRED if key not in payload]
+    if missing:
+        raise ModelFileError(f"{path} is missing the entries {missing}; it is corrupt.")
+    system = system_from_config(payload["system"])
+    cg_map = map_from_config(payload["map"], system)
+    cfg = dict(payload["config"])
+    model = FreeEnergyModel(cg_map, t_ref=cfg.pop("t_ref"), t_range=tuple(cfg.pop("t_range")),
+                            **cfg).to(dtype)
+    try:
+        model.load_state_dict(payload["state"])
+    except RuntimeError as err:
+        raise ModelFileError(f"{path}: the stored weights do not fit the model ({err}).") from None
+    model.eval()
+    object.__setattr__(model, "system", system)  # not a submodule: keeps state_dict the model's
+    model.metrics = payload.get("metrics", {})
+    return model

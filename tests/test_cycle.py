@@ -1,0 +1,161 @@
+"""The cycle end to end on the double well, resume, and the CG-model commands."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_training import CONVERGENCE_FLOW, CONVERGENCE_TRAIN, _config, _trainer
+
+from ccg.cli import main
+from ccg.constants import KB_KJMOL_PER_K
+from ccg.cycle import Cycle, CycleConfig
+from ccg.free_energy.cg_model import FreeEnergyModel
+from ccg.io.cg_model_file import file_kind, load_cg_model, save_cg_model
+from ccg.io.model_file import ModelFileError
+from ccg.train.run import build_proposal
+
+
+def _small_cycle(iterations: int) -> CycleConfig:
+    return CycleConfig(temperatures=[300.0, 600.0], iterations=iterations,
+                       points_per_temperature=64, samples_per_point=256, finetune_steps=20,
+                       n_z=32, samples_per_z=8, langevin_steps=200, langevin_walkers=16,
+                       fit_steps=800, hidden=64, n_layers=2, n_members=2, tol_kt=0.02)
+
+
+@pytest.fixture(scope="module")
+def double_well_flow(tmp_path_factory):
+    config = _config("double-well", CONVERGENCE_FLOW, steps=200, **CONVERGENCE_TRAIN)
+    trainer = _trainer(config, tmp_path_factory.mktemp("init"))
+    trainer.run()
+    trainer.model.flow.eval()
+    return trainer.model, config
+
+
+# Measured (1 thread, 2 busy cores): two iterations ~15 s; max |F_theta - F| over F < 4 kT
+# 0.02-0.04 kT at 300-600 K including 400 and 450 K, which no estimate used.
+def test_cycle_recovers_the_double_well_free_energy_and_resumes(double_well_flow, tmp_path):
+    model, config = double_well_flow
+    out = tmp_path / "cycle"
+    explore = build_proposal(config, model)
+    cycle = Cycle(model, explore, _small_cycle(1), out, progress=False)
+    cycle.run()
+    assert cycle.iteration == 1 and len(cycle.data) == 128
+    for name in ("flow.pt", "cg_model.pt", "cycle_state.pt", "metrics.json", "cycle.png"):
+        assert (out / name).is_file(), name
+    # resume continues at iteration 2 with the data, evaluations and generator it had
+    resumed = Cycle.resume(out, explore, _small_cycle(2), progress=False)
+    assert resumed.iteration == 1 and resumed.evaluations == cycle.evaluations
+    torch.testing.assert_close(resumed.data.z, cycle.data.z)
+    resumed.run()
+    assert resumed.iteration == 2 and len(resumed.data) == 256
+    rows = json.loads((out / "metrics.json").read_text())["iterations"]
+    assert [r["iteration"] for r in rows] == [1, 2]
+    assert rows[1]["energy_evaluations"] > rows[0]["energy_evaluations"]
+    assert math.isfinite(rows[1]["delta_f_kt"]) and rows[1]["median_ess"] > 0.9
+    # F_theta matches the exact free energy, also at temperatures never estimated
+    cg_model, system = load_cg_model(out / "cg_model.pt"), model.system
+    low, high = system.cg_bounds
+    z = torch.linspace(low[0], high[0], 121, dtype=torch.float64)[:, None]
+    for t in (300.0, 400.0, 450.0, 600.0):
+        f = system.free_energy(z, t) / (KB_KJMOL_PER_K * t)
+        populated = f - f.min() < 4.0
+        obs = cg_model.observables(z, t)
+        err = (obs["beta_f"] - f)[populated]
+        err = err - err.mean()
+        assert float(err.abs().max()) <= 0.05, (t, float(err.abs().max()))
+        u_err = (obs["mean_energy_kjmol"] - system.mean_energy(z, t))[populated] / (
+            KB_KJMOL_PER_K * t)
+        assert float(u_err.abs().max()) <= 0.3, (t, float(u_err.abs().max()))
+
+
+def test_cycle_config_errors(double_well_flow, tmp_path):
+    model, config = double_well_flow
+    with pytest.raises(ValueError, match="outside the flow's range"):
+        Cycle(model, build_proposal(config, model), CycleConfig(temperatures=[250.0]), tmp_path)
+    with pytest.raises(ValueError, match="explore_fraction"):
+        CycleConfig(explore_fraction=1.5).validate()
+    with pytest.raises(ValueError, match="samples_per_point"):
+        CycleConfig(samples_per_point=1).validate()
+    with pytest.raises(FileNotFoundError, match="resume"):
+        Cycle.resume(tmp_path / "nothing", build_proposal(config, model), CycleConfig())
+
+
+@pytest.fixture(scope="module")
+def torsion_cg_model(tmp_path_factory):
+    """A (phi, psi) F_theta for alanine dipeptide (untrained weights), saved to a file."""
+    from ccg.mapping import TorsionMap
+    from ccg.systems import alanine_dipeptide
+
+    system = alanine_dipeptide()
+    ref = torch.as_tensor(system.reference_positions, dtype=torch.float64)
+    cg_map = TorsionMap.phi_psi(system.topology, ref)
+    torch.manual_seed(0)
+    model = FreeEnergyModel(cg_map, t_ref=300.0, t_range=(300.0, 600.0), hidden=16, n_layers=2,
+                            n_members=2).double()
+    path = tmp_path_factory.mktemp("cg") / "cg_model.pt"
+    save_cg_model(path, model, system, metrics={"note": "test"})
+    return path, model
+
+
+def test_cg_model_file_round_trip_and_kind(torsion_cg_model, tmp_path):
+    path, model = torsion_cg_model
+    assert file_kind(path) == "cg"
+    loaded = load_cg_model(path)
+    z = torch.tensor([[-1.4, 1.2], [1.0, -0.5]], dtype=torch.float64)
+    torch.testing.assert_close(loaded.beta_free_energy(z, 350.0), model.beta_free_energy(z, 350.0))
+    payload = torch.load(path, weights_only=False)
+    payload["format_version"] = 99
+    bad = tmp_path / "v99.pt"
+    torch.save(payload, bad)
+    with pytest.raises(ModelFileError, match="version 99"):
+        load_cg_model(bad)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ModelFileError, match="corrupt"):
+        load_cg_model(garbage)
+
+
+def test_free_energy_command_evaluates_a_cg_model(torsion_cg_model, tmp_path, capsys):
+    path, model = torsion_cg_model
+    out = tmp_path / "fes.npz"
+    assert main(["free-energy", str(path), "--temperature", "450", "--grid", "12",
+                 "--out", str(out), "--plot", str(tmp_path / "fes.png")]) == 0
+    data = np.load(out)
+    assert data["F_kT"].shape == (12, 12) and data["grid"].shape == (2, 12)
+    assert data["mean_force"].shape == (12, 12, 2) and float(data["F_kT"].min()) == 0.0
+    assert data["F_kT_err"].shape == (12, 12) and np.isnan(data["ess"]).all()
+    z = torch.as_tensor(np.stack(np.meshgrid(*data["grid"], indexing="ij"), -1).reshape(-1, 2))
+    expected = model.beta_free_energy(z, 450.0).detach().numpy().reshape(12, 12)
+    np.testing.assert_allclose(data["F_kT"], expected - expected.min(), atol=1e-10)
+    assert (tmp_path / "fes.png").is_file()
+    assert main(["free-energy", str(path), "--temperature", "0", "--out",
+                 str(tmp_path / "bad.npz")]) == 2
+    assert "> 0 K" in capsys.readouterr().err and not (tmp_path / "bad.npz").exists()
+    with pytest.warns(UserWarning, match="outside"):
+        main(["free-energy", str(path), "--temperature", "800", "--grid", "6",
+              "--out", str(tmp_path / "hot.npz")])
+
+
+def test_simulate_writes_cg_frames_that_backmap_reads(torsion_cg_model, tmp_path):
+    from ccg.backmap import read_cg_input
+
+    path, model = torsion_cg_model
+    for name in ("cg.npy", "cg.csv"):
+        out = tmp_path / name
+        assert main(["simulate", str(path), "--temperature", "300", "--steps", "40",
+                     "--walkers", "3", "--save-every", "10", "--out", str(out)]) == 0
+        table = np.load(out) if name.endswith("npy") else np.loadtxt(out, delimiter=",")
+        assert table.shape == (12, 2) and np.all(np.abs(table) <= math.pi)
+
+        class _Model:  # what read_cg_input needs of a flow model
+            cg_map, cg_dim = model.cg_map, 2
+
+        z = read_cg_input(out, _Model())
+        np.testing.assert_allclose(z.numpy(), table, atol=1e-12)
+    assert main(["simulate", str(path), "--temperature", "300", "--steps", "10",
+                 "--out", str(tmp_path / "cg.dcd")]) == 2
+    assert not (tmp_path / "cg.dcd").exists()
