@@ -61,6 +61,9 @@ def _add_train(sub) -> None:
     p.add_argument("--t-max", type=float, help="highest training temperature (K)")
     p.add_argument("--t-values", type=float, nargs="+", metavar="T",
                    help="train only at these temperatures (K) instead of the whole range")
+    p.add_argument("--z-proposal", choices=["uniform", "adaptive"],
+                   help="torsion maps: z uniform on the torus, or adaptive (more z where the "
+                   "flow's running estimate of F is low)")
     p.add_argument("--n-z", type=int, help="distinct (z, T) per step")
     p.add_argument("--samples-per-z", type=int, help="flow samples per (z, T)")
     p.add_argument("--lr", type=float, help="initial learning rate")

@@ -53,7 +53,7 @@ class CycleConfig:
     fit_steps: int = 1500
     tol_kt: float = 0.1
     ess_target: float = 0.5
-    hidden: int = 128
+    hidden: int = 64
     n_layers: int = 3
     n_members: int = 4
     seed: int = 0

@@ -30,8 +30,7 @@ def _random_model(cg_map, scale: float = 1.0, seed: int = 0) -> FreeEnergyModel:
     model = FreeEnergyModel(cg_map, t_ref=300.0, t_range=(300.0, 600.0), hidden=16,
                             n_layers=2, n_members=2).double()
     with torch.no_grad():
-        for member in model.members:
-            member[-1].weight.mul_(scale)
+        model.net.weights[-1].mul_(scale)
     return model
 
 

@@ -18,20 +18,40 @@ large where no data constrain the model; the cycle uses it as a diagnostic).
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import torch
 
 from ccg._checks import check_finite, check_shape, check_temperature
 from ccg.constants import KB_KJMOL_PER_K
 
 
-def _mlp(n_in: int, hidden: int, n_layers: int, n_out: int) -> torch.nn.Sequential:
-    layers: list[torch.nn.Module] = []
-    width = n_in
-    for _ in range(n_layers):
-        layers += [torch.nn.Linear(width, hidden), torch.nn.SiLU()]
-        width = hidden
-    layers.append(torch.nn.Linear(width, n_out))
-    return torch.nn.Sequential(*layers)
+class _EnsembleMLP(torch.nn.Module):
+    """n_members independent MLPs evaluated together by batched matrix products (SiLU).
+
+    Input [M, B, n_in] (one batch per member) -> output [M, B, n_out].
+    """
+
+    def __init__(self, n_members: int, n_in: int, hidden: int, n_layers: int, n_out: int):
+        super().__init__()
+        sizes = [n_in] + [hidden] * n_layers + [n_out]
+        self.weights = torch.nn.ParameterList()
+        self.biases = torch.nn.ParameterList()
+        for fan_in, fan_out in itertools.pairwise(sizes):
+            bound = 1.0 / math.sqrt(fan_in)  # torch.nn.Linear's default initialization
+            self.weights.append(torch.nn.Parameter(
+                torch.empty(n_members, fan_in, fan_out).uniform_(-bound, bound)))
+            self.biases.append(torch.nn.Parameter(
+                torch.empty(n_members, 1, fan_out).uniform_(-bound, bound)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            x = torch.baddbmm(b, x, w)
+            if i < last:
+                x = torch.nn.functional.silu(x)
+        return x
 
 
 def _temperatures(temperature_k, n: int, like: torch.Tensor) -> torch.Tensor:
@@ -65,8 +85,8 @@ class FreeEnergyModel(torch.nn.Module):
         self.t_ref, self.t_range = float(t_ref), (float(t_range[0]), float(t_range[1]))
         self.arch = {"hidden": hidden, "n_layers": n_layers, "n_members": n_members}
         n_in = cg_map.cg_feature_dim + 1
-        self.members = torch.nn.ModuleList(
-            [_mlp(n_in, hidden, n_layers, 2) for _ in range(n_members)])
+        self.net = _EnsembleMLP(n_members, n_in, hidden, n_layers, 2)
+        self.n_members = n_members
 
     @property
     def cg_dim(self) -> int:
@@ -79,13 +99,17 @@ class FreeEnergyModel(torch.nn.Module):
     def config(self) -> dict:
         return {"t_ref": self.t_ref, "t_range": list(self.t_range), **self.arch}
 
-    def _inputs(self, z: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.cg_map.cg_features(z), (b - 1.0)[:, None]], dim=1)
-
     def member_beta_f(self, z: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """beta F of every member [n_members, B] at z [B, d] and b = T_ref / T [B] (no checks)."""
-        inputs = self._inputs(z, b)
-        outs = torch.stack([m(inputs) for m in self.members])  # [n_members, B, 2]
+        """beta F of every member [M, B] (no checks).
+
+        z: [B, d] (every member at the same points) or [M, B, d] (a batch per member);
+        b = T_ref / T: [B] or [M, B].
+        """
+        m = self.n_members
+        if z.ndim == 2:
+            z, b = z.expand(m, *z.shape), b.expand(m, *b.shape)
+        feats = self.cg_map.cg_features(z.reshape(-1, z.shape[-1])).reshape(m, z.shape[1], -1)
+        outs = self.net(torch.cat([feats, (b - 1.0)[..., None]], dim=-1))  # [M, B, 2]
         return b * outs[..., 0] - outs[..., 1]
 
     def _prepare(self, z: torch.Tensor, temperature_k) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,23 +136,20 @@ class FreeEnergyModel(torch.nn.Module):
         are per member ([n_members, B], [n_members, B, d]) and there is no `beta_f_std`.
         """
         z, t = self._prepare(z, temperature_k)
+        m = self.n_members
         with torch.enable_grad():
-            zg = z.detach().clone().requires_grad_(True)
-            b = (self.t_ref / t).detach().clone().requires_grad_(True)
+            # one copy of the inputs per member, so one backward pass gives every member's
+            # own gradients
+            zg = z.detach().expand(m, *z.shape).clone().requires_grad_(True)
+            b = (self.t_ref / t).detach().expand(m, *t.shape).clone().requires_grad_(True)
             beta_f = self.member_beta_f(zg, b)
-            grad_z, grad_b = [], []
-            for k in range(beta_f.shape[0]):
-                gz, gb = torch.autograd.grad(beta_f[k].sum(), (zg, b), create_graph=create_graph,
-                                             retain_graph=True)
-                grad_z.append(gz)
-                grad_b.append(gb)
+            grad_z, grad_b = torch.autograd.grad(beta_f.sum(), (zg, b),
+                                                 create_graph=create_graph)
         if not create_graph:
-            beta_f = beta_f.detach()
-            grad_z = [g.detach() for g in grad_z]
-            grad_b = [g.detach() for g in grad_b]
+            beta_f, grad_z, grad_b = beta_f.detach(), grad_z.detach(), grad_b.detach()
         kt = KB_KJMOL_PER_K * t
-        force = torch.stack(grad_z) * kt[:, None]  # grad_z F = k_B T grad_z (beta F)
-        energy = torch.stack(grad_b) * (KB_KJMOL_PER_K * self.t_ref)
+        force = grad_z * kt[:, None]  # grad_z F = k_B T grad_z (beta F)
+        energy = grad_b * (KB_KJMOL_PER_K * self.t_ref)
         if members:
             return {"beta_f": beta_f, "mean_force": force, "mean_energy_kjmol": energy}
         spread = beta_f.std(0) if beta_f.shape[0] > 1 else torch.zeros_like(beta_f[0])

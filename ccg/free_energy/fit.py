@@ -74,7 +74,7 @@ class FitConfig:
     steps: int = 2000
     lr: float = 3e-3
     lr_final: float = 1e-5
-    batch_size: int = 4096
+    batch_size: int = 1024
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """Weights of the value, force and energy terms."""
     floors: tuple[float, float, float] = (0.05, 0.1, 0.1)

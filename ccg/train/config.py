@@ -107,6 +107,9 @@ class TrainConfig:
     """Train only at these temperatures (K, within [t_min, t_max]) instead of a continuum."""
     anneal_fraction: float = 0.0
     """Fraction of the run over which the lower temperature bound is annealed from t_max."""
+    z_proposal: str = "uniform"
+    """Torsion maps: "uniform" on the torus, or "adaptive" (concentrated where the flow's own
+    running estimates of F are low, 30 % uniform; see AdaptiveTorusProposal)."""
     n_z: int = 64
     """Distinct (z, T) pairs per step."""
     samples_per_z: int = 16
@@ -146,6 +149,9 @@ class TrainConfig:
                 raise ConfigError(
                     f"[train] t_values must be a non-empty list of temperatures in [t_min, t_max]"
                     f" = [{self.t_min}, {self.t_max}] K; got {self.t_values!r}.")
+        if self.z_proposal not in ("uniform", "adaptive"):
+            raise ConfigError(f'[train] z_proposal must be "uniform" or "adaptive"; got '
+                              f'"{self.z_proposal}".')
         if self.t_ref is not None and self.t_ref <= 0:
             raise ConfigError(f"[train] t_ref must be > 0 K; got {self.t_ref!r}.")
         if self.t_sampling not in T_SAMPLING:

@@ -108,3 +108,74 @@ class TemperatureSampler:
         else:
             t = low + u * (high - low)
         return t.to(dtype=dtype, device=device)
+
+
+class AdaptiveTorusProposal:
+    """z on the torus, concentrated where the flow itself finds low free energy.
+
+    The trainer reports every step's per-(z, T) importance-sampling estimates of beta F
+    (`observe`); the proposal keeps a running (exponentially averaged) F in kJ/mol on a grid of
+    `n_bins` per torsion and draws a fraction `1 - explore` of the points from bins with
+    probability ∝ exp(-F_bin / k_B T_proposal), uniformly inside the bin, the rest uniformly on
+    the torus (so no region is ever abandoned). Bins not yet observed count as the lowest F seen,
+    so they keep being proposed until measured. Until `warmup` steps have been observed the
+    proposal is uniform.
+    """
+
+    def __init__(self, cg_dim: int, *, n_bins: int = 24, explore: float = 0.3,
+                 temperature_k: float = 600.0, decay: float = 0.9, warmup: int = 100):
+        check_temperature(temperature_k)
+        if not 0.0 <= explore <= 1.0:
+            raise ValueError(f"explore must be in [0, 1]; got {explore}.")
+        self.cg_dim, self.n_bins, self.explore = int(cg_dim), int(n_bins), float(explore)
+        self.kt = 0.008314462618 * float(temperature_k)
+        self.decay, self.warmup = float(decay), int(warmup)
+        self.f_kjmol = torch.full((self.n_bins ** self.cg_dim,), math.nan, dtype=torch.float64)
+        self.n_observed = 0
+        self._uniform = UniformTorus(cg_dim)
+
+    def _bin_index(self, z: torch.Tensor) -> torch.Tensor:
+        width = 2 * math.pi / self.n_bins
+        idx = torch.clamp(((z.double().cpu() + math.pi) / width).long(), 0, self.n_bins - 1)
+        flat = torch.zeros(z.shape[0], dtype=torch.long)
+        for d in range(self.cg_dim):
+            flat = flat * self.n_bins + idx[:, d]
+        return flat
+
+    def observe(self, z: torch.Tensor, temperature_k: torch.Tensor, log_w: torch.Tensor) -> None:
+        """Record estimates: z [n, d], T [n] (K), log_w [n, K] of each (z, T)'s samples."""
+        k = log_w.shape[1]
+        beta_f = -(torch.logsumexp(log_w.double().cpu(), 1) - math.log(k))
+        f = beta_f * 0.008314462618 * temperature_k.double().cpu()
+        ok = torch.isfinite(f)
+        bins, f = self._bin_index(z[ok]), f[ok]
+        sums = torch.zeros_like(self.f_kjmol).index_add_(0, bins, f)
+        counts = torch.zeros_like(self.f_kjmol).index_add_(0, bins, torch.ones_like(f))
+        hit = counts > 0
+        mean, old = sums[hit] / counts[hit], self.f_kjmol[hit]
+        self.f_kjmol[hit] = torch.where(torch.isnan(old), mean,
+                                        self.decay * old + (1 - self.decay) * mean)
+        self.n_observed += 1
+
+    def sample(self, n: int, generator: torch.Generator, dtype, device) -> torch.Tensor:
+        """[n, cg_dim] in rad."""
+        seen = ~torch.isnan(self.f_kjmol)
+        if self.n_observed < self.warmup or not bool(seen.any()):
+            return self._uniform.sample(n, generator, dtype, device)
+        n_explore = round(self.explore * n)
+        f = torch.where(seen, self.f_kjmol, self.f_kjmol[seen].min())
+        probs = torch.softmax(-(f - f.min()) / self.kt, 0)
+        bins = torch.multinomial(probs, n - n_explore, replacement=True, generator=generator)
+        cells = torch.stack([(bins // self.n_bins ** (self.cg_dim - 1 - d)) % self.n_bins
+                             for d in range(self.cg_dim)], 1)
+        u = torch.rand(cells.shape, generator=generator, dtype=torch.float64)
+        z = -math.pi + (cells + u) * (2 * math.pi / self.n_bins)
+        z = torch.cat([z, self._uniform.sample(n_explore, generator, torch.float64,
+                                               torch.device("cpu"))])
+        return z.to(dtype=dtype, device=device)
+
+    def state_dict(self) -> dict:
+        return {"f_kjmol": self.f_kjmol.clone(), "n_observed": self.n_observed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.f_kjmol, self.n_observed = state["f_kjmol"].clone(), int(state["n_observed"])

@@ -155,10 +155,12 @@ def build_model(config: RunConfig) -> BackmappingModel:
 
 def build_proposal(config: RunConfig, model: BackmappingModel):
     """The z proposal rho(z) for this map."""
-    from ccg.train.proposals import FrameProposal, UniformBox, UniformTorus
+    from ccg.train.proposals import AdaptiveTorusProposal, FrameProposal, UniformBox, UniformTorus
 
     cg = config.map.cg
     if cg == "phi-psi":
+        if config.train.z_proposal == "adaptive":
+            return AdaptiveTorusProposal(model.cg_dim, temperature_k=config.train.t_max)
         return UniformTorus(model.cg_dim)
     if cg == "split":
         low, high = model.system.cg_bounds
@@ -216,7 +218,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         ("map", "cg_frames"): args.cg_frames, ("train", "minutes"): args.minutes,
         ("train", "steps"): args.steps, ("train", "t_min"): args.t_min,
         ("train", "t_max"): args.t_max, ("train", "t_values"): args.t_values,
-        ("train", "n_z"): args.n_z,
+        ("train", "n_z"): args.n_z, ("train", "z_proposal"): args.z_proposal,
         ("train", "samples_per_z"): args.samples_per_z, ("train", "lr"): args.lr,
         ("flow", "backend"): args.backend, ("train", "seed"): args.seed,
         ("train", "device"): args.device, ("train", "dtype"): args.dtype,

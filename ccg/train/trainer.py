@@ -106,6 +106,8 @@ class Trainer:
             "skipped_steps": self.skipped_steps,
             "nonfinite_total": self.nonfinite_total,
         }
+        if hasattr(self.z_proposal, "state_dict"):
+            state["proposal"] = self.z_proposal.state_dict()
         atomic_torch_save(state, self.checkpoint_path)
 
     def load_checkpoint(self) -> None:
@@ -123,6 +125,8 @@ class Trainer:
                 "interrupted run, or start afresh in a new --out folder."
             ) from None
         self.generator.set_state(state["generator"])
+        if "proposal" in state and hasattr(self.z_proposal, "load_state_dict"):
+            self.z_proposal.load_state_dict(state["proposal"])
         self.step, self.elapsed_s = state["step"], state["elapsed_s"]
         self.metrics, self.band_ess = state["metrics"], state["band_ess"]
         self.skipped_steps = state["skipped_steps"]
@@ -152,10 +156,12 @@ class Trainer:
         lr = self._set_lr(progress)
         z = self.z_proposal.sample(c.n_z, self.generator, self.dtype, self.device)
         temps = self.t_sampler.sample(c.n_z, self.generator, self.dtype, self.device, progress)
-        z = z.repeat_interleave(c.samples_per_z, dim=0)
+        z_rep = z.repeat_interleave(c.samples_per_z, dim=0)
         temps_rep = temps.repeat_interleave(c.samples_per_z)
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.loss(z, temps_rep, generator=self.generator)
+        out = self.loss(z_rep, temps_rep, generator=self.generator)
+        if hasattr(self.z_proposal, "observe"):  # adaptive proposals learn where F is low
+            self.z_proposal.observe(z.detach(), temps.detach(), out.log_w.reshape(c.n_z, -1))
         out.loss.backward()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip)

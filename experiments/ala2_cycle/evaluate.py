@@ -1,0 +1,155 @@
+"""Evaluate a CG free-energy model F_theta (cg_model.pt from `ccg cycle`) against the MD reference.
+
+For each temperature: F_theta on the 36 x 36 grid of the reference, RMSE in kT over bins with
+reference F < 4 kT after the best shift, KL(reference || F_theta), and the populations of the
+main basins under p ∝ exp(-F) on the grid:
+
+    C7eq/beta   phi < 0 and (psi > 50 deg or psi < -150 deg)
+    alpha_R     phi < 0 and -150 deg <= psi <= 50 deg
+    phi > 0     everything with phi > 0 (C7ax, alpha_L)
+
+With --langevin, CG Langevin samples of F_theta (`ccg.free_energy.langevin.simulate`, the code
+behind `ccg simulate`) are histogrammed on the same grid and compared with F_theta itself.
+
+Usage:
+    python experiments/ala2_cycle/evaluate.py runs/ala2_cycle/cg_model.pt \
+        --temperatures 300 450 600 --langevin 300 --plot-prefix experiments/ala2_cycle/cmp
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ccg.cycle_plots import cg_model_surface
+from ccg.io.atomic import atomic_path
+from ccg.io.cg_model_file import load_cg_model
+
+HERE = Path(__file__).resolve().parent
+REF_DIR = HERE.parent / "ala2_reference" / "data"
+
+
+def _compare_module():
+    spec = importlib.util.spec_from_file_location("compare", HERE.parent / "ala2_reference" /
+                                                  "compare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def basin_populations(f_kt: np.ndarray, grid: np.ndarray) -> dict[str, float]:
+    """Populations (fractions) of C7eq/beta, alpha_R and phi > 0 under p ∝ exp(-F)."""
+    f = np.where(np.isfinite(f_kt), f_kt, np.inf)
+    p = np.exp(-(f - f.min()))
+    p /= p.sum()
+    phi, psi = np.meshgrid(np.degrees(grid[0]), np.degrees(grid[1]), indexing="ij")
+    left = phi < 0
+    beta = left & ((psi > 50) | (psi < -150))
+    return {"C7eq/beta": float(p[beta].sum()), "alpha_R": float(p[left & ~beta].sum()),
+            "phi>0": float(p[~left].sum())}
+
+
+def reference_path(temperature: float) -> Path:
+    remd = REF_DIR / f"remd_ref_{temperature:.0f}K.npz"
+    return remd if remd.is_file() else REF_DIR / f"ref_{temperature:.0f}K.npz"
+
+
+def histogram_f(frames: np.ndarray, n_grid: int) -> np.ndarray:
+    """-log of the normalized 2-D histogram on the grid's bins (inf where empty)."""
+    edges = np.linspace(-np.pi, np.pi, n_grid + 1)
+    counts, _, _ = np.histogram2d(frames[:, 0], frames[:, 1], bins=[edges, edges])
+    with np.errstate(divide="ignore"):
+        f = -np.log(counts / counts.sum())
+    return f - f[np.isfinite(f)].min()
+
+
+def plot_pair(ref: np.ndarray, model: np.ndarray, grid: np.ndarray, titles, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    deg = np.degrees(grid)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    for ax, f, title in ((axes[0], ref, titles[0]), (axes[1], model, titles[1])):
+        shown = np.minimum(np.where(np.isfinite(f), f, 12.0), 12.0)
+        mesh = ax.pcolormesh(deg[0], deg[1], shown.T, shading="nearest", vmin=0, vmax=12)
+        ax.contour(deg[0], deg[1], shown.T, levels=np.arange(1, 12), colors="w", linewidths=0.4)
+        ax.set(title=title, xlabel="phi (deg)", ylabel="psi (deg)", aspect="equal")
+    fig.colorbar(mesh, ax=axes[:2], label="F / k_B T", shrink=0.9)
+    diff = model - ref
+    sel = np.isfinite(diff) & (ref < 4)
+    diff = np.where(sel, diff - diff[sel].mean(), np.nan)
+    mesh = axes[2].pcolormesh(deg[0], deg[1], diff.T, shading="nearest", cmap="RdBu_r",
+                              vmin=-1, vmax=1)
+    axes[2].set(title=f"{titles[1]} - {titles[0]} (F_ref < 4 kT)", xlabel="phi (deg)",
+                aspect="equal")
+    fig.colorbar(mesh, ax=axes[2], label="kT", shrink=0.9)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cg_model")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[300.0, 450.0, 600.0])
+    parser.add_argument("--langevin", type=float, nargs="*", default=[],
+                        help="temperatures at which to compare a CG Langevin histogram")
+    parser.add_argument("--langevin-steps", type=int, default=20000)
+    parser.add_argument("--walkers", type=int, default=64)
+    parser.add_argument("--label", default="F_theta")
+    parser.add_argument("--plot-prefix", help="write PREFIX_{T}K.png comparisons")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    compare = _compare_module()
+    cg_model = load_cg_model(args.cg_model)
+    print(f"{args.cg_model}: fitted over {cg_model.t_range} K; metrics {cg_model.metrics}")
+    rows = []
+    for t in args.temperatures:
+        ref = np.load(reference_path(t))
+        grid, f_ref = ref["grid"], ref["F_kT"]
+        surface = cg_model_surface(cg_model, t, f_ref.shape[0])
+        f_model = surface["F_kT"]
+        rmse = compare.rmse_after_shift(f_model, f_ref, f_ref < 4.0)
+        kl = compare.kl_divergence(f_ref, f_model)
+        pop_ref, pop_model = basin_populations(f_ref, grid), basin_populations(f_model, grid)
+        rows.append((t, rmse, kl, pop_ref, pop_model))
+        pops = ", ".join(f"{k} {100 * pop_model[k]:.1f} % (ref {100 * pop_ref[k]:.1f}, "
+                         f"{100 * (pop_model[k] - pop_ref[k]):+.1f} pp)" for k in pop_ref)
+        print(f"T = {t:.0f} K ({reference_path(t).name}): RMSE {rmse:.3f} kT over "
+              f"{int((f_ref < 4).sum())} bins, KL(ref || {args.label}) {kl:.4f}; {pops}")
+        if args.plot_prefix:
+            plot_pair(f_ref, f_model, grid, (f"reference {t:.0f} K", f"{args.label} {t:.0f} K"),
+                      f"{args.plot_prefix}_{t:.0f}K.png")
+    for t in args.langevin:
+        from ccg.free_energy.langevin import simulate
+
+        gen = torch.Generator().manual_seed(0)
+        z0 = (torch.rand(args.walkers, 2, generator=gen, dtype=torch.float64) * 2 - 1) * np.pi
+        start = time.perf_counter()
+        run = simulate(cg_model, z0, t, args.langevin_steps, save_every=10, generator=gen)
+        wall = time.perf_counter() - start
+        frames = run.frames[run.frames.shape[0] // 10:].reshape(-1, 2).numpy()  # 10 % burn-in
+        surface = cg_model_surface(cg_model, t, 36)
+        f_hist = histogram_f(frames, 36)
+        rmse = compare.rmse_after_shift(f_hist, surface["F_kT"], surface["F_kT"] < 4.0)
+        kl = compare.kl_divergence(surface["F_kT"], np.where(np.isfinite(f_hist), f_hist, 50.0))
+        print(f"CG Langevin at {t:.0f} K: {frames.shape[0]} frames ({args.walkers} walkers x "
+              f"{args.langevin_steps} steps, {wall:.0f} s, acceptance {run.acceptance:.2f}): "
+              f"histogram vs F_theta RMSE {rmse:.3f} kT over bins with F_theta < 4 kT, "
+              f"KL(F_theta || histogram) {kl:.4f}")
+        if args.plot_prefix:
+            plot_pair(surface["F_kT"], f_hist, surface["grid"],
+                      (f"F_theta {t:.0f} K", f"CG Langevin histogram {t:.0f} K"),
+                      f"{args.plot_prefix}_langevin_{t:.0f}K.png")
+
+
+if __name__ == "__main__":
+    main()
