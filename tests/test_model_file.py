@@ -102,6 +102,20 @@ def test_load_in_float64(tmp_path):
                                model.log_prob_x(x, 400.0), rtol=0, atol=1e-4)
 
 
+def test_file_from_before_the_scale_tril_buffer_loads_unchanged(tmp_path):
+    """Files written before the base gained `scale_tril` (diagonal bases) still load, and
+    sample exactly as the model that was saved."""
+    model, _ = _double_well_model()
+    path = save_model(tmp_path / "model.pt", model)
+    payload = torch.load(path, weights_only=False)
+    removed = [k for k in payload["flow_state"] if k.endswith("scale_tril")]
+    assert removed
+    for key in removed:
+        del payload["flow_state"][key]
+    torch.save(payload, path)
+    _assert_same_model(model, load_model(path), torch.linspace(-2.0, 2.0, 20)[:, None], 400.0)
+
+
 # --- bad files: each gets its own clear error --------------------------------------------------
 
 

@@ -41,7 +41,8 @@ def save_cg_model(path: str | Path, model, system, *, metrics: dict | None = Non
 
 def _read(path: Path) -> Any:
     if not path.is_file():
-        raise FileNotFoundError(f"Model file not found: {path}.")
+        raise FileNotFoundError(f"Model file not found: {path}. `ccg train` writes model.pt, "
+                                "`ccg cycle` writes flow.pt and cg_model.pt.")
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch raises many types for corrupt files

@@ -94,8 +94,14 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu",
     system = system_from_config(payload["system"])
     cg_map = map_from_config(payload["map"], system)
     flow = flow_from_config(payload["flow"])
+    state = dict(payload["flow_state"])
+    for key, value in flow.state_dict().items():
+        # files written before the base gained `scale_tril` (diagonal bases): the rebuilt
+        # flow's own diag(scale) factor is exactly what they used
+        if key.endswith("standardize.scale_tril") and key not in state:
+            state[key] = value
     try:
-        flow.load_state_dict(payload["flow_state"])
+        flow.load_state_dict(state)
     except RuntimeError as err:
         raise ModelFileError(f"{path}: the stored weights do not fit the flow ({err}).") from None
     model = BackmappingModel(system, cg_map, flow, t_ref=payload["t_ref"],

@@ -99,11 +99,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cg_model")
-    parser.add_argument("--temperatures", type=float, nargs="+", default=[300.0, 450.0, 600.0])
+    parser.add_argument("--temperatures", type=float, nargs="*", default=[300.0, 450.0, 600.0])
     parser.add_argument("--langevin", type=float, nargs="*", default=[],
                         help="temperatures at which to compare a CG Langevin histogram")
     parser.add_argument("--langevin-steps", type=int, default=20000)
     parser.add_argument("--walkers", type=int, default=64)
+    parser.add_argument("--diffusion", type=float, default=2.5, help="rad^2/ps (dt 0.01 ps)")
     parser.add_argument("--label", default="F_theta")
     parser.add_argument("--plot-prefix", help="write PREFIX_{T}K.png comparisons")
     args = parser.parse_args()
@@ -134,7 +135,8 @@ def main() -> None:
         gen = torch.Generator().manual_seed(0)
         z0 = (torch.rand(args.walkers, 2, generator=gen, dtype=torch.float64) * 2 - 1) * np.pi
         start = time.perf_counter()
-        run = simulate(cg_model, z0, t, args.langevin_steps, save_every=10, generator=gen)
+        run = simulate(cg_model, z0, t, args.langevin_steps, save_every=10, generator=gen,
+                       diffusion=args.diffusion)
         wall = time.perf_counter() - start
         frames = run.frames[run.frames.shape[0] // 10:].reshape(-1, 2).numpy()  # 10 % burn-in
         surface = cg_model_surface(cg_model, t, 36)

@@ -1,11 +1,13 @@
 """Compare a `ccg free-energy` surface with the MD reference.
 
 Usage:
-    python experiments/ala2_reference/compare.py fes.npz ref_300K.npz [--plot side_by_side.png]
+    python experiments/ala2_reference/compare.py fes.npz data/remd_ref_300K.npz \
+        [--plot cmp_remd_300K.png] [--ref-label "REMD reference"] [--model-label ccg]
 
 Both on the same (phi, psi) grid. Reports the RMSE in kT over bins with reference F < 4 kT
-after the best constant shift, and KL(reference || ccg) of the normalized grid distributions
-p ∝ exp(-F).
+after the best constant shift, KL(reference || ccg) of the normalized grid distributions
+p ∝ exp(-F), and the phi > 0 population of both grid distributions. Any two files with F_kT,
+grid and temperature_k work (e.g. a plain-MD ref_*.npz against a REMD remd_ref_*.npz).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+
+from ccg.io.atomic import atomic_path
 
 
 def rmse_after_shift(f_a: np.ndarray, f_b: np.ndarray, mask: np.ndarray) -> float:
@@ -31,6 +35,13 @@ def kl_divergence(f_ref: np.ndarray, f_model: np.ndarray) -> float:
     return float(np.sum(p[sel] * np.log(p[sel] / q[sel])))
 
 
+def phi_positive_population(f: np.ndarray, grid: np.ndarray) -> float:
+    """Probability of phi > 0 under p ∝ exp(-F) on the grid (axis 0 is phi; empty bins: 0)."""
+    p = np.exp(-np.where(np.isfinite(f), f - np.nanmin(np.where(np.isfinite(f), f, np.nan)),
+                         np.inf))
+    return float(p[grid[0] > 0].sum() / p.sum())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,6 +49,8 @@ def main() -> None:
     parser.add_argument("reference")
     parser.add_argument("--cutoff-kt", type=float, default=4.0)
     parser.add_argument("--plot")
+    parser.add_argument("--ref-label", default="MD reference")
+    parser.add_argument("--model-label", default="ccg")
     args = parser.parse_args()
     model, ref = np.load(args.fes), np.load(args.reference)
     if model["F_kT"].shape != ref["F_kT"].shape:
@@ -50,7 +63,9 @@ def main() -> None:
     kl = kl_divergence(f_ref, f_model)
     print(f"T = {float(ref['temperature_k']):.0f} K: RMSE {rmse:.3f} kT over "
           f"{int((f_ref < args.cutoff_kt).sum())} bins (F_ref < {args.cutoff_kt} kT), "
-          f"KL(ref || ccg) {kl:.4f}")
+          f"KL(ref || {args.model_label}) {kl:.4f}, phi > 0 population ref "
+          f"{100 * phi_positive_population(f_ref, ref['grid']):.2f} %, {args.model_label} "
+          f"{100 * phi_positive_population(f_model, ref['grid']):.2f} %")
     if args.plot:
         import matplotlib
 
@@ -59,7 +74,8 @@ def main() -> None:
 
         grid = np.degrees(ref["grid"])
         fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
-        for ax, f, title in ((axes[0], f_ref, "MD reference"), (axes[1], f_model, "ccg")):
+        for ax, f, title in ((axes[0], f_ref, args.ref_label),
+                             (axes[1], f_model, args.model_label)):
             shown = np.minimum(np.where(np.isfinite(f), f, 12.0), 12.0)
             mesh = ax.pcolormesh(grid[0], grid[1], shown.T, shading="nearest", vmin=0, vmax=12)
             ax.contour(grid[0], grid[1], shown.T, levels=np.arange(1, 12), colors="w",
@@ -68,7 +84,9 @@ def main() -> None:
             ax.set_xlabel("phi (deg)")
         axes[0].set_ylabel("psi (deg)")
         fig.colorbar(mesh, ax=axes, label="F / k_B T")
-        fig.savefig(args.plot, dpi=120)
+        with atomic_path(args.plot) as tmp:
+            fig.savefig(tmp, dpi=120)
+        plt.close(fig)
         print(f"plot: {args.plot}")
 
 
