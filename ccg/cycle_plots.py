@@ -25,10 +25,16 @@ def cg_model_surface(cg_model, temperature_k: float, n_grid: int) -> dict[str, n
     obs = cg_model.observables(z, float(temperature_k))
     shape = (n_grid,) * d
     f = obs["beta_f"].detach().reshape(shape)
+    # the spread of the members' surfaces, each aligned to the ensemble by its Boltzmann-weighted
+    # mean offset (values fix F only up to a constant per temperature)
+    members = cg_model.observables(z, float(temperature_k), members=True)["beta_f"]
+    weight = torch.softmax(-obs["beta_f"], 0)
+    offset = ((members - obs["beta_f"]) * weight).sum(1, keepdim=True)
+    spread = (members - offset).std(0) if members.shape[0] > 1 else torch.zeros_like(f)
     centers = grid_centers(n_grid).double()
     return {
         "F_kT": (f - f.min()).numpy(),
-        "F_kT_err": obs["beta_f_std"].detach().reshape(shape).numpy(),
+        "F_kT_err": spread.reshape(shape).numpy(),
         "ess": np.full(shape, np.nan),
         "grid": torch.stack([centers] * d).numpy(),
         "mean_energy_kjmol": obs["mean_energy_kjmol"].detach().reshape(shape).numpy(),

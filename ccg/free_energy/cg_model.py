@@ -131,7 +131,8 @@ class FreeEnergyModel(torch.nn.Module):
                     members: bool = False) -> dict[str, torch.Tensor]:
         """beta F, grad_z F and <U>_z = d(beta F)/d beta by autograd.
 
-        Returns a dict of `beta_f` [B], `beta_f_std` [B] (ensemble spread), `mean_force`
+        Returns a dict of `beta_f` [B], `beta_f_std` [B] (ensemble spread at each point; the fit
+        pins all members to the data with one shared constant per T), `mean_force`
         [B, d] (kJ/mol per CG unit), `mean_energy_kjmol` [B]. With `members=True` the values
         are per member ([n_members, B], [n_members, B, d]) and there is no `beta_f_std`.
         """

@@ -5,6 +5,7 @@ its standard error, the mean force grad_z F and <U>_z with theirs. The loss per 
 of squared standardized residuals, all in reduced (k_B T) units:
 
     values   ((beta F_theta - beta F_hat) - c(T)) / s_F        c(T): the best shift per T
+                                                               (one for all ensemble members)
     forces   beta (grad_z F_theta - grad_z F_hat) / (beta s_grad)           (per CG dim)
     energies beta (d(beta F_theta)/d beta - <U>_hat) / (beta s_U)
 
@@ -109,7 +110,9 @@ def multimodal_loss(model, data: ObservableSet, config: FitConfig,
     n_groups = int(groups.max()) + 1
     weight = 1.0 / (data.beta_f_err.to(dtype) ** 2 + f_floor**2)
     res = obs["beta_f"] - data.beta_f.to(dtype)
-    res = res - _group_shift(res.detach(), weight, groups, n_groups)
+    # one shift per temperature for the whole ensemble (from its mean residual), so every member
+    # is pinned to the data up to the same constant and the members' spread is meaningful
+    res = res - _group_shift(res.detach().mean(0, keepdim=True), weight, groups, n_groups)
     chi_v = (weight * res**2).mean(1)
     # forces, in k_B T per CG unit
     var_g = (beta[:, None] * data.mean_force_err.to(dtype)) ** 2 + g_floor**2

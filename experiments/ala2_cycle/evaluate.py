@@ -54,9 +54,10 @@ def basin_populations(f_kt: np.ndarray, grid: np.ndarray) -> dict[str, float]:
             "phi>0": float(p[~left].sum())}
 
 
-def reference_path(temperature: float) -> Path:
+def reference_path(temperature: float, plain: bool = False) -> Path:
+    """The REMD reference at T if there is one (and not `plain`), else the plain-MD one."""
     remd = REF_DIR / f"remd_ref_{temperature:.0f}K.npz"
-    return remd if remd.is_file() else REF_DIR / f"ref_{temperature:.0f}K.npz"
+    return remd if remd.is_file() and not plain else REF_DIR / f"ref_{temperature:.0f}K.npz"
 
 
 def histogram_f(frames: np.ndarray, n_grid: int) -> np.ndarray:
@@ -106,6 +107,8 @@ def main() -> None:
     parser.add_argument("--walkers", type=int, default=64)
     parser.add_argument("--diffusion", type=float, default=2.5, help="rad^2/ps (dt 0.01 ps)")
     parser.add_argument("--label", default="F_theta")
+    parser.add_argument("--plain", action="store_true",
+                        help="compare with the plain-MD references (ref_*.npz) instead of REMD")
     parser.add_argument("--plot-prefix", help="write PREFIX_{T}K.png comparisons")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -114,7 +117,7 @@ def main() -> None:
     print(f"{args.cg_model}: fitted over {cg_model.t_range} K; metrics {cg_model.metrics}")
     rows = []
     for t in args.temperatures:
-        ref = np.load(reference_path(t))
+        ref = np.load(reference_path(t, args.plain))
         grid, f_ref = ref["grid"], ref["F_kT"]
         surface = cg_model_surface(cg_model, t, f_ref.shape[0])
         f_model = surface["F_kT"]
@@ -124,7 +127,7 @@ def main() -> None:
         rows.append((t, rmse, kl, pop_ref, pop_model))
         pops = ", ".join(f"{k} {100 * pop_model[k]:.1f} % (ref {100 * pop_ref[k]:.1f}, "
                          f"{100 * (pop_model[k] - pop_ref[k]):+.1f} pp)" for k in pop_ref)
-        print(f"T = {t:.0f} K ({reference_path(t).name}): RMSE {rmse:.3f} kT over "
+        print(f"T = {t:.0f} K ({reference_path(t, args.plain).name}): RMSE {rmse:.3f} kT over "
               f"{int((f_ref < 4).sum())} bins, KL(ref || {args.label}) {kl:.4f}; {pops}")
         if args.plot_prefix:
             plot_pair(f_ref, f_model, grid, (f"reference {t:.0f} K", f"{args.label} {t:.0f} K"),
