@@ -76,6 +76,17 @@ class CycleConfig:
         return self
 
 
+def _finite(obj):
+    """A copy of obj with NaN / inf floats replaced by None (metrics.json stays strict JSON)."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 class Cycle:
     """The state of one cycle run: the flow model, F_theta, the data, the metrics.
 
@@ -128,7 +139,7 @@ class Cycle:
         atomic_torch_save(state, self.out / "cycle_state.pt")
         payload = {"summary": summary, "iterations": self.metrics,
                    "config": dataclasses.asdict(self.config)}
-        atomic_write_text(self.out / "metrics.json", json.dumps(payload, indent=1))
+        atomic_write_text(self.out / "metrics.json", json.dumps(_finite(payload), indent=1))
         if self.metrics:
             from ccg.cycle_plots import plot_cycle
 

@@ -57,7 +57,7 @@ def plot_cycle(cycle, path: str | Path) -> Path:
     n_cols = max(3, len(temps) if surfaces else 0)
     fig, axes = plt.subplots(2 if surfaces else 1, n_cols, figsize=(3.6 * n_cols,
                                                                      6.6 if surfaces else 3.2),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     it = [r["iteration"] for r in rows]
     ax = axes[0, 0]
     for t in temps:

@@ -52,7 +52,10 @@ def test_cycle_recovers_the_double_well_free_energy_and_resumes(double_well_flow
     torch.testing.assert_close(resumed.data.z, cycle.data.z)
     resumed.run()
     assert resumed.iteration == 2 and len(resumed.data) == 256
-    rows = json.loads((out / "metrics.json").read_text())["iterations"]
+    text = (out / "metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text  # strict JSON
+    rows = json.loads(text)["iterations"]
+    assert rows[0]["delta_f_kt"] is None  # no previous fit to compare with
     assert [r["iteration"] for r in rows] == [1, 2]
     assert rows[1]["energy_evaluations"] > rows[0]["energy_evaluations"]
     assert math.isfinite(rows[1]["delta_f_kt"]) and rows[1]["median_ess"] > 0.9
@@ -159,3 +162,29 @@ def test_simulate_writes_cg_frames_that_backmap_reads(torsion_cg_model, tmp_path
     assert main(["simulate", str(path), "--temperature", "300", "--steps", "10",
                  "--out", str(tmp_path / "cg.dcd")]) == 2
     assert not (tmp_path / "cg.dcd").exists()
+
+
+def test_simulate_bead_model_writes_a_cg_trajectory(tmp_path):
+    """A heavy-atom F_theta (untrained) runs Langevin in Cartesian bead space (no wrapping) and
+    writes an mdtraj trajectory of the CG atoms plus their topology."""
+    import mdtraj
+
+    from ccg.mapping import AtomSubsetMap
+    from ccg.systems import alanine_dipeptide
+
+    system = alanine_dipeptide()
+    ref = torch.as_tensor(system.reference_positions, dtype=torch.float64)
+    cg_map = AtomSubsetMap(system.topology, "heavy", ref)
+    torch.manual_seed(0)
+    model = FreeEnergyModel(cg_map, t_ref=300.0, t_range=(300.0, 600.0), hidden=8, n_layers=1,
+                            n_members=2).double()
+    path = save_cg_model(tmp_path / "cg_model.pt", model, system)
+    out, top = tmp_path / "cg.dcd", tmp_path / "cg.pdb"
+    assert main(["simulate", str(path), "--temperature", "300", "--steps", "20", "--walkers",
+                 "2", "--save-every", "10", "--diffusion", "1e-4", "--out", str(out),
+                 "--top", str(top)]) == 0
+    traj = mdtraj.load(str(out), top=str(top))
+    assert traj.n_frames == 4 and traj.n_atoms == 10
+    assert [a.element.symbol for a in traj.topology.atoms].count("H") == 0
+    moved = np.abs(traj.xyz - traj.xyz[0]).max()
+    assert 0 < moved < 0.1  # small Cartesian steps, nothing wrapped onto [-pi, pi)

@@ -89,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
 def _write_beads(cg_model, table: np.ndarray, out: Path, top: str | None) -> None:
     import mdtraj
 
-    topology = mdtraj.Topology.from_openmm(cg_model.system.topology)
+    topology = cg_model.system.topology
+    if not isinstance(topology, mdtraj.Topology):
+        topology = mdtraj.Topology.from_openmm(topology)
     sub = topology.subset(np.asarray(cg_model.cg_map.cg_atom_indices))
     traj = mdtraj.Trajectory(table.reshape(table.shape[0], sub.n_atoms, 3), sub)
     with atomic_path(out) as tmp:

@@ -107,9 +107,10 @@ class TrainConfig:
     """Train only at these temperatures (K, within [t_min, t_max]) instead of a continuum."""
     anneal_fraction: float = 0.0
     """Fraction of the run over which the lower temperature bound is annealed from t_max."""
-    z_proposal: str = "uniform"
-    """Torsion maps: "uniform" on the torus, or "adaptive" (concentrated where the flow's own
-    running estimates of F are low, 30 % uniform; see AdaptiveTorusProposal)."""
+    z_proposal: str = "adaptive"
+    """Torsion maps: "adaptive" (concentrated where the flow's own running estimates of F are
+    low, 30 % uniform; see AdaptiveTorusProposal) or "uniform" on the torus. Bead and analytic
+    maps ignore it (CG frames / the box)."""
     n_z: int = 64
     """Distinct (z, T) pairs per step."""
     samples_per_z: int = 16

@@ -76,7 +76,7 @@ def plot_pair(ref: np.ndarray, model: np.ndarray, grid: np.ndarray, titles, path
     import matplotlib.pyplot as plt
 
     deg = np.degrees(grid)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
     for ax, f, title in ((axes[0], ref, titles[0]), (axes[1], model, titles[1])):
         shown = np.minimum(np.where(np.isfinite(f), f, 12.0), 12.0)
         mesh = ax.pcolormesh(deg[0], deg[1], shown.T, shading="nearest", vmin=0, vmax=12)
@@ -88,7 +88,7 @@ def plot_pair(ref: np.ndarray, model: np.ndarray, grid: np.ndarray, titles, path
     diff = np.where(sel, diff - diff[sel].mean(), np.nan)
     mesh = axes[2].pcolormesh(deg[0], deg[1], diff.T, shading="nearest", cmap="RdBu_r",
                               vmin=-1, vmax=1)
-    axes[2].set(title=f"{titles[1]} - {titles[0]} (F_ref < 4 kT)", xlabel="phi (deg)",
+    axes[2].set(title="difference (bins F_ref < 4 kT)", xlabel="phi (deg)",
                 aspect="equal")
     fig.colorbar(mesh, ax=axes[2], label="kT", shrink=0.9)
     with atomic_path(path) as tmp:
@@ -106,6 +106,9 @@ def main() -> None:
     parser.add_argument("--langevin-steps", type=int, default=20000)
     parser.add_argument("--walkers", type=int, default=64)
     parser.add_argument("--diffusion", type=float, default=2.5, help="rad^2/ps (dt 0.01 ps)")
+    parser.add_argument("--start", choices=["uniform", "equilibrium"], default="uniform",
+                        help="Langevin walkers start uniform on the torus, or drawn from "
+                        "exp(-F_theta) on a fine grid (tests stationarity without crossings)")
     parser.add_argument("--label", default="F_theta")
     parser.add_argument("--plain", action="store_true",
                         help="compare with the plain-MD references (ref_*.npz) instead of REMD")
@@ -137,6 +140,13 @@ def main() -> None:
 
         gen = torch.Generator().manual_seed(0)
         z0 = (torch.rand(args.walkers, 2, generator=gen, dtype=torch.float64) * 2 - 1) * np.pi
+        if args.start == "equilibrium":
+            fine = cg_model_surface(cg_model, t, 180)
+            p = torch.softmax(-torch.as_tensor(fine["F_kT"]).reshape(-1), 0)
+            cell = torch.multinomial(p, args.walkers, replacement=True, generator=gen)
+            ij = torch.stack([cell // 180, cell % 180], 1).double()
+            z0 = -np.pi + (ij + torch.rand(ij.shape, generator=gen, dtype=torch.float64)) * (
+                2 * np.pi / 180)
         start = time.perf_counter()
         run = simulate(cg_model, z0, t, args.langevin_steps, save_every=10, generator=gen,
                        diffusion=args.diffusion)
@@ -146,14 +156,18 @@ def main() -> None:
         f_hist = histogram_f(frames, 36)
         rmse = compare.rmse_after_shift(f_hist, surface["F_kT"], surface["F_kT"] < 4.0)
         kl = compare.kl_divergence(surface["F_kT"], np.where(np.isfinite(f_hist), f_hist, 50.0))
-        print(f"CG Langevin at {t:.0f} K: {frames.shape[0]} frames ({args.walkers} walkers x "
-              f"{args.langevin_steps} steps, {wall:.0f} s, acceptance {run.acceptance:.2f}): "
-              f"histogram vs F_theta RMSE {rmse:.3f} kT over bins with F_theta < 4 kT, "
-              f"KL(F_theta || histogram) {kl:.4f}")
+        pop_h = basin_populations(f_hist, surface["grid"])
+        pop_f = basin_populations(surface["F_kT"], surface["grid"])
+        pops = ", ".join(f"{k} {100 * pop_h[k]:.1f} % (F_theta {100 * pop_f[k]:.1f})"
+                         for k in pop_h)
+        print(f"CG Langevin at {t:.0f} K, {args.start} start: {frames.shape[0]} frames "
+              f"({args.walkers} walkers x {args.langevin_steps} steps, {wall:.0f} s, acceptance "
+              f"{run.acceptance:.2f}): histogram vs F_theta RMSE {rmse:.3f} kT over bins with "
+              f"F_theta < 4 kT, KL(F_theta || histogram) {kl:.4f}; {pops}")
         if args.plot_prefix:
             plot_pair(surface["F_kT"], f_hist, surface["grid"],
                       (f"F_theta {t:.0f} K", f"CG Langevin histogram {t:.0f} K"),
-                      f"{args.plot_prefix}_langevin_{t:.0f}K.png")
+                      f"{args.plot_prefix}_langevin_{args.start}_{t:.0f}K.png")
 
 
 if __name__ == "__main__":

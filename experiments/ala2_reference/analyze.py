@@ -71,30 +71,40 @@ def write_reference(out: str | Path, arrays: dict[str, np.ndarray], label: str) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("md", help="run_md.py output (one T) or run_remd.py output (a ladder)")
+    parser.add_argument("md", nargs="+", help="run_md.py output (one T), or run_remd.py "
+                        "output(s) of the same ladder (several seeds are concatenated in the "
+                        "order given; with two equal runs the 'halves' are the two seeds)")
     parser.add_argument("--grid", type=int, default=36)
     parser.add_argument("--out", help="plain MD: output npz (default ref_{T}K.npz next to it)")
     parser.add_argument("--temperatures", type=float, nargs="+", default=[300.0, 450.0, 600.0],
                         help="REMD: the ladder temperatures to analyze")
     args = parser.parse_args()
-    data = np.load(args.md)
+    runs = [np.load(path) for path in args.md]
+    data = runs[0]
     if "temperatures_k" not in data:
+        if len(runs) > 1:
+            raise SystemExit("plain MD: give one run_md.py output at a time")
         temperature = float(data["temperature_k"])
         arrays = reference(data["phi_psi"], args.grid, temperature, float(data["ns"]))
-        out = Path(args.out or Path(args.md).with_name(f"ref_{temperature:.0f}K.npz"))
+        out = Path(args.out or Path(args.md[0]).with_name(f"ref_{temperature:.0f}K.npz"))
         write_reference(out, arrays, f"{float(data['ns']):.0f} ns plain MD")
         return
     ladder = data["temperatures_k"]
-    n_replicas, ns = len(ladder), float(data["ns"])
+    if any(not np.allclose(r["temperatures_k"], ladder) for r in runs):
+        raise SystemExit("the REMD runs have different ladders; combine only runs of one ladder")
+    n_replicas, ns = len(ladder), sum(float(r["ns"]) for r in runs)
     for temperature in args.temperatures:
         index = np.flatnonzero(np.isclose(ladder, temperature, atol=1e-6))
         if len(index) != 1:
             raise SystemExit(f"{temperature} K is not on the REMD ladder {ladder.tolist()}")
-        arrays = reference(data["phi_psi"][index[0]], args.grid, temperature, ns)
-        arrays["acceptance"] = data["acceptance"]
+        phi_psi = np.concatenate([r["phi_psi"][index[0]] for r in runs])
+        arrays = reference(phi_psi, args.grid, temperature, ns)
+        arrays["acceptance"] = np.mean([r["acceptance"] for r in runs], axis=0)
         arrays["temperatures_k"] = ladder
-        out = Path(args.md).with_name(f"remd_ref_{temperature:.0f}K.npz")
-        write_reference(out, arrays, f"REMD, {n_replicas} replicas x {ns:g} ns")
+        arrays["n_runs"] = np.array(len(runs))
+        out = Path(args.md[0]).with_name(f"remd_ref_{temperature:.0f}K.npz")
+        write_reference(out, arrays, f"REMD, {len(runs)} run(s), {n_replicas} replicas x "
+                        f"{ns:g} ns")
 
 
 if __name__ == "__main__":
