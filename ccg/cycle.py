@@ -76,6 +76,16 @@ class CycleConfig:
         return self
 
 
+def _training_evaluations(model) -> int | None:
+    """Energy evaluations spent training a flow (steps x batch), from its model file's
+    metrics and run config; None when they are not recorded."""
+    steps = getattr(model, "metrics", {}).get("steps")
+    train = getattr(model, "run_config", {}).get("train", {})
+    if steps is None or "n_z" not in train or "samples_per_z" not in train:
+        return None
+    return int(steps) * int(train["n_z"]) * int(train["samples_per_z"])
+
+
 def _finite(obj):
     """A copy of obj with NaN / inf floats replaced by None (metrics.json stays strict JSON)."""
     if isinstance(obj, dict):
@@ -120,6 +130,7 @@ class Cycle:
         self.metrics: list[dict] = []
         self.converged = False
         self.progress = progress
+        self.initial_evaluations = _training_evaluations(model)
 
     # -- persistence -------------------------------------------------------------------------
     def save(self) -> None:
@@ -127,6 +138,7 @@ class Cycle:
         from ccg.io.model_file import save_model
 
         summary = {"iterations": self.iteration, "energy_evaluations": self.evaluations,
+                   "initial_flow_energy_evaluations": self.initial_evaluations,
                    "wall_time_s": self.elapsed_s, "converged": self.converged}
         save_model(self.out / "flow.pt", self.model, metrics=summary,
                    run_config=getattr(self.model, "run_config", {}))

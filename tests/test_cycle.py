@@ -188,3 +188,19 @@ def test_simulate_bead_model_writes_a_cg_trajectory(tmp_path):
     assert [a.element.symbol for a in traj.topology.atoms].count("H") == 0
     moved = np.abs(traj.xyz - traj.xyz[0]).max()
     assert 0 < moved < 0.1  # small Cartesian steps, nothing wrapped onto [-pi, pi)
+
+
+def test_cycle_command_trains_an_initial_flow_and_resumes(tmp_path, capsys):
+    out = tmp_path / "cycle"
+    argv = ["cycle", "--system", "double-well", "--initial-minutes", "0.02", "--temperatures",
+            "300", "600", "--points", "16", "--samples", "16", "--finetune-steps", "2",
+            "--fit-steps", "5", "--out", str(out), "--no-progress"]
+    assert main([*argv, "--iterations", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "for the initial flow" in text and (out / "initial" / "model.pt").is_file()
+    assert file_kind(out / "flow.pt") == "flow" and file_kind(out / "cg_model.pt") == "cg"
+    assert main([*argv, "--iterations", "2", "--resume"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    rows = json.loads((out / "metrics.json").read_text())["iterations"]
+    assert [r["iteration"] for r in rows] == [1, 2]
+    assert main(["cycle", "--resume", "--out", str(tmp_path / "none")]) == 2

@@ -79,8 +79,8 @@ def _initial_model(args: argparse.Namespace, out: Path):
         config.validate()
         print(f"no --init: training an initial flow for {args.initial_minutes} min -> "
               f"{out / 'initial'}/")
-        model, _ = train(config, out / "initial", progress=not args.no_progress)
-        model.run_config = config.to_dict()
+        model, summary = train(config, out / "initial", progress=not args.no_progress)
+        model.run_config, model.metrics = config.to_dict(), summary
     if args.cg_frames:
         config.map.cg_frames = args.cg_frames
     return model, config.validate()
@@ -114,8 +114,11 @@ def run(args: argparse.Namespace) -> int:
     last = cycle.metrics[-1] if cycle.metrics else None
     state = "converged" if cycle.converged else "not converged"
     if last:
+        initial = cycle.initial_evaluations
+        extra = "" if initial is None else f" (+ {initial / 1e6:.2f} M for the initial flow)"
         print(f"{state} after {cycle.iteration} iterations, "
-              f"{cycle.evaluations / 1e6:.2f} M energy evaluations, {cycle.elapsed_s:.0f} s")
+              f"{cycle.evaluations / 1e6:.2f} M energy evaluations{extra}, "
+              f"{cycle.elapsed_s:.0f} s")
     print(f"flow:     {out / 'flow.pt'}\nCG model: {out / 'cg_model.pt'}\n"
           f"metrics:  {out / 'metrics.json'}\nplot:     {out / 'cycle.png'}")
     return 0
