@@ -116,7 +116,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--temperatures", type=float, nargs="+", default=[300.0, 600.0])
-    parser.add_argument("--remd", default=str(HERE / "data" / "remd.npz"))
+    parser.add_argument("--remd", nargs="+", default=[str(HERE / "data" / "remd.npz")],
+                        help="REMD run(s) of one ladder; with two or more, the REMD curve is "
+                        "sub-runs of the first scored against the others (independent seeds), "
+                        "with one, the first half against the second half")
+    parser.add_argument("--ccg-evaluations", type=float,
+                        help="ccg's total energy evaluations (default: the 20-minute flow's "
+                        "training plus one 36 x 36 x 256 surface)")
     parser.add_argument("--md", default=str(HERE / "data" / "md_{T}K.npz"))
     parser.add_argument("--fes", default=str(HERE.parent.parent / "runs" / "fes_{T}.npz"),
                         help="ccg surfaces ({T} is replaced by the temperature)")
@@ -124,23 +130,35 @@ def main() -> None:
     parser.add_argument("--plot", default=str(HERE / "md_cost.png"))
     args = parser.parse_args()
 
-    remd = np.load(args.remd)
+    runs = [np.load(path) for path in args.remd]
+    remd = runs[0]
     ladder = remd["temperatures_k"]
     remd_steps = int(remd["replica_steps_per_sample"])
+    split = "1st half vs 2nd half" if len(runs) == 1 else "seed 1 vs the other seed(s)"
+    other = "2nd half" if len(runs) == 1 else "other seed(s)"
     train_cost, surface_cost = ccg_cost()
     ccg_total = train_cost + surface_cost
-    print(f"ccg cost: {train_cost:,} (training, {CCG_TRAIN_STEPS} steps x {CCG_BATCH}) + "
-          f"{surface_cost:,} (surface, {CCG_GRID}^2 x {CCG_SAMPLES}) = {ccg_total:,} energy "
-          "evaluations")
+    if args.ccg_evaluations:
+        ccg_total = int(args.ccg_evaluations)
+        print(f"ccg cost: {ccg_total:,} energy evaluations (given)")
+    else:
+        print(f"ccg cost: {train_cost:,} (training, {CCG_TRAIN_STEPS} steps x {CCG_BATCH}) + "
+              f"{surface_cost:,} (surface, {CCG_GRID}^2 x {CCG_SAMPLES}) = {ccg_total:,} energy "
+              "evaluations")
     results = {}
     for temperature in args.temperatures:
         tag = f"{temperature:.0f}"
         index = int(np.flatnonzero(np.isclose(ladder, temperature))[0])
-        remd_pp = remd["phi_psi"][index].astype(np.float64)
-        half = len(remd_pp) // 2
+        parts = [r["phi_psi"][index].astype(np.float64) for r in runs]
+        remd_pp = np.concatenate(parts)
+        if len(parts) == 1:
+            half = len(remd_pp) // 2
+            first, second = remd_pp[:half], remd_pp[half:]
+        else:
+            first, second = parts[0], np.concatenate(parts[1:])
         f_full, _ = free_energy_kt(remd_pp, CCG_GRID)
-        f_half1, _ = free_energy_kt(remd_pp[:half], CCG_GRID)
-        f_half2, _ = free_energy_kt(remd_pp[half:], CCG_GRID)
+        f_half1, _ = free_energy_kt(first, CCG_GRID)
+        f_half2, _ = free_energy_kt(second, CCG_GRID)
         halves_rmse = rmse_after_shift(f_half1, f_half2, f_full < args.cutoff_kt)
         md = np.load(args.md.replace("{T}", tag))
         md_steps = round(float(md["dt_ps"]) * 1000)   # 1 fs steps per (phi, psi) sample
@@ -149,21 +167,21 @@ def main() -> None:
         target_half2 = rmse_after_shift(f_ccg, f_half2, f_half2 < args.cutoff_kt)
         kl_full, kl_half2 = kl_divergence(f_full, f_ccg), kl_divergence(f_half2, f_ccg)
         plain = curve(md["phi_psi"].astype(np.float64), md_steps, f_full, args.cutoff_kt)
-        rex = curve(remd_pp[:half], remd_steps, f_half2, args.cutoff_kt)
+        rex = curve(first, remd_steps, f_half2, args.cutoff_kt)
         results[temperature] = (plain, rex, (target_full, target_half2), (kl_full, kl_half2),
                                 halves_rmse)
 
         print(f"\n=== {tag} K (mask: F_ref < {args.cutoff_kt} kT; full REMD reference "
-              f"{int((f_full < args.cutoff_kt).sum())} bins, REMD 2nd half "
+              f"{int((f_full < args.cutoff_kt).sum())} bins, REMD {other} "
               f"{int((f_half2 < args.cutoff_kt).sum())} bins; REMD halves RMSE "
               f"{halves_rmse:.3f} kT) ===")
         print(f"ccg vs full REMD ref: RMSE {target_full:.3f} kT, KL {kl_full:.4f}; "
-              f"vs REMD 2nd half: RMSE {target_half2:.3f} kT, KL {kl_half2:.4f}")
+              f"vs REMD {other}: RMSE {target_half2:.3f} kT, KL {kl_half2:.4f}")
         print("| run | fraction | ns (per replica) | MD steps | RMSE (kT) | RMSE, visited bins "
               "only | KL(ref ‖ run) | unvisited bins | phi > 0 |")
         print("|" + "---|" * 9)
         for name, rows, per_ns in (("plain MD vs full REMD", plain, 1e6),
-                                   ("REMD 1st half vs 2nd half", rex, 1e6 * len(ladder))):
+                                   (f"REMD {split}", rex, 1e6 * len(ladder))):
             for row in rows:
                 print(f"| {name} | {100 * row['fraction']:g} % | {row['steps'] / per_ns:.2f} | "
                       f"{row['steps'] / 1e6:,.1f} M | {row['rmse']:.3f} | "
@@ -200,14 +218,14 @@ def main() -> None:
                                                            ("kl", kl_targets))):
                 ax = axes[row_index][column]
                 for rows, label, color in ((plain, "plain MD vs full REMD ref", "C0"),
-                                           (rex, "REMD (all replicas' steps) vs 2nd-half ref",
+                                           (rex, f"REMD (all replicas' steps), {split}",
                                             "C1")):
                     ax.plot([r["steps"] for r in rows], [r[metric] for r in rows], "o-",
                             color=color, label=label)
                 ax.plot([ccg_total], [targets[0]], "*", ms=14, color="C0", mec="k",
                         label="ccg vs full REMD ref")
                 ax.plot([ccg_total], [targets[1]], "*", ms=14, color="C1", mec="k",
-                        label="ccg vs REMD 2nd-half ref")
+                        label=f"ccg vs REMD {other}")
                 if metric == "rmse":
                     ax.axhline(halves_rmse / 2, color="0.5", ls=":", lw=1,
                                label="full-ref noise ≈ halves RMSE / 2")
