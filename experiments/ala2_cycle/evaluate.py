@@ -113,6 +113,8 @@ def main() -> None:
     parser.add_argument("--plain", action="store_true",
                         help="compare with the plain-MD references (ref_*.npz) instead of REMD")
     parser.add_argument("--plot-prefix", help="write PREFIX_{T}K.png comparisons")
+    parser.add_argument("--against", help="another cg_model.pt: also print the RMSE between "
+                        "the two F_theta surfaces (bins where this one is < 4 kT)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     compare = _compare_module()
@@ -132,6 +134,11 @@ def main() -> None:
                          f"{100 * (pop_model[k] - pop_ref[k]):+.1f} pp)" for k in pop_ref)
         print(f"T = {t:.0f} K ({reference_path(t, args.plain).name}): RMSE {rmse:.3f} kT over "
               f"{int((f_ref < 4).sum())} bins, KL(ref || {args.label}) {kl:.4f}; {pops}")
+        if args.against:
+            other = cg_model_surface(load_cg_model(args.against), t, f_ref.shape[0])["F_kT"]
+            diff = compare.rmse_after_shift(f_model, other, f_model < 4.0)
+            print(f"   vs {args.against} at {t:.0f} K: RMSE {diff:.3f} kT over "
+                  f"{int((f_model < 4.0).sum())} bins")
         if args.plot_prefix:
             plot_pair(f_ref, f_model, grid, (f"reference {t:.0f} K", f"{args.label} {t:.0f} K"),
                       f"{args.plot_prefix}_{t:.0f}K.png")
