@@ -6,41 +6,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from ccg.free_energy.surface import cg_model_surface
 from ccg.io.atomic import atomic_path
-
-
-def cg_model_surface(cg_model, temperature_k: float, n_grid: int) -> dict[str, np.ndarray]:
-    """F_theta on the torsion grid, in the npz layout of `ccg free-energy` (see its docstring):
-    F_kT (min 0), F_kT_err (ensemble spread), ess (NaN: no sampling), grid, mean_energy_kjmol,
-    mean_force, temperature_k."""
-    from ccg.free_energy.surface import grid_centers, grid_points
-
-    if not bool(cg_model.cg_map.z_circular.all()):
-        raise ValueError("A grid needs a torsion CG map (all CG coordinates periodic); this model "
-                         "has Cartesian (bead) coordinates. Evaluate it at frames instead.")
-    d = cg_model.cg_dim
-    z = grid_points(n_grid, d).double()
-    obs = cg_model.observables(z, float(temperature_k))
-    shape = (n_grid,) * d
-    f = obs["beta_f"].detach().reshape(shape)
-    # the spread of the members' surfaces, each aligned to the ensemble by its Boltzmann-weighted
-    # mean offset (values fix F only up to a constant per temperature)
-    members = cg_model.observables(z, float(temperature_k), members=True)["beta_f"]
-    weight = torch.softmax(-obs["beta_f"], 0)
-    offset = ((members - obs["beta_f"]) * weight).sum(1, keepdim=True)
-    spread = (members - offset).std(0) if members.shape[0] > 1 else torch.zeros_like(f)
-    centers = grid_centers(n_grid).double()
-    return {
-        "F_kT": (f - f.min()).numpy(),
-        "F_kT_err": spread.reshape(shape).numpy(),
-        "ess": np.full(shape, np.nan),
-        "grid": torch.stack([centers] * d).numpy(),
-        "mean_energy_kjmol": obs["mean_energy_kjmol"].detach().reshape(shape).numpy(),
-        "mean_force": obs["mean_force"].detach().reshape(*shape, d).numpy(),
-        "temperature_k": np.array(float(temperature_k)),
-    }
 
 
 def plot_cycle(cycle, path: str | Path) -> Path:

@@ -204,3 +204,17 @@ def test_cycle_command_trains_an_initial_flow_and_resumes(tmp_path, capsys):
     rows = json.loads((out / "metrics.json").read_text())["iterations"]
     assert [r["iteration"] for r in rows] == [1, 2]
     assert main(["cycle", "--resume", "--out", str(tmp_path / "none")]) == 2
+
+
+def test_free_energy_grid_needs_a_torsion_cg_model(tmp_path, capsys):
+    from ccg.mapping import CoordinateSplitMap
+    from ccg.systems import make_analytic
+
+    system = make_analytic("double-well")
+    model = FreeEnergyModel(CoordinateSplitMap(system.dim, system.cg_dim), t_ref=300.0,
+                            t_range=(300.0, 600.0), hidden=8, n_layers=1, n_members=2).double()
+    path = save_cg_model(tmp_path / "cg_model.pt", model, system)
+    out = tmp_path / "fes.npz"
+    assert main(["free-energy", str(path), "--temperature", "300", "--grid", "6",
+                 "--out", str(out)]) == 2
+    assert "torsion CG map" in capsys.readouterr().err and not out.exists()

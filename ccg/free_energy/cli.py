@@ -100,7 +100,7 @@ def _run_cg_model(args: argparse.Namespace, out: Path) -> int:
     F_kT_err is the ensemble spread and ess is NaN (no sampling involved)."""
     import warnings
 
-    from ccg.cycle_plots import cg_model_surface
+    from ccg.free_energy.surface import cg_model_surface
     from ccg.io.cg_model_file import load_cg_model
 
     cg_model = load_cg_model(args.model)

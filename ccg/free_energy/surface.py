@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ccg.constants import KB_KJMOL_PER_K
@@ -79,3 +80,34 @@ def torsion_surface(model, temperature_k: float, *, n_grid: int = 36, n_samples:
                                      progress=progress)
     grid = torch.stack([grid_centers(n_grid)] * model.cg_dim)
     return Surface(grid=grid, temperature_k=float(temperature_k), estimates=estimates)
+
+
+def cg_model_surface(cg_model, temperature_k: float, n_grid: int) -> dict[str, np.ndarray]:
+    """F_theta on the torsion grid, in the npz layout of `ccg free-energy` (see its docstring):
+    F_kT (min 0), F_kT_err (ensemble spread), ess (NaN: no sampling), grid, mean_energy_kjmol,
+    mean_force, temperature_k."""
+    if not bool(cg_model.cg_map.z_circular.all()):
+        raise ValueError("A grid needs a torsion CG map (all CG coordinates periodic); this model "
+                         "has Cartesian or linear CG coordinates. Evaluate it at CG frames "
+                         "instead (--frames).")
+    d = cg_model.cg_dim
+    z = grid_points(n_grid, d).double()
+    obs = cg_model.observables(z, float(temperature_k))
+    shape = (n_grid,) * d
+    f = obs["beta_f"].detach().reshape(shape)
+    # the spread of the members' surfaces, each aligned to the ensemble by its Boltzmann-weighted
+    # mean offset (values fix F only up to a constant per temperature)
+    members = cg_model.observables(z, float(temperature_k), members=True)["beta_f"]
+    weight = torch.softmax(-obs["beta_f"], 0)
+    offset = ((members - obs["beta_f"]) * weight).sum(1, keepdim=True)
+    spread = (members - offset).std(0) if members.shape[0] > 1 else torch.zeros_like(f)
+    centers = grid_centers(n_grid).double()
+    return {
+        "F_kT": (f - f.min()).numpy(),
+        "F_kT_err": spread.reshape(shape).numpy(),
+        "ess": np.full(shape, np.nan),
+        "grid": torch.stack([centers] * d).numpy(),
+        "mean_energy_kjmol": obs["mean_energy_kjmol"].detach().reshape(shape).numpy(),
+        "mean_force": obs["mean_force"].detach().reshape(*shape, d).numpy(),
+        "temperature_k": np.array(float(temperature_k)),
+    }
