@@ -3,8 +3,9 @@
 One iteration:
 
 1. **propose** z at each estimation temperature: a fraction from the current F_theta (overdamped
-   Langevin, `ccg.free_energy.langevin`), the rest from the exploration proposal (uniform torus,
-   box or CG frames); the first iteration, with no F_theta yet, explores only;
+   Langevin, `ccg.free_energy.langevin`, walkers started at earlier points drawn ∝
+   exp(-beta F_theta)), the rest from the exploration proposal (uniform torus, box or CG
+   frames); the first iteration, with no F_theta yet, explores only;
 2. **fine-tune** the flow by reverse KL on those z (temperatures over the training range);
 3. **estimate** beta F, grad_z F and <U>_z at the z by importance sampling through the flow;
 4. **refit** F_theta on all estimates so far (warm start).
@@ -193,7 +194,7 @@ class Cycle:
         walkers = min(c.langevin_walkers, n_model)
         per_walker = math.ceil(n_model / walkers)
         save_every = max(1, c.langevin_steps // (2 * per_walker))  # keep the second half
-        start = self.explore.sample(walkers, self.generator, torch.float64, torch.device("cpu"))
+        start = self._walker_starts(walkers, temperature_k)
         run = simulate(self.cg_model, start, temperature_k, c.langevin_steps,
                        save_every=save_every, generator=self.generator)
         z_model = run.frames[-per_walker:].reshape(-1, run.frames.shape[-1])[:n_model]
@@ -201,6 +202,17 @@ class Cycle:
         from_model = torch.zeros(n, dtype=torch.bool)
         from_model[:n_model] = True
         return z, from_model, run.acceptance
+
+    def _walker_starts(self, n: int, temperature_k: float) -> torch.Tensor:
+        """Langevin starting points [n, d]: points estimated so far, drawn with probability
+        ∝ exp(-beta F_theta) at T, so walkers start near equilibrium instead of relaxing into
+        whichever basin a uniform start falls in (crossing barriers of many kT is the slow
+        part of CG dynamics)."""
+        with torch.no_grad():
+            beta_f = self.cg_model.beta_free_energy(self.data.z, temperature_k)
+        idx = torch.multinomial(torch.softmax(-beta_f, 0), n, replacement=True,
+                                generator=self.generator)
+        return self.data.z[idx]
 
     def finetune(self, z_pool: torch.Tensor) -> dict:
         from ccg.train.config import TrainConfig
