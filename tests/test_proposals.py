@@ -12,23 +12,30 @@ from ccg.train.config import ConfigError, RunConfig
 from ccg.train.proposals import AdaptiveTorusProposal, TemperatureSampler
 
 
-def _observe_well(proposal: AdaptiveTorusProposal, steps: int, gen: torch.Generator) -> None:
+def _observe_well(proposal: AdaptiveTorusProposal, steps: int, gen: torch.Generator,
+                  temperatures=(300.0,)) -> None:
     """Report exact 'estimates' of a free energy with one well at z = (1, -2):
-    F = 20 kJ/mol * (2 - cos(z1 - 1) - cos(z2 + 2)), as log-weights of 4 equal samples."""
+    F = 20 kJ/mol * (2 - cos(z1 - 1) - cos(z2 + 2)) - T * 0.5 kJ/mol/K (a large entropy-like
+    constant that differs between temperatures, as absolute flow estimates do), as log-weights
+    of 4 equal samples, at temperatures drawn from `temperatures`."""
+    choices = torch.tensor(temperatures, dtype=torch.float64)
     for _ in range(steps):
         z = (torch.rand(64, 2, generator=gen, dtype=torch.float64) * 2 - 1) * math.pi
-        t = torch.full((64,), 300.0, dtype=torch.float64)
-        f = 20.0 * (2 - torch.cos(z[:, 0] - 1.0) - torch.cos(z[:, 1] + 2.0))
+        t = choices[torch.randint(len(choices), (64,), generator=gen)]
+        f = 20.0 * (2 - torch.cos(z[:, 0] - 1.0) - torch.cos(z[:, 1] + 2.0)) - 0.5 * t
         log_w = (-f / (KB_KJMOL_PER_K * t))[:, None].expand(64, 4)
         proposal.observe(z, t, log_w)
 
 
-def test_adaptive_proposal_concentrates_on_low_free_energy_and_keeps_exploring():
+@pytest.mark.parametrize("temperatures", [(300.0,), (300.0, 450.0, 600.0)])
+def test_adaptive_proposal_concentrates_on_low_free_energy_and_keeps_exploring(temperatures):
+    """Also when the estimates come from several temperatures whose beta F differ by large
+    constants (mixing them in one map would make the proposal follow the constants)."""
     gen = torch.Generator().manual_seed(0)
-    proposal = AdaptiveTorusProposal(2, n_bins=12, explore=0.3, temperature_k=300.0, warmup=5)
+    proposal = AdaptiveTorusProposal(2, 300.0, 600.0, n_bins=12, explore=0.3, warmup=5)
     uniform = proposal.sample(1000, gen, torch.float64, "cpu")
     assert float(uniform.abs().max()) <= math.pi
-    _observe_well(proposal, 40, gen)
+    _observe_well(proposal, 60, gen, temperatures)
     z = proposal.sample(20000, gen, torch.float32, "cpu")
     assert z.dtype == torch.float32 and z.shape == (20000, 2)
     assert bool((z >= -math.pi).all() and (z < math.pi).all())
@@ -44,9 +51,9 @@ def test_adaptive_proposal_concentrates_on_low_free_energy_and_keeps_exploring()
 
 def test_adaptive_proposal_state_round_trip():
     gen = torch.Generator().manual_seed(1)
-    a = AdaptiveTorusProposal(2, n_bins=8, warmup=1)
-    _observe_well(a, 3, gen)
-    b = AdaptiveTorusProposal(2, n_bins=8, warmup=1)
+    a = AdaptiveTorusProposal(2, 300.0, 600.0, n_bins=8, warmup=1)
+    _observe_well(a, 3, gen, (300.0, 600.0))
+    b = AdaptiveTorusProposal(2, 300.0, 600.0, n_bins=8, warmup=1)
     b.load_state_dict(a.state_dict())
     ga, gb = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     torch.testing.assert_close(a.sample(100, ga, torch.float64, "cpu"),
@@ -55,9 +62,11 @@ def test_adaptive_proposal_state_round_trip():
 
 def test_adaptive_proposal_errors():
     with pytest.raises(ValueError, match="explore"):
-        AdaptiveTorusProposal(2, explore=1.5)
+        AdaptiveTorusProposal(2, 300.0, 600.0, explore=1.5)
     with pytest.raises(ValueError, match="> 0 K"):
-        AdaptiveTorusProposal(2, temperature_k=0.0)
+        AdaptiveTorusProposal(2, 0.0, 600.0)
+    with pytest.raises(ValueError, match="swap"):
+        AdaptiveTorusProposal(2, 600.0, 300.0)
     with pytest.raises(ConfigError, match="z_proposal"):
         RunConfig.from_dict({"train": {"z_proposal": "gaussian", "steps": 1}}).validate()
 

@@ -114,23 +114,32 @@ class AdaptiveTorusProposal:
     """z on the torus, concentrated where the flow itself finds low free energy.
 
     The trainer reports every step's per-(z, T) importance-sampling estimates of beta F
-    (`observe`); the proposal keeps a running (exponentially averaged) F in kJ/mol on a grid of
-    `n_bins` per torsion and draws a fraction `1 - explore` of the points from bins with
-    probability ∝ exp(-F_bin / k_B T_proposal), uniformly inside the bin, the rest uniformly on
-    the torus (so no region is ever abandoned). Bins not yet observed count as the lowest F seen,
-    so they keep being proposed until measured. Until `warmup` steps have been observed the
-    proposal is uniform.
+    (`observe`). The proposal keeps, for each of `n_bands` temperature bands (uniform in beta
+    over [t_min, t_max]), a running (exponentially averaged) beta F on a grid of `n_bins` per
+    torsion. Reduced free energies of different temperatures are never mixed: beta F carries a
+    temperature-dependent constant (entropy of the fast coordinates) that would swamp the
+    differences between bins. A fraction `1 - explore` of the points is drawn from the average
+    over bands of exp(-beta F_band) (each band normalized on its own, uniformly inside the bin),
+    the rest uniformly on the torus, so no region is abandoned. Bins a band has not observed yet
+    count as its lowest beta F, so they keep being proposed until measured. Until `warmup`
+    steps have been observed the proposal is uniform.
     """
 
-    def __init__(self, cg_dim: int, *, n_bins: int = 24, explore: float = 0.3,
-                 temperature_k: float = 600.0, decay: float = 0.9, warmup: int = 100):
-        check_temperature(temperature_k)
+    def __init__(self, cg_dim: int, t_min: float, t_max: float, *, n_bins: int = 24,
+                 n_bands: int = 4, explore: float = 0.3, decay: float = 0.9, warmup: int = 100):
+        check_temperature(t_min, "t_min")
+        check_temperature(t_max, "t_max")
+        if t_min > t_max:
+            raise ValueError(f"t_min ({t_min} K) is above t_max ({t_max} K); swap them.")
         if not 0.0 <= explore <= 1.0:
             raise ValueError(f"explore must be in [0, 1]; got {explore}.")
         self.cg_dim, self.n_bins, self.explore = int(cg_dim), int(n_bins), float(explore)
-        self.kt = 0.008314462618 * float(temperature_k)
         self.decay, self.warmup = float(decay), int(warmup)
-        self.f_kjmol = torch.full((self.n_bins ** self.cg_dim,), math.nan, dtype=torch.float64)
+        # band edges uniform in beta = 1 / T (inner edges only)
+        inv = torch.linspace(1.0 / t_max, 1.0 / t_min, int(n_bands) + 1, dtype=torch.float64)
+        self.inner_edges = 1.0 / inv[1:-1]  # descending temperatures
+        self.beta_f = torch.full((int(n_bands), self.n_bins ** self.cg_dim), math.nan,
+                                 dtype=torch.float64)
         self.n_observed = 0
         self._uniform = UniformTorus(cg_dim)
 
@@ -142,29 +151,43 @@ class AdaptiveTorusProposal:
             flat = flat * self.n_bins + idx[:, d]
         return flat
 
+    def _band_index(self, temperature_k: torch.Tensor) -> torch.Tensor:
+        """Band 0 holds the highest temperatures."""
+        t = temperature_k.double().cpu()
+        return (t[:, None] < self.inner_edges[None, :]).sum(1)
+
     def observe(self, z: torch.Tensor, temperature_k: torch.Tensor, log_w: torch.Tensor) -> None:
         """Record estimates: z [n, d], T [n] (K), log_w [n, K] of each (z, T)'s samples."""
         k = log_w.shape[1]
         beta_f = -(torch.logsumexp(log_w.double().cpu(), 1) - math.log(k))
-        f = beta_f * 0.008314462618 * temperature_k.double().cpu()
-        ok = torch.isfinite(f)
-        bins, f = self._bin_index(z[ok]), f[ok]
-        sums = torch.zeros_like(self.f_kjmol).index_add_(0, bins, f)
-        counts = torch.zeros_like(self.f_kjmol).index_add_(0, bins, torch.ones_like(f))
+        ok = torch.isfinite(beta_f)
+        cell = self._band_index(temperature_k[ok]) * self.beta_f.shape[1] + self._bin_index(z[ok])
+        flat = self.beta_f.view(-1)
+        sums = torch.zeros_like(flat).index_add_(0, cell, beta_f[ok])
+        counts = torch.zeros_like(flat).index_add_(0, cell, torch.ones_like(beta_f[ok]))
         hit = counts > 0
-        mean, old = sums[hit] / counts[hit], self.f_kjmol[hit]
-        self.f_kjmol[hit] = torch.where(torch.isnan(old), mean,
-                                        self.decay * old + (1 - self.decay) * mean)
+        mean, old = sums[hit] / counts[hit], flat[hit]
+        flat[hit] = torch.where(torch.isnan(old), mean, self.decay * old + (1 - self.decay) * mean)
         self.n_observed += 1
+
+    def probabilities(self) -> torch.Tensor | None:
+        """The bin probabilities [n_bins ** cg_dim] of the adaptive part (None before any
+        observation): the average over observed bands of softmax(-beta F_band)."""
+        seen = ~torch.isnan(self.beta_f)
+        bands = seen.any(1)
+        if not bool(bands.any()):
+            return None
+        f = self.beta_f[bands]
+        lowest = torch.where(seen[bands], f, torch.inf).min(1, keepdim=True).values
+        f = torch.where(seen[bands], f, lowest)
+        return torch.softmax(-(f - lowest), 1).mean(0)
 
     def sample(self, n: int, generator: torch.Generator, dtype, device) -> torch.Tensor:
         """[n, cg_dim] in rad."""
-        seen = ~torch.isnan(self.f_kjmol)
-        if self.n_observed < self.warmup or not bool(seen.any()):
+        probs = self.probabilities()
+        if self.n_observed < self.warmup or probs is None:
             return self._uniform.sample(n, generator, dtype, device)
         n_explore = round(self.explore * n)
-        f = torch.where(seen, self.f_kjmol, self.f_kjmol[seen].min())
-        probs = torch.softmax(-(f - f.min()) / self.kt, 0)
         bins = torch.multinomial(probs, n - n_explore, replacement=True, generator=generator)
         cells = torch.stack([(bins // self.n_bins ** (self.cg_dim - 1 - d)) % self.n_bins
                              for d in range(self.cg_dim)], 1)
@@ -175,7 +198,7 @@ class AdaptiveTorusProposal:
         return z.to(dtype=dtype, device=device)
 
     def state_dict(self) -> dict:
-        return {"f_kjmol": self.f_kjmol.clone(), "n_observed": self.n_observed}
+        return {"beta_f": self.beta_f.clone(), "n_observed": self.n_observed}
 
     def load_state_dict(self, state: dict) -> None:
-        self.f_kjmol, self.n_observed = state["f_kjmol"].clone(), int(state["n_observed"])
+        self.beta_f, self.n_observed = state["beta_f"].clone(), int(state["n_observed"])

@@ -160,7 +160,7 @@ def build_proposal(config: RunConfig, model: BackmappingModel):
     cg = config.map.cg
     if cg == "phi-psi":
         if config.train.z_proposal == "adaptive":
-            return AdaptiveTorusProposal(model.cg_dim, temperature_k=config.train.t_max)
+            return AdaptiveTorusProposal(model.cg_dim, config.train.t_min, config.train.t_max)
         return UniformTorus(model.cg_dim)
     if cg == "split":
         low, high = model.system.cg_bounds
