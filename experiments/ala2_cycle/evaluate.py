@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ccg.cycle_plots import cg_model_surface
+from ccg.free_energy.surface import cg_model_surface
 from ccg.io.atomic import atomic_path
 from ccg.io.cg_model_file import load_cg_model
 
