@@ -292,6 +292,42 @@ def test_identity_flow_is_the_base_family(backend, scaling):
     assert abs(z[:, ~CIRC].std().item() - 1) < 0.03
 
 
+@pytest.mark.parametrize("scaling", [True, False])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_concentrated_circular_base_is_a_wrapped_cauchy(backend, scaling):
+    """With circular_concentration rho, the identity flow is exactly a wrapped Cauchy around
+    loc on circular dims, with rho(T) = rho^sqrt(T/T_ref); its samples follow the closed-form
+    CDF P(|t - loc| < a) = (2/pi) atan((1 + rho) / (1 - rho) tan(a / 2))."""
+    rho = torch.tensor([0.9, 0.0, 0.5, 0.0, 0.0, 0.0])
+    flow = build_flow(DIM, CTX, CIRC, LOC, SCALE, backend=backend, temperature_scaling=scaling,
+                      circular_concentration=rho, **SMALL).double()
+    ctx = random_context(20000)
+    r, log_q = flow.sample(ctx, generator=torch.Generator().manual_seed(0))
+    s = SCALE.double() * torch.exp(0.5 * ctx[:, -1:] * scaling)
+    rho_t = rho.double()[None, :] ** torch.exp(0.5 * ctx[:, -1:] * scaling)
+    t = torch.remainder(r - LOC.double() + PI, 2 * PI) - PI
+    cauchy = (torch.log(1 - rho_t**2) - math.log(2 * PI)
+              - torch.log(1 + rho_t**2 - 2 * rho_t * torch.cos(t)))
+    gauss = -0.5 * ((r - LOC.double()) / s) ** 2 - torch.log(s) - 0.5 * math.log(2 * PI)
+    # 1e-5: the flow is built in float32 (rho and the base centre), then cast to float64
+    assert torch.allclose(log_q, torch.where(CIRC, cauchy, gauss).sum(1), atol=1e-5)
+    assert torch.allclose(flow.log_prob(r, ctx), log_q, atol=1e-9)
+    for d in (0, 2, 5):
+        for a in (0.1, 0.5, 2.0):
+            c = (1 + rho_t[:, d]) / (1 - rho_t[:, d])
+            expected = (2 / PI * torch.atan(c * math.tan(a / 2))).mean()
+            observed = (t[:, d].abs() < a).double().mean()
+            assert abs(float(observed - expected)) < 0.015, (d, a)
+    cfg = json.loads(json.dumps(flow.config()))
+    assert cfg["circular_concentration"] == pytest.approx(rho.tolist())
+    fresh = flow_from_config(cfg).double()
+    fresh.load_state_dict(flow.state_dict())
+    assert torch.allclose(fresh.log_prob(r, ctx), log_q, atol=1e-12)
+    with pytest.raises(ValueError, match="circular_concentration"):
+        build_flow(DIM, CTX, CIRC, LOC, SCALE, backend=backend,
+                   circular_concentration=[1.0] * DIM, **SMALL)
+
+
 def test_masks_transform_every_dim_in_half_the_layers_and_mix_types():
     for circ in [CIRC, torch.tensor([True] * 3 + [False] * 7), torch.tensor([False, True])]:
         masks = torch.stack(coupling_masks(circ, 8))
@@ -330,11 +366,14 @@ def _axis(circular: bool, loc: float, width: float, n: int):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("circ", [[True], [False], [True, False]], ids=["circ", "lin", "2d"])
+@pytest.mark.parametrize("circ", [[True], [False], [True, False], [True, True]],
+                         ids=["circ", "lin", "2d", "circ-concentrated"])
 def test_density_integrates_to_one(backend, circ):
     circ_t = torch.tensor(circ)
     loc, scale = [0.4, 1.2][: len(circ)], [1.0, 0.05][: len(circ)]
-    flow = small_flow(backend, circular=circ_t, loc=loc, scale=scale, dim=len(circ), seed=2)
+    rho = [0.8, 0.3] if circ == [True, True] else None
+    flow = small_flow(backend, circular=circ_t, loc=loc, scale=scale, dim=len(circ), seed=2,
+                      circular_concentration=rho)
     for row in random_context(2, seed=4):
         s = math.exp(0.5 * row[-1].item())
         n = 4000 if len(circ) == 1 else 300

@@ -32,7 +32,8 @@ def test_adaptive_proposal_concentrates_on_low_free_energy_and_keeps_exploring(t
     """Also when the estimates come from several temperatures whose beta F differ by large
     constants (mixing them in one map would make the proposal follow the constants)."""
     gen = torch.Generator().manual_seed(0)
-    proposal = AdaptiveTorusProposal(2, 300.0, 600.0, n_bins=12, explore=0.3, warmup=5)
+    proposal = AdaptiveTorusProposal(2, 300.0, 600.0, n_bins=12, explore=0.3, warmup=5,
+                                     sharpness=1.0)
     uniform = proposal.sample(1000, gen, torch.float64, "cpu")
     assert float(uniform.abs().max()) <= math.pi
     _observe_well(proposal, 60, gen, temperatures)
@@ -47,6 +48,31 @@ def test_adaptive_proposal_concentrates_on_low_free_energy_and_keeps_exploring(t
         for sy in (-1, 1):
             quadrant = ((z[:, 0] * sx) > 0) & ((z[:, 1] * sy) > 0)
             assert float(quadrant.float().mean()) > 0.06
+
+
+def test_adaptive_proposal_draws_z_for_each_rows_temperature():
+    """With temperature_k, each row's z comes from its own band: wells that move with T (here
+    at (1, -2) at 300 K and at (-2, 1) at 600 K) are each proposed at their own temperature."""
+    gen = torch.Generator().manual_seed(3)
+    proposal = AdaptiveTorusProposal(2, 300.0, 600.0, n_bins=12, explore=0.2, warmup=1)
+    for _ in range(40):
+        z = (torch.rand(64, 2, generator=gen, dtype=torch.float64) * 2 - 1) * math.pi
+        t = torch.where(torch.rand(64, generator=gen) < 0.5, 300.0, 600.0).double()
+        centre = torch.where((t == 300.0)[:, None], torch.tensor([1.0, -2.0]).double(),
+                             torch.tensor([-2.0, 1.0]).double())
+        f = 20.0 * (2 - torch.cos(z - centre)).sum(1) - 0.5 * t
+        proposal.observe(z, t, (-f / (KB_KJMOL_PER_K * t))[:, None].expand(64, 4))
+    for temperature, centre in [(300.0, (1.0, -2.0)), (600.0, (-2.0, 1.0))]:
+        t = torch.full((20000,), temperature, dtype=torch.float64)
+        z = proposal.sample(20000, gen, torch.float64, "cpu", temperature_k=t)
+        near = ((z[:, 0] - centre[0]).abs() < 1.0) & ((z[:, 1] - centre[1]).abs() < 1.0)
+        other = ((z[:, 0] + centre[0] + 1).abs() < 1.0) & ((z[:, 1] + centre[1] + 1).abs() < 1.0)
+        assert float(near.double().mean()) > 0.5
+        assert float(other.double().mean()) < 0.05
+    with pytest.raises(ValueError, match="temperature_k"):
+        proposal.sample(10, gen, torch.float64, "cpu", temperature_k=torch.ones(3) * 300.0)
+    with pytest.raises(ValueError, match="sharpness"):
+        AdaptiveTorusProposal(2, 300.0, 600.0, sharpness=0.0)
 
 
 def test_adaptive_proposal_state_round_trip():

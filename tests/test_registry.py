@@ -56,7 +56,7 @@ from ccg.mapping.base import _MAP_TYPES
 from ccg.mapping.torsion import _CANONICAL_FRAME
 from ccg.mapping.zmatrix import InternalCoordinates, _frame_vectors
 from ccg.systems import alanine_dipeptide, make_analytic
-from ccg.train.run import base_scale, harmonic_scale_tril
+from ccg.train.run import base_scale, circular_concentration, harmonic_scale_tril
 
 PI = math.pi
 ROUND_TRIP_TOL = 1e-9  # nm / rad, and nats for the log|det| sum
@@ -370,11 +370,14 @@ class FlowBijection(Bijection):
         if correlated:  # the harmonic covariance at the reference structure, as build_model
             tril = harmonic_scale_tril(tmap, alanine_dipeptide(), T_REF, ~circular)
             assert tril is not None
+        # the concentrated circular base of build_model (peptide omega, chiral torsions)
+        rho = circular_concentration(tmap, alanine_dipeptide(), T_REF, circular)
+        assert rho is not None and int((rho > 0).sum()) == 4
         torch.manual_seed(0)
         flow = build_flow(
             tmap.n_r, tmap.cg_feature_dim + 1, circular, tmap.r_reference,
             base_scale(tmap, T_REF), backend=backend, temperature_scaling=temperature_scaling,
-            scale_tril=tril, **FLOW_SIZE,
+            scale_tril=tril, circular_concentration=rho, **FLOW_SIZE,
         )
         return cls(perturb(flow.double(), seed=1), tmap, molecule)
 

@@ -8,7 +8,14 @@ are "linear" and are standardized as u = (r - loc) / scale before the flow acts 
 
 Base distribution (drawn in the context's dtype, on the module's device):
 
-- circular dims: uniform on [-π, π), density 1 / (2π);
+- circular dims: a wrapped Cauchy centred where the initial (identity) flow maps to the
+  reference torsion `loc`, with
+  concentration ρ_d = `circular_concentration[d]` at T_ref, density
+  (1 - ρ²) / (2π (1 + ρ² - 2ρ cos u)); ρ = 0 (the default) is the uniform density 1 / (2π).
+  Its half-width γ = -log ρ widens like sqrt(T / T_ref) with `temperature_scaling`. It is drawn
+  exactly by the Möbius map u = 2 atan(c tan(v / 2)), c = (1 - ρ) / (1 + ρ), of a uniform v,
+  so stiff but periodic torsions (a peptide ω, a chiral half-range torsion) start near their
+  harmonic width instead of spread over the whole circle;
 - linear dims: N(0, s²) in standardized units, where s = sqrt(T / T_ref) = exp(ctx[:, -1] / 2)
   when `temperature_scaling=True` (so that the whole family widens like a harmonic system when
   heated), else s = 1.
@@ -138,6 +145,8 @@ class ConditionalFlow(nn.Module, abc.ABC):
         tail_bound: spline interval half-width on linear dims, in standardized units.
         scale_tril: optional [n_lin, n_lin] lower-triangular factor correlating the linear dims
             at T_ref (replaces diag(scale); n_lin = number of non-circular dims, in order).
+        circular_concentration: optional [dim] wrapped-Cauchy concentrations ρ in [0, 1) of the
+            base on circular dims at T_ref (ignored on linear dims; default all 0: uniform).
 
     Subclasses set `backend` and `unit` and implement `_build_layers` (base -> data order).
     """
@@ -159,6 +168,7 @@ class ConditionalFlow(nn.Module, abc.ABC):
         temperature_scaling: bool = True,
         tail_bound: float = 5.0,
         scale_tril: torch.Tensor | Sequence[Sequence[float]] | None = None,
+        circular_concentration: torch.Tensor | Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         for name, value, low in [
@@ -192,6 +202,15 @@ class ConditionalFlow(nn.Module, abc.ABC):
                 f"dims {idx}. Use the typical fluctuation at T_ref (e.g. 0.003 nm for bonds)."
             )
         scale_t = torch.where(circ, torch.ones_like(scale_t), scale_t)
+        rho = torch.zeros(dim, dtype=dtype)
+        if circular_concentration is not None:
+            rho = _as_vector(circular_concentration, dim, "circular_concentration", dtype)
+            if not bool(((rho >= 0) & (rho < 1)).all()):
+                raise ValueError(
+                    f"Expected circular_concentration in [0, 1) (0: uniform); got {rho.tolist()}."
+                )
+            rho = torch.where(circ, rho, torch.zeros_like(rho))
+        self.register_buffer("circular_concentration", rho, persistent=False)  # in config()
         self.dim = dim
         self.context_dim = context_dim
         self.n_layers = n_layers
@@ -204,6 +223,14 @@ class ConditionalFlow(nn.Module, abc.ABC):
         self.standardize = Standardize(circ, loc_t, scale_t, unit=self.unit,
                                        scale_tril=scale_tril)
         self.layers = nn.ModuleList(self._build_layers())
+        # The base peak on circular dims sits where the layers at initialization (identity
+        # splines, fixed circular shifts) take it to 0, i.e. to loc after `Standardize`.
+        with torch.no_grad():
+            probe = torch.zeros(1, dim, dtype=dtype)
+            for layer in self.layers:
+                probe, _ = layer(probe, torch.zeros(1, context_dim, dtype=dtype))
+        centre = torch.where(circ, wrap_angle(-probe[0]), torch.zeros_like(probe[0]))
+        self.register_buffer("_circular_centre", centre, persistent=False)
 
     # --- backend hooks -------------------------------------------------------------------
     def _unit(self) -> float:
@@ -247,6 +274,8 @@ class ConditionalFlow(nn.Module, abc.ABC):
             "tail_bound": self.tail_bound,
             "scale_tril": (self.standardize.scale_tril.tolist()
                            if self.standardize.correlated else None),
+            "circular_concentration": ([float(v) for v in self.circular_concentration.tolist()]
+                                       if bool((self.circular_concentration > 0).any()) else None),
         }
 
     # --- base distribution ---------------------------------------------------------------
@@ -257,6 +286,14 @@ class ConditionalFlow(nn.Module, abc.ABC):
             std = std * torch.exp(0.5 * context[:, -1:])
         return std
 
+    def _concentration(self, context: torch.Tensor) -> torch.Tensor:
+        """Wrapped-Cauchy concentration ρ(T) [B, dim] of the circular base: ρ_ref^sqrt(T/T_ref)
+        with `temperature_scaling` (the half-width -log ρ grows like sqrt(T)), else ρ_ref."""
+        rho = self.circular_concentration.to(context.dtype)[None, :]
+        if not self.temperature_scaling:
+            return rho.expand(context.shape[0], -1)
+        return torch.pow(rho, torch.exp(0.5 * context[:, -1:]))
+
     def _base_sample(
         self, context: torch.Tensor, generator: torch.Generator | None
     ) -> torch.Tensor:
@@ -265,13 +302,20 @@ class ConditionalFlow(nn.Module, abc.ABC):
         kw = {"dtype": context.dtype, "device": context.device, "generator": generator}
         gauss = torch.randn(shape, **kw) * self._base_std(context)
         uniform = torch.rand(shape, **kw) * (2.0 * PI) - PI
-        return torch.where(self.circular, uniform, gauss)
+        rho = self._concentration(context)
+        # Möbius map of the circle: uniform -> wrapped Cauchy(0, rho); the identity at rho = 0
+        circ = 2.0 * torch.atan((1.0 - rho) / (1.0 + rho) * torch.tan(0.5 * uniform))
+        circ = wrap_angle(circ + self._circular_centre.to(context.dtype))
+        return torch.where(self.circular, circ, gauss)
 
     def _base_log_prob(self, u: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """log base density of u [B, dim] -> [B]."""
         std = self._base_std(context)
         lin = -0.5 * (u / std) ** 2 - torch.log(std) - 0.5 * LOG_2PI
-        per_dim = torch.where(self.circular, torch.full_like(u, -LOG_2PI), lin)
+        rho = self._concentration(context)
+        circ = (torch.log1p(-rho * rho) - LOG_2PI
+                - torch.log1p(rho * rho - 2.0 * rho * torch.cos(u - self._circular_centre)))
+        per_dim = torch.where(self.circular, circ, lin)
         return per_dim.sum(dim=1)
 
     # --- private bijection ---------------------------------------------------------------

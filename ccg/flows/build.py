@@ -40,6 +40,7 @@ def build_flow(
     temperature_scaling: bool = True,
     tail_bound: float = 5.0,
     scale_tril: torch.Tensor | Sequence[Sequence[float]] | None = None,
+    circular_concentration: torch.Tensor | Sequence[float] | None = None,
 ) -> ConditionalFlow:
     """Build a conditional flow q(r | context) with the given backend.
 
@@ -50,8 +51,8 @@ def build_flow(
         loc, scale: [dim] reference values and widths at T_ref (r units; scale ignored on
             circular dims).
         backend: one of `FLOW_BACKENDS` ("nflows" or "normflows").
-        n_layers, hidden, n_blocks, n_bins, temperature_scaling, tail_bound, scale_tril: see
-            `ConditionalFlow`.
+        n_layers, hidden, n_blocks, n_bins, temperature_scaling, tail_bound, scale_tril,
+        circular_concentration: see `ConditionalFlow`.
 
     Returns:
         A float32 flow at the identity map (cast with `.double()` / `.to(device)`).
@@ -73,6 +74,7 @@ def build_flow(
         temperature_scaling=temperature_scaling,
         tail_bound=tail_bound,
         scale_tril=scale_tril,
+        circular_concentration=circular_concentration,
     )
 
 

@@ -82,6 +82,10 @@ class FlowConfig:
     n_bins: int = 8
     temperature_scaling: bool = True
     tail_bound: float = 5.0
+    concentrate_circular: bool = True
+    """Stiff single-minimum circular dims (peptide ω, chiral half-range torsions) get a
+    wrapped-Cauchy base of their harmonic width instead of a uniform one (see
+    ccg.train.run.circular_concentration); free rotors stay uniform."""
     correlated_base: bool = False
     """Correlate bonds/angles/impropers by the harmonic covariance at the reference structure
     (off by default: it did not measurably help a 20-minute alanine dipeptide run)."""
@@ -111,6 +115,9 @@ class TrainConfig:
     """Torsion maps: "adaptive" (concentrated where the flow's own running estimates of F are
     low, 30 % uniform; see AdaptiveTorusProposal) or "uniform" on the torus. Bead and analytic
     maps ignore it (CG frames / the box)."""
+    z_sharpness: float = 0.5
+    """Adaptive proposal: z ~ exp(-z_sharpness * beta F(z, T)) at each pair's own T; below 1
+    it flattens the Boltzmann factor so the whole populated region gets training points."""
     n_z: int = 64
     """Distinct (z, T) pairs per step."""
     samples_per_z: int = 16
@@ -153,6 +160,9 @@ class TrainConfig:
         if self.z_proposal not in ("uniform", "adaptive"):
             raise ConfigError(f'[train] z_proposal must be "uniform" or "adaptive"; got '
                               f'"{self.z_proposal}".')
+        if not isinstance(self.z_sharpness, int | float) or not 0 < self.z_sharpness <= 1:
+            raise ConfigError(f"[train] z_sharpness must be in (0, 1] (1: Boltzmann at each T); "
+                              f"got {self.z_sharpness!r}.")
         if self.t_ref is not None and self.t_ref <= 0:
             raise ConfigError(f"[train] t_ref must be > 0 K; got {self.t_ref!r}.")
         if self.t_sampling not in T_SAMPLING:

@@ -1,7 +1,9 @@
 """Proposals rho(z) over CG space and pi(T) over temperatures for data-free training.
 
 Every proposal draws a batch with an explicit `torch.Generator`, so a seeded run is
-reproducible, and returns tensors of the requested dtype/device.
+reproducible, and returns tensors of the requested dtype/device. All z proposals share one
+signature, `sample(n, generator, dtype, device, temperature_k=None)`: the trainer passes each
+row's training temperature [n] (K), which only temperature-aware proposals use.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ class UniformTorus:
     def __init__(self, cg_dim: int):
         self.cg_dim = int(cg_dim)
 
-    def sample(self, n: int, generator: torch.Generator, dtype, device) -> torch.Tensor:
-        """[n, cg_dim] in rad."""
+    def sample(self, n: int, generator: torch.Generator, dtype, device,
+               temperature_k: torch.Tensor | None = None) -> torch.Tensor:
+        """[n, cg_dim] in rad (the same at every temperature)."""
         u = torch.rand(n, self.cg_dim, generator=generator, dtype=torch.float64)
         return (2 * math.pi * u - math.pi).to(dtype=dtype, device=device)
 
@@ -38,7 +41,9 @@ class UniformBox:
             )
         self.cg_dim = self.low.numel()
 
-    def sample(self, n: int, generator: torch.Generator, dtype, device) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator, dtype, device,
+               temperature_k: torch.Tensor | None = None) -> torch.Tensor:
+        """[n, cg_dim] (the same at every temperature)."""
         u = torch.rand(n, self.cg_dim, generator=generator, dtype=torch.float64)
         return (self.low + u * (self.high - self.low)).to(dtype=dtype, device=device)
 
@@ -55,7 +60,9 @@ class FrameProposal:
         self.frames = frames.detach().to(torch.float64)
         self.cg_dim = frames.shape[1]
 
-    def sample(self, n: int, generator: torch.Generator, dtype, device) -> torch.Tensor:
+    def sample(self, n: int, generator: torch.Generator, dtype, device,
+               temperature_k: torch.Tensor | None = None) -> torch.Tensor:
+        """[n, cg_dim] (the same at every temperature)."""
         idx = torch.randint(self.frames.shape[0], (n,), generator=generator)
         return self.frames[idx].to(dtype=dtype, device=device)
 
@@ -111,30 +118,37 @@ class TemperatureSampler:
 
 
 class AdaptiveTorusProposal:
-    """z on the torus, concentrated where the flow itself finds low free energy.
+    """z on the torus, concentrated where the flow itself finds low free energy at each T.
 
     The trainer reports every step's per-(z, T) importance-sampling estimates of beta F
     (`observe`). The proposal keeps, for each of `n_bands` temperature bands (uniform in beta
     over [t_min, t_max]), a running (exponentially averaged) beta F on a grid of `n_bins` per
     torsion. Reduced free energies of different temperatures are never mixed: beta F carries a
     temperature-dependent constant (entropy of the fast coordinates) that would swamp the
-    differences between bins. A fraction `1 - explore` of the points is drawn from the average
-    over bands of exp(-beta F_band) (each band normalized on its own, uniformly inside the bin),
-    the rest uniformly on the torus, so no region is abandoned. Bins a band has not observed yet
-    count as its lowest beta F, so they keep being proposed until measured. Until `warmup`
-    steps have been observed the proposal is uniform.
+    differences between bins.
+
+    `sample(n, ..., temperature_k=T)` draws each row's z for its own temperature: a fraction
+    `1 - explore` from exp(-sharpness * beta F) of that temperature's band (normalized per band,
+    uniformly inside the bin), the rest uniformly on the torus, so no region is abandoned.
+    `sharpness < 1` flattens the Boltzmann factor so that the whole populated region (not only
+    the deepest basin) gets training points. Without temperatures, z is drawn from the average
+    over bands. Bins a band has not observed yet count as its lowest beta F, so they keep being
+    proposed until measured. Until `warmup` steps have been observed the proposal is uniform.
     """
 
     def __init__(self, cg_dim: int, t_min: float, t_max: float, *, n_bins: int = 24,
-                 n_bands: int = 4, explore: float = 0.3, decay: float = 0.9, warmup: int = 100):
+                 n_bands: int = 4, explore: float = 0.3, decay: float = 0.9, warmup: int = 100,
+                 sharpness: float = 0.5):
         check_temperature(t_min, "t_min")
         check_temperature(t_max, "t_max")
         if t_min > t_max:
             raise ValueError(f"t_min ({t_min} K) is above t_max ({t_max} K); swap them.")
         if not 0.0 <= explore <= 1.0:
             raise ValueError(f"explore must be in [0, 1]; got {explore}.")
+        if not 0.0 < sharpness <= 1.0:
+            raise ValueError(f"sharpness must be in (0, 1] (1: Boltzmann); got {sharpness}.")
         self.cg_dim, self.n_bins, self.explore = int(cg_dim), int(n_bins), float(explore)
-        self.decay, self.warmup = float(decay), int(warmup)
+        self.decay, self.warmup, self.sharpness = float(decay), int(warmup), float(sharpness)
         # band edges uniform in beta = 1 / T (inner edges only)
         inv = torch.linspace(1.0 / t_max, 1.0 / t_min, int(n_bands) + 1, dtype=torch.float64)
         self.inner_edges = 1.0 / inv[1:-1]  # descending temperatures
@@ -170,31 +184,43 @@ class AdaptiveTorusProposal:
         flat[hit] = torch.where(torch.isnan(old), mean, self.decay * old + (1 - self.decay) * mean)
         self.n_observed += 1
 
-    def probabilities(self) -> torch.Tensor | None:
-        """The bin probabilities [n_bins ** cg_dim] of the adaptive part (None before any
-        observation): the average over observed bands of softmax(-beta F_band)."""
+    def band_probabilities(self) -> torch.Tensor:
+        """Bin probabilities [n_bands, n_bins ** cg_dim] of the adaptive part: per band,
+        softmax(-sharpness * beta F_band); uniform for a band with no observation yet."""
         seen = ~torch.isnan(self.beta_f)
-        bands = seen.any(1)
-        if not bool(bands.any()):
-            return None
-        f = self.beta_f[bands]
-        lowest = torch.where(seen[bands], f, torch.inf).min(1, keepdim=True).values
-        f = torch.where(seen[bands], f, lowest)
-        return torch.softmax(-(f - lowest), 1).mean(0)
+        lowest = torch.where(seen, self.beta_f, torch.inf).min(1, keepdim=True).values
+        lowest = torch.where(torch.isfinite(lowest), lowest, torch.zeros_like(lowest))
+        f = torch.where(seen, self.beta_f, lowest)
+        return torch.softmax(-self.sharpness * (f - lowest), 1)
 
-    def sample(self, n: int, generator: torch.Generator, dtype, device) -> torch.Tensor:
-        """[n, cg_dim] in rad."""
-        probs = self.probabilities()
-        if self.n_observed < self.warmup or probs is None:
+    def probabilities(self) -> torch.Tensor | None:
+        """The bin probabilities [n_bins ** cg_dim] averaged over the observed bands (None
+        before any observation)."""
+        observed = (~torch.isnan(self.beta_f)).any(1)
+        if not bool(observed.any()):
+            return None
+        return self.band_probabilities()[observed].mean(0)
+
+    def sample(self, n: int, generator: torch.Generator, dtype, device,
+               temperature_k: torch.Tensor | None = None) -> torch.Tensor:
+        """[n, cg_dim] in rad; with `temperature_k` [n] (K), row i is drawn for its own T."""
+        if self.n_observed < self.warmup or self.probabilities() is None:
             return self._uniform.sample(n, generator, dtype, device)
-        n_explore = round(self.explore * n)
-        bins = torch.multinomial(probs, n - n_explore, replacement=True, generator=generator)
+        if temperature_k is None:
+            probs = self.probabilities()[None, :].expand(n, -1)
+        else:
+            if temperature_k.shape != (n,):
+                raise ValueError(f"Expected temperature_k of shape [{n}] (K); got "
+                                 f"{list(temperature_k.shape)}.")
+            probs = self.band_probabilities()[self._band_index(temperature_k)]
+        explore = torch.rand(n, generator=generator, dtype=torch.float64) < self.explore
+        bins = torch.multinomial(probs, 1, replacement=True, generator=generator)[:, 0]
         cells = torch.stack([(bins // self.n_bins ** (self.cg_dim - 1 - d)) % self.n_bins
                              for d in range(self.cg_dim)], 1)
         u = torch.rand(cells.shape, generator=generator, dtype=torch.float64)
         z = -math.pi + (cells + u) * (2 * math.pi / self.n_bins)
-        z = torch.cat([z, self._uniform.sample(n_explore, generator, torch.float64,
-                                               torch.device("cpu"))])
+        z_uniform = self._uniform.sample(n, generator, torch.float64, torch.device("cpu"))
+        z = torch.where(explore[:, None], z_uniform, z)
         return z.to(dtype=dtype, device=device)
 
     def state_dict(self) -> dict:

@@ -96,6 +96,45 @@ def harmonic_scale_tril(cg_map, system, t_ref: float, linear: torch.Tensor):
     return None if int(info) != 0 else tril
 
 
+def circular_concentration(cg_map, system, t_ref: float, circular: torch.Tensor,
+                           *, rotor_kt: float = 4.0, max_rho: float = 0.95):
+    """Wrapped-Cauchy concentrations [n_r] of the flow's base on circular dims (0 elsewhere),
+    or None for systems without a reference structure.
+
+    A circular dim whose rotation by ±2π/3 at the reference structure costs more than
+    `rotor_kt` k_B T_ref both ways is stiff with a single minimum (a peptide ω, a chiral
+    half-range torsion): its base gets ρ = exp(-σ), σ = 1 / sqrt(β ∂²U/∂r²) its harmonic width,
+    so the flow starts near the right width instead of spread over the circle. Free rotors
+    (methyl groups: a 2π/3 turn is a symmetry) keep the uniform base (ρ = 0).
+    """
+    if _is_analytic(system) or getattr(system, "reference_positions", None) is None:
+        return None
+    idx = torch.nonzero(circular).flatten()
+    rho = torch.zeros(len(circular), dtype=torch.float64)
+    if len(idx) == 0:
+        return rho
+    x_ref = torch.as_tensor(system.reference_positions, dtype=torch.float64)
+    x_ref = x_ref.reshape(1, *system.event_shape)
+    with torch.no_grad():
+        z0, r0, _ = cg_map.split(x_ref)
+        turns = torch.tensor([2 * math.pi / 3, -2 * math.pi / 3], dtype=torch.float64)
+        r = r0.repeat(2 * len(idx), 1)
+        rows = torch.arange(2 * len(idx))
+        dims = idx.repeat_interleave(2)
+        r[rows, dims] = torch.remainder(r[rows, dims] + turns.repeat(len(idx)) + math.pi,
+                                        2 * math.pi) - math.pi
+        x, _ = cg_map.merge(z0.expand(len(r), -1), r)
+        u0 = system.energy(x_ref)[0]
+        cost = (system.energy(x) - u0).reshape(len(idx), 2)
+    beta = 1.0 / (KB_KJMOL_PER_K * t_ref)
+    stiff = torch.nan_to_num(cost, nan=torch.inf).min(1).values * beta > rotor_kt
+    curvature = reference_hessian(cg_map, system).diagonal()[idx]
+    sigma = 1.0 / torch.sqrt(beta * curvature.clamp_min(1e-12))
+    value = torch.exp(-sigma).clamp(max=max_rho)
+    rho[idx] = torch.where(stiff & (curvature > 0), value, torch.zeros_like(value))
+    return rho
+
+
 def _is_analytic(system) -> bool:
     return hasattr(system, "sample_conditional") and hasattr(system, "cg_bounds")
 
@@ -143,11 +182,13 @@ def build_model(config: RunConfig) -> BackmappingModel:
     if _is_analytic(system):
         loc = _conditional_moments(system, t_ref)[0]
     tril = harmonic_scale_tril(cg_map, system, t_ref, ~circular) if fc.correlated_base else None
+    rho = circular_concentration(cg_map, system, t_ref, circular) if fc.concentrate_circular \
+        else None
     flow = build_flow(
         cg_map.n_r, cg_map.cg_feature_dim + 1, circular, loc, base_scale(cg_map, t_ref, system),
         backend=fc.backend, n_layers=fc.n_layers, hidden=fc.hidden, n_blocks=fc.n_blocks,
         n_bins=fc.n_bins, temperature_scaling=fc.temperature_scaling, tail_bound=fc.tail_bound,
-        scale_tril=tril,
+        scale_tril=tril, circular_concentration=rho,
     )
     return BackmappingModel(system, cg_map, flow, t_ref=t_ref,
                             t_range=(config.train.t_min, config.train.t_max))
@@ -160,7 +201,8 @@ def build_proposal(config: RunConfig, model: BackmappingModel):
     cg = config.map.cg
     if cg == "phi-psi":
         if config.train.z_proposal == "adaptive":
-            return AdaptiveTorusProposal(model.cg_dim, config.train.t_min, config.train.t_max)
+            return AdaptiveTorusProposal(model.cg_dim, config.train.t_min, config.train.t_max,
+                                         sharpness=config.train.z_sharpness)
         return UniformTorus(model.cg_dim)
     if cg == "split":
         low, high = model.system.cg_bounds

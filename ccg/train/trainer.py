@@ -48,7 +48,8 @@ class Trainer:
     Args:
         model: the `BackmappingModel` (its flow's parameters are trained).
         loss: a loss object called as loss(z, T, generator=...) (`ReverseKL`).
-        z_proposal: an object with `sample(n, generator, dtype, device) -> [n, cg_dim]`.
+        z_proposal: an object with `sample(n, generator, dtype, device, temperature_k=T)`
+            -> [n, cg_dim] (T: the [n] training temperatures in K, for proposals of z | T).
         config: the `TrainConfig` (validated here).
         out_dir: folder for checkpoint.pt and metrics.json (created).
         extra_modules: further modules whose parameters are optimized and checkpointed.
@@ -154,8 +155,9 @@ class Trainer:
         c = self.config
         progress = self._progress()
         lr = self._set_lr(progress)
-        z = self.z_proposal.sample(c.n_z, self.generator, self.dtype, self.device)
         temps = self.t_sampler.sample(c.n_z, self.generator, self.dtype, self.device, progress)
+        z = self.z_proposal.sample(c.n_z, self.generator, self.dtype, self.device,
+                                   temperature_k=temps)
         z_rep = z.repeat_interleave(c.samples_per_z, dim=0)
         temps_rep = temps.repeat_interleave(c.samples_per_z)
         self.optimizer.zero_grad(set_to_none=True)
