@@ -30,3 +30,13 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     # the cycle-consistency the README promises: coarse-graining a backmapped frame returns z
     residual = model.cg_map.coarse_grain(samples.x) - samples.z
     assert residual.abs().max() < 1e-4
+
+
+def test_readme_toml_example_is_a_valid_config():
+    """Every key the README's config example shows exists and validates."""
+    import tomllib
+
+    blocks = re.findall(r"```toml\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks
+    for block in blocks:
+        RunConfig.from_dict(tomllib.loads(block)).validate()
