@@ -18,7 +18,7 @@ from ccg.io.model_file import load_model
 from ccg.model import BackmappingModel
 from ccg.systems.analytic import DoubleWell2D, HarmonicFastModes
 from ccg.train.config import RunConfig
-from ccg.train.losses import JointReverseKL, LossOutput, ReverseKL, linlog_cut
+from ccg.train.losses import EnergyCut, JointReverseKL, LossOutput, ReverseKL, linlog_cut
 from ccg.train.run import build_model, build_proposal
 from ccg.train.trainer import Trainer, TrainingError, ess_per_group
 
@@ -349,6 +349,35 @@ def test_linlog_cut_identity_below_continuous_at_and_finite_above_cut():
     soft.sum().backward()
     assert bool(torch.isfinite(huge.grad).all()) and bool((huge.grad > 0).all())
     torch.testing.assert_close(huge.grad, 1.0 / (1.0 + huge.detach() - cut))
+
+
+def test_energy_cut_is_measured_from_the_reference_structure():
+    """The threshold is beta (U - U_ref) > cut at every T: the same physical energy is kept
+    at 300 and 600 K, and a clash above U_ref + cut k_BT is softened."""
+    from ccg.systems.alanine import alanine_dipeptide
+
+    system = alanine_dipeptide()
+    cut = EnergyCut(system, 100.0)
+    x = torch.as_tensor(system.reference_positions, dtype=torch.float64)
+    u_ref = float(system.energy(x.reshape(1, *system.event_shape))[0])
+    assert cut.u_ref_kjmol == pytest.approx(u_ref)
+    for temperature in (300.0, 600.0):
+        beta = torch.full((3,), 1.0 / (KB_KJMOL_PER_K * temperature), dtype=torch.float64)
+        energy = u_ref + torch.tensor([0.0, 99.0, 150.0], dtype=torch.float64) / beta
+        soft = cut(beta * energy, beta)
+        torch.testing.assert_close(soft[:2], beta[:2] * energy[:2])  # physical: untouched
+        expected = beta[2] * u_ref + 100.0 + math.log1p(50.0)
+        assert float(soft[2]) == pytest.approx(float(expected))
+
+
+def test_energy_cut_warns_inside_the_physical_range_and_rejects_nonpositive():
+    system = HarmonicFastModes()
+    with pytest.warns(UserWarning, match="physical range"):
+        EnergyCut(system, 40.0, n_fast=58)
+    with pytest.raises(ValueError, match="energy_cut > 0"):
+        EnergyCut(system, 0.0)
+    with pytest.raises(Exception, match="energy_cut must be > 0"):
+        _config("harmonic", energy_cut=-1.0).validate()
 
 
 # --- 6. per-(z, T) ESS and the batch layout ----------------------------------------------------

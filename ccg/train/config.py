@@ -128,8 +128,12 @@ class TrainConfig:
     lr_final: float = 1e-5
     weight_decay: float = 0.0
     grad_clip: float = 100.0
-    energy_cut: float = 1.0e3
-    """Reduced energies beta*U above this are softened (linear-then-log); physical ones kept."""
+    path_gradient: bool = False
+    """Reverse KL: differentiate log q only along the sample path (see
+    ccg.train.losses.path_log_q); same expected gradient, less noise, one extra inverse pass."""
+    energy_cut: float = 100.0
+    """beta U more than this (k_BT) above the reference structure's beta U_ref is softened
+    (linear-then-log) in the loss; physical energies are far below it (see EnergyCut)."""
     max_nonfinite_fraction: float = 0.1
     """Abort when the running (20-step) fraction of non-finite samples exceeds this."""
     checkpoint_every: int = 200
@@ -184,6 +188,9 @@ class TrainConfig:
             raise ConfigError(f"[train] steps must be >= 1; got {self.steps}.")
         if self.minutes is not None and self.minutes <= 0:
             raise ConfigError(f"[train] minutes must be > 0; got {self.minutes}.")
+        if not isinstance(self.energy_cut, int | float) or not self.energy_cut > 0:
+            raise ConfigError(f"[train] energy_cut must be > 0 (k_BT above the reference "
+                              f"structure's energy); got {self.energy_cut!r}.")
         if self.lr <= 0 or self.lr_final <= 0:
             raise ConfigError("[train] lr and lr_final must be > 0.")
         if self.dtype not in ("float32", "float64"):

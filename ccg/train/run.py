@@ -231,7 +231,8 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     torch.manual_seed(config.train.seed)
     model = build_model(config)
     proposal = build_proposal(config, model)
-    loss = ReverseKL(model, energy_cut=config.train.energy_cut)
+    loss = ReverseKL(model, energy_cut=config.train.energy_cut,
+                     path_gradient=config.train.path_gradient)
     trainer = Trainer(model, loss, proposal, config.train, out_dir, progress=progress)
     start = time.perf_counter()
     trainer.run(resume=resume)
