@@ -24,9 +24,9 @@ def test_default_config_is_valid():
 
 
 def test_toml_round_trip(tmp_path):
-    path = _write(tmp_path, '[train]\nt_min = 350.0\nsteps = 10\n[flow]\nn_layers = 4\n')
+    path = _write(tmp_path, '[train]\nt_min = 350.0\nsteps = 10\n[flow]\nn_layers = 6\n')
     config = RunConfig.from_toml(path).validate()
-    assert config.train.t_min == 350.0 and config.flow.n_layers == 4
+    assert config.train.t_min == 350.0 and config.flow.n_layers == 6
     assert RunConfig.from_dict(config.to_dict()).to_dict() == config.to_dict()
 
 
