@@ -85,6 +85,9 @@ def reference_energy(system) -> float:
     if positions is None:
         return 0.0
     x = torch.as_tensor(positions, dtype=torch.float64).reshape(1, *system.event_shape)
+    if isinstance(system, torch.nn.Module):  # on the system's device (a model moved to CUDA)
+        tensor = next(iter(system.buffers()), next(iter(system.parameters()), None))
+        x = x.to(tensor.device) if tensor is not None else x
     with torch.no_grad():
         energy = float(system.energy(x)[0])
     if not math.isfinite(energy):
