@@ -1,0 +1,70 @@
+"""Relative cost of one training step for settings that change it, measured side by side.
+
+Usage: python experiments/ala2_train/step_costs.py [--repeats 6]
+
+Builds one trainer per setting in one process and times their steps interleaved, so the
+host's noise cancels in the ratios (printed against the 8-layer, B = 1024 step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import torch
+
+from ccg.train.config import RunConfig
+from ccg.train.losses import ReverseKL
+from ccg.train.run import build_model, build_proposal
+from ccg.train.trainer import Trainer
+
+SETTINGS = {
+    "8 layers": ({"n_layers": 8}, {}),
+    "4 layers": ({"n_layers": 4}, {}),
+    "6 layers": ({"n_layers": 6}, {}),
+    "8 layers, 16 bins": ({"n_layers": 8, "n_bins": 16}, {}),
+    "8 layers, B = 512": ({"n_layers": 8}, {"samples_per_z": 8}),
+    "8 layers, path gradient": ({"n_layers": 8}, {"path_gradient": True}),
+}
+
+
+def _trainer(flow: dict, train: dict, out: str) -> Trainer:
+    config = RunConfig()
+    config.train.steps = 1
+    for key, value in flow.items():
+        setattr(config.flow, key, value)
+    for key, value in train.items():
+        setattr(config.train, key, value)
+    config.validate()
+    model = build_model(config)
+    loss = ReverseKL(model, energy_cut=config.train.energy_cut,
+                     path_gradient=config.train.path_gradient)
+    return Trainer(model, loss, build_proposal(config, model), config.train, out, progress=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as out:
+        trainers = {name: _trainer(f, t, out) for name, (f, t) in SETTINGS.items()}
+        for trainer in trainers.values():
+            trainer.train_step()  # warm-up
+        total = dict.fromkeys(trainers, 0.0)
+        for _ in range(args.repeats):
+            for name, trainer in trainers.items():
+                start = time.perf_counter()
+                trainer.train_step()
+                total[name] += time.perf_counter() - start
+    print("| setting | step (s) | step / 8 layers |")
+    print("|---|---|---|")
+    for name, seconds in total.items():
+        print(f"| {name} | {seconds / args.repeats:.3f} | {seconds / total['8 layers']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
