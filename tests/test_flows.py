@@ -23,7 +23,7 @@ from ccg.flows import (
     temperature_feature,
 )
 from ccg.flows.base import Standardize
-from ccg.flows.coupling import CircularShift, RQSplineCoupling
+from ccg.flows.coupling import CircularShift, RQSplineCoupling, linear_tail_spline
 from ccg.flows.layout import circular_shifts, coupling_masks
 from ccg.flows.normflows_backend import NormflowsCoupling, NormflowsShift
 
@@ -328,6 +328,64 @@ def test_concentrated_circular_base_is_a_wrapped_cauchy(backend, scaling):
                    circular_concentration=[1.0] * DIM, **SMALL)
 
 
+@pytest.mark.parametrize("scaling", [True, False])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_second_circular_mode_is_a_temperature_weighted_mixture(backend, scaling):
+    """With circular_modes, the identity flow on that dim is the two-component wrapped Cauchy
+    (1 - π) WC(loc) + π WC(loc + offset), π = sigmoid(-energy_kt T_ref / T + log_ratio): its
+    log density in closed form, and the share of samples near the second centre follows π(T)
+    (plus the first component's tail there, from the closed-form CDF)."""
+    rho = torch.tensor([0.9, 0.0, 0.5, 0.0, 0.0, 0.0])
+    modes = [[0, 2.5, 4.0, -0.3], [2, -2.0, 1.0, 0.2]]  # arcs of ±0.5 stay in (-π, π)
+    flow = build_flow(DIM, CTX, CIRC, LOC, SCALE, backend=backend, temperature_scaling=scaling,
+                      circular_concentration=rho, circular_modes=modes, **SMALL).double()
+    for log_t in (0.0, math.log(2.0)):  # T = T_ref and 2 T_ref
+        ctx = random_context(40000)
+        ctx[:, -1] = log_t
+        r, log_q = flow.sample(ctx, generator=torch.Generator().manual_seed(0))
+        rho_t = rho.double() ** (math.exp(0.5 * log_t) if scaling else 1.0)
+        t = torch.remainder(r - LOC.double() + PI, 2 * PI) - PI
+        expected = torch.zeros(len(r), dtype=torch.float64)
+        for d in range(DIM):
+            wc = [(torch.log(1 - rho_t[d] ** 2) - math.log(2 * PI)
+                   - torch.log(1 + rho_t[d] ** 2 - 2 * rho_t[d] * torch.cos(t[:, d] - c)))
+                  for c in (0.0, *(m[1] for m in modes if m[0] == d))]
+            if not CIRC[d]:
+                s = SCALE[d].double() * (math.exp(0.5 * log_t) if scaling else 1.0)
+                expected += -0.5 * ((r[:, d] - LOC[d]) / s) ** 2 - torch.log(s) - 0.5 * math.log(
+                    2 * PI)
+                continue
+            if len(wc) == 1:
+                expected += wc[0]
+                continue
+            _, offset, energy_kt, log_ratio = next(m for m in modes if m[0] == d)
+            lam = -energy_kt * (math.exp(-log_t) if scaling else 1.0) + log_ratio
+            share = 1 / (1 + math.exp(-lam))
+            expected += torch.logaddexp(math.log1p(-share) + wc[0], math.log(share) + wc[1])
+            # P(|t - offset| < a) = (1 - π) P_WC(around the other centre) + π P_WC(< a)
+            a = 0.5
+            c = (1 + rho_t[d]) / (1 - rho_t[d])
+
+            def cdf(x, c=c):  # P(-π < t < x) of a wrapped Cauchy centred at 0
+                return 0.5 + torch.atan(c * torch.tan(torch.as_tensor(x) / 2)) / PI
+
+            near_far = cdf(offset + a) - cdf(offset - a)
+            predicted = (1 - share) * near_far + share * (2 / PI) * torch.atan(c * math.tan(a / 2))
+            observed = (torch.remainder(t[:, d] - offset + PI, 2 * PI) - PI).abs() < a
+            assert abs(float(observed.double().mean() - predicted)) < 0.01, (d, log_t)
+        assert torch.allclose(log_q, expected, atol=1e-5)
+        assert torch.allclose(flow.log_prob(r, ctx), log_q, atol=1e-9)
+    cfg = json.loads(json.dumps(flow.config()))
+    assert cfg["circular_modes"] == modes
+    fresh = flow_from_config(cfg).double()
+    fresh.load_state_dict(flow.state_dict())
+    assert torch.allclose(fresh.log_prob(r, ctx), log_q, atol=1e-12)
+    for bad in ([[1, 3.0, 4.0, 0.0]], [[0, 3.0, math.nan, 0.0]], [[0, 3.0]],
+                [[0, 3.0, 1.0, 0.0], [0, 2.0, 1.0, 0.0]]):  # linear dim, NaN, short, twice
+        with pytest.raises(ValueError, match="circular_modes"):
+            build_flow(DIM, CTX, CIRC, LOC, SCALE, backend=backend, circular_modes=bad, **SMALL)
+
+
 def test_masks_transform_every_dim_in_half_the_layers_and_mix_types():
     for circ in [CIRC, torch.tensor([True] * 3 + [False] * 7), torch.tensor([False, True])]:
         masks = torch.stack(coupling_masks(circ, 8))
@@ -404,6 +462,32 @@ def test_linear_tails_beyond_tail_bound_are_exact(backend):
     r, log_q = flow.sample(hot, generator=torch.Generator().manual_seed(0))
     assert bool(((r - 1.0).abs() > 0.5).any())  # some samples beyond the spline box
     assert torch.allclose(flow.log_prob(r, hot), log_q, atol=1e-8)
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_linear_tail_spline_equals_nflows_unconstrained_spline(inverse):
+    """The mask-free evaluation is nflows' identity-tailed spline: values, log|det| and the
+    gradients with respect to inputs and spline parameters, inside and outside the interval."""
+    from nflows.transforms.splines.rational_quadratic import (
+        unconstrained_rational_quadratic_spline,
+    )
+
+    gen = torch.Generator().manual_seed(11)
+    b, n, k, bound = 64, 5, 7, 3.0
+    x = (4.0 * torch.randn(b, n, generator=gen, dtype=torch.float64))
+    x[0, :3] = torch.tensor([bound, -bound, 0.0], dtype=torch.float64)  # the ends are inside
+    params = torch.randn(b, n, 3 * k - 1, generator=gen, dtype=torch.float64)
+    assert bool((x.abs() > bound).any()) and bool((x.abs() < bound).any())
+    results = []
+    for fn in (linear_tail_spline, unconstrained_rational_quadratic_spline):
+        xi, pi = x.clone().requires_grad_(True), params.clone().requires_grad_(True)
+        extra = {} if fn is linear_tail_spline else {"tails": "linear"}
+        y, ld = fn(xi, pi[..., :k], pi[..., k : 2 * k], pi[..., 2 * k :], inverse=inverse,
+                   tail_bound=bound, **extra)
+        (y.sin().sum() + (ld * ld.cos()).sum()).backward()
+        results.append((y, ld, xi.grad, pi.grad))
+    for mine, ref in zip(*results, strict=True):
+        assert torch.allclose(mine, ref, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -43,6 +43,7 @@ def test_toml_round_trip(tmp_path):
         ("[system]\nname = 'water'\n[train]\nsteps = 3\n", 'Unknown system "water"'),
         ("[train]\nsteps = 3\ndtype = 'float16'\n", "dtype"),
         ("[train]\nsteps = 3\nz_sharpness = 0.0\n", "z_sharpness must be in (0, 1]"),
+        ("[train]\nsteps = 3\ngrad_clip_relative = 0.5\n", "grad_clip_relative must be >= 1"),
         ("[system]\nname = 'double-well'\n[train]\nsteps = 3\n", 'takes [map] cg = "split"'),
     ],
 )

@@ -240,6 +240,34 @@ def test_trainer_stops_when_most_samples_are_nonfinite(tmp_path):
 # --- 4. bad configs: a clear error before any work starts --------------------------------------
 
 
+def test_relative_gradient_clip_follows_the_recent_median(tmp_path):
+    """grad_clip_relative: the threshold is that multiple of the median norm of the last 100
+    steps (from step 20 on, capped by grad_clip); outlier gradients are scaled to it, so the
+    applied norm never exceeds it. Without it the threshold is grad_clip."""
+    trainer = _trainer(_config("harmonic", steps=40, grad_clip_relative=2.0), tmp_path)
+    assert trainer.clip_threshold() == trainer.config.grad_clip
+    # the last 100 finite norms: 30 ones and 69 threes, median 3
+    trainer.metrics["grad_norm"] = [1.0] * 50 + [float("nan")] + [3.0] * 69
+    assert trainer.clip_threshold() == pytest.approx(6.0)
+    trainer.metrics["grad_norm"] = [500.0] * 100
+    assert trainer.clip_threshold() == trainer.config.grad_clip  # the absolute cap
+    trainer.metrics["grad_norm"] = []
+    applied = []
+    for _ in range(40):
+        threshold = trainer.clip_threshold()
+        row = trainer.train_step()
+        trainer.step += 1
+        trainer.metrics["grad_norm"].append(row["grad_norm"])
+        params = [p for p in trainer.model.flow.parameters() if p.grad is not None]
+        applied.append((float(torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))), threshold))
+    assert all(norm <= threshold * (1 + 1e-6) for norm, threshold in applied)
+    assert any(t < trainer.config.grad_clip for _, t in applied[20:])
+    plain = _trainer(_config("harmonic", steps=40), tmp_path / "plain")
+    plain.metrics["grad_norm"] = [1.0] * 100
+    assert plain.clip_threshold() == plain.config.grad_clip
+
+
 @pytest.mark.parametrize(
     ("toml", "fragment"),
     [
@@ -333,6 +361,29 @@ def test_reverse_kl_gap_is_the_gaussian_kl_for_a_too_wide_conditional():
     stderr = 1.25 / math.sqrt(k)
     assert bool(((gap - kl).abs() < 5 * stderr).all()), (gap, kl)
     assert abs(float(gap.mean()) - kl) < 5 * stderr / 3
+
+
+def test_forward_term_is_the_importance_weighted_forward_kl_gradient():
+    """forward_weight adds -Σ_i w̄_i log q_theta(r_i) per (z, T) group with samples and weights
+    fixed: for q = N(0, a² σ²) against p = N(0, σ²) (harmonic fast modes, d = 2) its gradient
+    in a is the forward-KL gradient E_p[d/a - r²/(a³ σ²)] = d (1/a - 1/a³), estimated by
+    self-normalized importance sampling; the reverse-KL part is unchanged."""
+    a, d, k = 1.5, 2, 4000
+    grads, outs = {}, {}
+    for weight in (0.0, 1.0):
+        model = _harmonic_with_flow(a)
+        loss = ReverseKL(model, forward_weight=weight, group_size=k)
+        z, t = _grid(k)
+        out = loss(z, t, generator=torch.Generator().manual_seed(0))
+        out.loss.backward()
+        grads[weight], outs[weight] = float(model.flow.width_factor.grad), out
+    torch.testing.assert_close(outs[1.0].log_w, outs[0.0].log_w)
+    expected = d * (1 / a - 1 / a**3)  # 0.741, the mean over the 9 groups of the same value
+    assert grads[1.0] - grads[0.0] == pytest.approx(expected, rel=0.03)
+    with pytest.raises(ValueError, match="group_size"):
+        ReverseKL(_harmonic_with_flow(a), forward_weight=1.0, group_size=1)
+    with pytest.raises(ValueError, match="forward_weight"):
+        ReverseKL(_harmonic_with_flow(a), forward_weight=-1.0, group_size=4)
 
 
 def test_linlog_cut_identity_below_continuous_at_and_finite_above_cut():

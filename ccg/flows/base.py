@@ -15,7 +15,10 @@ Base distribution (drawn in the context's dtype, on the module's device):
   Its half-width γ = -log ρ widens like sqrt(T / T_ref) with `temperature_scaling`. It is drawn
   exactly by the Möbius map u = 2 atan(c tan(v / 2)), c = (1 - ρ) / (1 + ρ), of a uniform v,
   so stiff but periodic torsions (a peptide ω, a chiral half-range torsion) start near their
-  harmonic width instead of spread over the whole circle;
+  harmonic width instead of spread over the whole circle. A dim listed in `circular_modes`
+  (a torsion with a second minimum, such as a peptide ω's cis state) has a second component
+  of the same width at `offset` from the first, with a temperature-dependent weight
+  (`ccg.flows.circular_base`);
 - linear dims: N(0, s²) in standardized units, where s = sqrt(T / T_ref) = exp(ctx[:, -1] / 2)
   when `temperature_scaling=True` (so that the whole family widens like a harmonic system when
   heated), else s = 1.
@@ -36,6 +39,7 @@ import torch
 from torch import nn
 
 from ccg._checks import check_finite, check_shape, check_tensor
+from ccg.flows.circular_base import CircularModes, mobius
 
 PI = math.pi
 LOG_2PI = math.log(2.0 * math.pi)
@@ -147,6 +151,9 @@ class ConditionalFlow(nn.Module, abc.ABC):
             at T_ref (replaces diag(scale); n_lin = number of non-circular dims, in order).
         circular_concentration: optional [dim] wrapped-Cauchy concentrations ρ in [0, 1) of the
             base on circular dims at T_ref (ignored on linear dims; default all 0: uniform).
+        circular_modes: optional rows (dim, offset rad, energy_kt, log_ratio): a second
+            base component on that circular dim, weight sigmoid(-energy_kt T_ref / T +
+            log_ratio) (see `ccg.flows.circular_base.CircularModes`).
 
     Subclasses set `backend` and `unit` and implement `_build_layers` (base -> data order).
     """
@@ -169,6 +176,7 @@ class ConditionalFlow(nn.Module, abc.ABC):
         tail_bound: float = 5.0,
         scale_tril: torch.Tensor | Sequence[Sequence[float]] | None = None,
         circular_concentration: torch.Tensor | Sequence[float] | None = None,
+        circular_modes: Sequence[Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
         for name, value, low in [
@@ -211,6 +219,7 @@ class ConditionalFlow(nn.Module, abc.ABC):
                 )
             rho = torch.where(circ, rho, torch.zeros_like(rho))
         self.register_buffer("circular_concentration", rho, persistent=False)  # in config()
+        self.modes = CircularModes(dim, circular_modes, circ, dtype)  # in config()
         self.dim = dim
         self.context_dim = context_dim
         self.n_layers = n_layers
@@ -276,6 +285,7 @@ class ConditionalFlow(nn.Module, abc.ABC):
                            if self.standardize.correlated else None),
             "circular_concentration": ([float(v) for v in self.circular_concentration.tolist()]
                                        if bool((self.circular_concentration > 0).any()) else None),
+            "circular_modes": self.modes.rows or None,
         }
 
     # --- base distribution ---------------------------------------------------------------
@@ -304,17 +314,19 @@ class ConditionalFlow(nn.Module, abc.ABC):
         uniform = torch.rand(shape, **kw) * (2.0 * PI) - PI
         rho = self._concentration(context)
         # Möbius map of the circle: uniform -> wrapped Cauchy(0, rho); the identity at rho = 0
-        circ = 2.0 * torch.atan((1.0 - rho) / (1.0 + rho) * torch.tan(0.5 * uniform))
-        circ = wrap_angle(circ + self._circular_centre.to(context.dtype))
+        centre = self._circular_centre.to(context.dtype)
+        if self.modes.active:
+            centre = centre + self.modes.pick(context, self.temperature_scaling, generator)
+        circ = wrap_angle(mobius(uniform, rho) + centre)
         return torch.where(self.circular, circ, gauss)
 
     def _base_log_prob(self, u: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """log base density of u [B, dim] -> [B]."""
         std = self._base_std(context)
         lin = -0.5 * (u / std) ** 2 - torch.log(std) - 0.5 * LOG_2PI
-        rho = self._concentration(context)
-        circ = (torch.log1p(-rho * rho) - LOG_2PI
-                - torch.log1p(rho * rho - 2.0 * rho * torch.cos(u - self._circular_centre)))
+        circ = self.modes.log_prob(u, self._circular_centre.to(u.dtype),
+                                   self._concentration(context), context,
+                                   self.temperature_scaling)
         per_dim = torch.where(self.circular, circ, lin)
         return per_dim.sum(dim=1)
 

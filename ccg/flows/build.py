@@ -41,6 +41,7 @@ def build_flow(
     tail_bound: float = 5.0,
     scale_tril: torch.Tensor | Sequence[Sequence[float]] | None = None,
     circular_concentration: torch.Tensor | Sequence[float] | None = None,
+    circular_modes: Sequence[Sequence[float]] | None = None,
 ) -> ConditionalFlow:
     """Build a conditional flow q(r | context) with the given backend.
 
@@ -52,7 +53,7 @@ def build_flow(
             circular dims).
         backend: one of `FLOW_BACKENDS` ("nflows" or "normflows").
         n_layers, hidden, n_blocks, n_bins, temperature_scaling, tail_bound, scale_tril,
-        circular_concentration: see `ConditionalFlow`.
+        circular_concentration, circular_modes: see `ConditionalFlow`.
 
     Returns:
         A float32 flow at the identity map (cast with `.double()` / `.to(device)`).
@@ -75,6 +76,7 @@ def build_flow(
         tail_bound=tail_bound,
         scale_tril=scale_tril,
         circular_concentration=circular_concentration,
+        circular_modes=circular_modes,
     )
 
 

@@ -88,6 +88,10 @@ class FlowConfig:
     """Stiff single-minimum circular dims (peptide ω, chiral half-range torsions) get a
     wrapped-Cauchy base of their harmonic width instead of a uniform one (see
     ccg.train.run.circular_concentration); free rotors stay uniform."""
+    circular_modes: bool = False
+    """Stiff circular dims with a second minimum behind a barrier (a peptide ω's cis state,
+    found by `ccg.train.base_modes.second_minima`) get a second base component there, weighted
+    by its harmonic population at each temperature (needs `concentrate_circular`)."""
     correlated_base: bool = False
     """Correlate bonds/angles/impropers by the harmonic covariance at the reference structure
     (off by default: it did not measurably help a 20-minute alanine dipeptide run)."""
@@ -132,11 +136,19 @@ class TrainConfig:
     lr_final: float = 1e-5
     weight_decay: float = 0.0
     grad_clip: float = 100.0
+    """Largest gradient norm used (larger ones are scaled down to it)."""
+    grad_clip_relative: float | None = None
+    """Also clip at this multiple of the median gradient norm of the last 100 steps (from
+    step 20 on): one outlier batch then moves Adam no further than a typical one."""
     path_gradient: bool = False
     """Reverse KL: differentiate log q only along the sample path (ccg.train.losses.path_log_q):
     the same expected gradient, with less noise near the optimum, for one extra inverse pass
     (1.9x the step). Off: from initialization it diverged on alanine dipeptide, where far from
     p its own variance is large; meant for fine-tuning a trained flow."""
+    forward_weight: float = 0.0
+    """Add this times an importance-weighted forward KL(p || q) per (z, T) to the reverse KL
+    (ccg.train.losses.ReverseKL): mass-covering, against the thin tails of reverse KL; one
+    extra inverse pass per step."""
     energy_cut: float = 100.0
     """beta U more than this (k_BT) above the reference structure's beta U_ref is softened
     (linear-then-log) in the loss; physical energies are far below it (see EnergyCut)."""
@@ -190,6 +202,12 @@ class TrainConfig:
                 raise ConfigError(f"[train] {name} must be a positive integer; got {value!r}.")
         if self.steps is None and self.minutes is None:
             raise ConfigError("[train] give steps, minutes, or both (the run stops at the first).")
+        if not isinstance(self.forward_weight, int | float) or not self.forward_weight >= 0:
+            raise ConfigError(f"[train] forward_weight must be >= 0; got {self.forward_weight!r}.")
+        if self.grad_clip_relative is not None and not (
+                isinstance(self.grad_clip_relative, int | float) and self.grad_clip_relative >= 1):
+            raise ConfigError(f"[train] grad_clip_relative must be >= 1 (a multiple of the "
+                              f"median gradient norm) or absent; got {self.grad_clip_relative!r}.")
         if self.steps is not None and self.steps < 1:
             raise ConfigError(f"[train] steps must be >= 1; got {self.steps}.")
         if self.minutes is not None and self.minutes <= 0:

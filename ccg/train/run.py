@@ -16,6 +16,7 @@ import torch
 
 from ccg.constants import KB_KJMOL_PER_K
 from ccg.model import BackmappingModel
+from ccg.train.base_modes import second_minima
 from ccg.train.config import RunConfig
 
 # Typical widths at 300 K of the fast internal coordinates (harmonic estimate sqrt(kT / k) for
@@ -184,11 +185,15 @@ def build_model(config: RunConfig) -> BackmappingModel:
     tril = harmonic_scale_tril(cg_map, system, t_ref, ~circular) if fc.correlated_base else None
     rho = circular_concentration(cg_map, system, t_ref, circular) if fc.concentrate_circular \
         else None
+    modes = None
+    if rho is not None and fc.circular_modes:
+        found = second_minima(cg_map, system, t_ref, rho > 0, circular)
+        modes = [[m.dim, m.offset, m.energy_kt, m.log_ratio] for m in found] or None
     flow = build_flow(
         cg_map.n_r, cg_map.cg_feature_dim + 1, circular, loc, base_scale(cg_map, t_ref, system),
         backend=fc.backend, n_layers=fc.n_layers, hidden=fc.hidden, n_blocks=fc.n_blocks,
         n_bins=fc.n_bins, temperature_scaling=fc.temperature_scaling, tail_bound=fc.tail_bound,
-        scale_tril=tril, circular_concentration=rho,
+        scale_tril=tril, circular_concentration=rho, circular_modes=modes,
     )
     return BackmappingModel(system, cg_map, flow, t_ref=t_ref,
                             t_range=(config.train.t_min, config.train.t_max))
@@ -230,9 +235,12 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     config.validate()
     torch.manual_seed(config.train.seed)
     model = build_model(config)
+    _report_modes(model)
     proposal = build_proposal(config, model)
     loss = ReverseKL(model, energy_cut=config.train.energy_cut,
-                     path_gradient=config.train.path_gradient)
+                     path_gradient=config.train.path_gradient,
+                     forward_weight=config.train.forward_weight,
+                     group_size=config.train.samples_per_z)
     trainer = Trainer(model, loss, proposal, config.train, out_dir, progress=progress)
     start = time.perf_counter()
     trainer.run(resume=resume)
@@ -251,6 +259,18 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
                   t_range=model.t_range)
     summary["wall_s"] = time.perf_counter() - start
     return model, summary
+
+
+def _report_modes(model: BackmappingModel) -> None:
+    """One line per second base minimum: where, how high, how populated at t_min and t_max."""
+    for dim, offset, energy_kt, log_ratio in model.flow.modes.rows:
+        shares = []
+        for t in model.t_range:
+            lam = -energy_kt * model.t_ref / t + log_ratio
+            shares.append(f"{100 / (1 + math.exp(-lam)):.2g} % at {t:.0f} K")
+        print(f"second minimum of r dim {dim} ({model.cg_map.r_kinds[dim]}): "
+              f"{math.degrees(offset):+.0f} deg, {energy_kt * KB_KJMOL_PER_K * model.t_ref:.1f} "
+              f"kJ/mol above the reference; base weight {', '.join(shares)}")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

@@ -150,6 +150,15 @@ class Trainer:
             group["lr"] = lr
         return lr
 
+    def clip_threshold(self) -> float:
+        """`grad_clip`, or `grad_clip_relative` x the median norm of the last 100 steps if
+        lower (from step 20 on; non-finite norms ignored)."""
+        c = self.config
+        recent = [g for g in self.metrics["grad_norm"][-100:] if math.isfinite(g)]
+        if c.grad_clip_relative is None or len(recent) < 20:
+            return c.grad_clip
+        return min(c.grad_clip, c.grad_clip_relative * float(torch.tensor(recent).median()))
+
     def train_step(self) -> dict[str, float]:
         """One optimization step; returns its scalar metrics."""
         c = self.config
@@ -166,7 +175,7 @@ class Trainer:
             self.z_proposal.observe(z.detach(), temps.detach(), out.log_w.reshape(c.n_z, -1))
         out.loss.backward()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip_threshold())
         if torch.isfinite(grad_norm):
             self.optimizer.step()
         else:

@@ -26,6 +26,7 @@ SETTINGS = {
     "8 layers, 16 bins": ({"n_layers": 8, "n_bins": 16}, {}),
     "8 layers, B = 512": ({"n_layers": 8}, {"samples_per_z": 8}),
     "8 layers, path gradient": ({"n_layers": 8}, {"path_gradient": True}),
+    "4 layers, forward_weight 1": ({"n_layers": 4}, {"forward_weight": 1.0}),
 }
 
 
@@ -39,7 +40,9 @@ def _trainer(flow: dict, train: dict, out: str) -> Trainer:
     config.validate()
     model = build_model(config)
     loss = ReverseKL(model, energy_cut=config.train.energy_cut,
-                     path_gradient=config.train.path_gradient)
+                     path_gradient=config.train.path_gradient,
+                     forward_weight=config.train.forward_weight,
+                     group_size=config.train.samples_per_z)
     return Trainer(model, loss, build_proposal(config, model), config.train, out, progress=False)
 
 
