@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
 import torch
 from nflows.transforms.splines.rational_quadratic import unconstrained_rational_quadratic_spline
+from step_costs import print_ratios, time_interleaved
 
 import ccg.flows.coupling as coupling
 from ccg.train.config import RunConfig
@@ -45,22 +45,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         trainer = Trainer(model, ReverseKL(model), build_proposal(config, model), config.train,
                           out, progress=False)
-        total = dict.fromkeys(versions, 0.0)
-        for fn in versions.values():  # warm-up
-            coupling.linear_tail_spline = fn
-            trainer.train_step()
-        for _ in range(args.repeats):
-            for name, fn in versions.items():
-                coupling.linear_tail_spline = fn
-                start = time.perf_counter()
-                trainer.train_step()
-                total[name] += time.perf_counter() - start
-    base = total["nflows masked (before)"]
-    print("| linear-tail spline | step (s) | step / before |")
-    print("|---|---|---|")
-    for name, seconds in total.items():
-        print(f"| {name} | {seconds / args.repeats:.3f} | {seconds / base:.2f} |")
 
+        def step_with(spline):
+            def step():
+                coupling.linear_tail_spline = spline
+                trainer.train_step()
+            return step
+
+        seconds = time_interleaved({name: step_with(fn) for name, fn in versions.items()},
+                                   args.repeats)
+    print_ratios(seconds, "nflows masked (before)", "linear-tail spline")
 
 if __name__ == "__main__":
     main()

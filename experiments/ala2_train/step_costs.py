@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -46,6 +47,28 @@ def _trainer(flow: dict, train: dict, out: str) -> Trainer:
     return Trainer(model, loss, build_proposal(config, model), config.train, out, progress=False)
 
 
+def time_interleaved(steps: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Mean seconds per call of each callable, after one warm-up call each, timed in turn
+    (round-robin) so that slow stretches of a noisy host hit all of them alike."""
+    for step in steps.values():
+        step()
+    total = dict.fromkeys(steps, 0.0)
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            total[name] += time.perf_counter() - start
+    return {name: seconds / repeats for name, seconds in total.items()}
+
+
+def print_ratios(seconds: dict[str, float], base: str, label: str) -> None:
+    """Markdown table: seconds per step and the ratio to `base`."""
+    print(f"| {label} | step (s) | step / {base} |")
+    print("|---|---|---|")
+    for name, value in seconds.items():
+        print(f"| {name} | {value:.3f} | {value / seconds[base]:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,19 +78,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as out:
         trainers = {name: _trainer(f, t, out) for name, (f, t) in SETTINGS.items()}
-        for trainer in trainers.values():
-            trainer.train_step()  # warm-up
-        total = dict.fromkeys(trainers, 0.0)
-        for _ in range(args.repeats):
-            for name, trainer in trainers.items():
-                start = time.perf_counter()
-                trainer.train_step()
-                total[name] += time.perf_counter() - start
-    print("| setting | step (s) | step / 8 layers |")
-    print("|---|---|---|")
-    for name, seconds in total.items():
-        print(f"| {name} | {seconds / args.repeats:.3f} | {seconds / total['8 layers']:.2f} |")
-
+        seconds = time_interleaved({name: tr.train_step for name, tr in trainers.items()},
+                                   args.repeats)
+    print_ratios(seconds, "8 layers", "setting")
 
 if __name__ == "__main__":
     main()
