@@ -42,16 +42,16 @@ class SecondMode(NamedTuple):
     energy_kjmol: float
 
 
-def _relax(cg_map, system, z0: torch.Tensor, r_start: torch.Tensor, free: torch.Tensor,
-           unit: torch.Tensor, iterations: int) -> torch.Tensor:
-    """Minimize Σ U(X(z0, r)) over the `free` entries of r [n, n_r] (steps in `unit` [n_r])."""
+def _relax(cg_map, system, z0: torch.Tensor, r_start: torch.Tensor, unit: torch.Tensor,
+           iterations: int) -> torch.Tensor:
+    """Minimize Σ U(X(z0, r)) over all of r [n, n_r] from r_start (steps in `unit` [n_r])."""
     v = torch.zeros_like(r_start, requires_grad=True)
     optimizer = torch.optim.LBFGS([v], max_iter=iterations, line_search_fn="strong_wolfe",
                                   tolerance_grad=1e-9, tolerance_change=1e-12, history_size=50)
 
     def closure():
         optimizer.zero_grad()
-        r = r_start + torch.where(free, v, torch.zeros_like(v)) * unit
+        r = r_start + v * unit
         x, _ = cg_map.merge(z0.expand(len(r), -1), r)
         energy = system.energy(x).sum()
         energy.backward()
@@ -59,7 +59,7 @@ def _relax(cg_map, system, z0: torch.Tensor, r_start: torch.Tensor, free: torch.
 
     optimizer.step(closure)
     with torch.no_grad():
-        return r_start + torch.where(free, v, torch.zeros_like(v)) * unit
+        return r_start + v * unit
 
 
 def _hessian_terms(cg_map, system, z0: torch.Tensor, r: torch.Tensor, keep: torch.Tensor):
@@ -110,11 +110,11 @@ def second_minima(cg_map, system, t_ref: float, stiff: torch.Tensor, circular: t
     dims = torch.nonzero(stiff & circular).flatten()
     if len(dims) == 0:
         return []
-    free = torch.ones(len(dims) + 1, cg_map.n_r, dtype=torch.bool)
     starts = r0.repeat(len(dims) + 1, 1)
     rows = torch.arange(1, len(dims) + 1)
-    starts[rows, dims] = torch.remainder(starts[rows, dims] + 2 * math.pi, 2 * math.pi) - math.pi
-    relaxed = _relax(cg_map, system, z0, starts, free, unit, iterations)
+    turned = starts[rows, dims] + math.pi  # each stiff dim turned by pi, wrapped to [-pi, pi)
+    starts[rows, dims] = torch.remainder(turned + math.pi, 2 * math.pi) - math.pi
+    relaxed = _relax(cg_map, system, z0, starts, unit, iterations)
     keep = ~circular | stiff
     u_ref, log_j_ref, logdet_ref = _hessian_terms(cg_map, system, z0, relaxed[0], keep)
     modes = []
