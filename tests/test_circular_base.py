@@ -7,7 +7,7 @@ import math
 import torch
 
 from ccg.train.config import RunConfig
-from ccg.train.run import build_model
+from ccg.train.run import _report_modes, build_model
 
 
 def _circular_torsions(model) -> dict[str, float]:
@@ -86,7 +86,7 @@ def _phi_psi_restrained_minimum(system, x0, phi_psi_atoms, phi_psi):
     return state.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
 
 
-def test_second_minima_are_the_cis_peptide_states_with_their_openmm_energies():
+def test_second_minima_are_the_cis_peptide_states_with_their_openmm_energies(capsys):
     """Of the four stiff torsions, only the two peptide ω have a second minimum (cis, ~π away);
     the chiral torsions have none. The relaxed energies over the reference minimum agree with
     OpenMM's own minimizer (Cartesian, phi/psi restrained) started from the same turned
@@ -126,5 +126,9 @@ def test_second_minima_are_the_cis_peptide_states_with_their_openmm_energies():
         assert abs((u_cis - u_ref) - mode.energy_kjmol) < 0.05, (name, u_cis - u_ref, mode)
         assert abs(mode.log_ratio) < 2.0  # the harmonic entropy term is a correction
     assert 10.0 < found["NME-C around NME-N-ALA-C"].energy_kjmol < 16.0
+    nme = found["NME-C around NME-N-ALA-C"]
+    share_600 = 100 / (1 + math.exp(nme.energy_kt * 300.0 / 600.0 - nme.log_ratio))
+    _report_modes(model)  # what `ccg train` prints: the base weight at t_min and t_max
+    assert f"{share_600:.2g} % at 600 K" in capsys.readouterr().out
     config.flow.circular_modes = False
     assert build_model(config).flow.modes.rows == []

@@ -262,15 +262,21 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
 
 
 def _report_modes(model: BackmappingModel) -> None:
-    """One line per second base minimum: where, how high, how populated at t_min and t_max."""
-    for dim, offset, energy_kt, log_ratio in model.flow.modes.rows:
-        shares = []
-        for t in model.t_range:
-            lam = -energy_kt * model.t_ref / t + log_ratio
-            shares.append(f"{100 / (1 + math.exp(-lam)):.2g} % at {t:.0f} K")
+    """One line per second base minimum: where, how high, how populated at t_min and t_max
+    (the base's own weights, `CircularModes.log_odds`)."""
+    modes, flow = model.flow.modes, model.flow
+    if not modes.active:
+        return
+    context = torch.zeros(2, flow.context_dim, dtype=modes.offset.dtype,
+                          device=modes.offset.device)
+    context[:, -1] = torch.log(torch.tensor(model.t_range) / model.t_ref)
+    shares = torch.sigmoid(modes.log_odds(context, flow.temperature_scaling))
+    for dim, offset, energy_kt, _ in modes.rows:
+        where = ", ".join(f"{100 * float(share):.2g} % at {t:.0f} K"
+                          for share, t in zip(shares[:, dim], model.t_range, strict=True))
         print(f"second minimum of r dim {dim} ({model.cg_map.r_kinds[dim]}): "
               f"{math.degrees(offset):+.0f} deg, {energy_kt * KB_KJMOL_PER_K * model.t_ref:.1f} "
-              f"kJ/mol above the reference; base weight {', '.join(shares)}")
+              f"kJ/mol above the reference; base weight {where}")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
