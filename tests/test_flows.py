@@ -133,6 +133,15 @@ REGISTRY: dict[str, Entry] = {
         lambda: NormflowsShift(circular_shifts(CIRC, 3)[2], CIRC).double(), CIRC, 1.0
     ),
     "standardize": Entry(lambda: Standardize(CIRC, LOC, SCALE).double(), CIRC, 1.0),
+    "standardize-temperature-scaled": Entry(
+        lambda: Standardize(CIRC, LOC, SCALE, temperature_scaled=True).double(), CIRC, 1.0
+    ),
+    **{
+        f"flow-{b}-scale-after-layers": Entry(
+            lambda b=b: FlowAsTransform(small_flow(b, scale_after_layers=True)), CIRC, 5.0, LOC,
+            SCALE)
+        for b in BACKENDS
+    },
     "standardize-normflows-units": Entry(
         lambda: Standardize(CIRC, LOC, SCALE, unit=UNIT).double(), CIRC, 1.0
     ),
@@ -271,13 +280,15 @@ def test_config_json_round_trip(backend):
     assert fresh.config() == flow.config()
 
 
-@pytest.mark.parametrize("scaling", [True, False])
+@pytest.mark.parametrize(("scaling", "after"), [(True, False), (True, True), (False, False)])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_identity_flow_is_the_base_family(backend, scaling):
+def test_identity_flow_is_the_base_family(backend, scaling, after):
     """At initialization the flow is exactly uniform x N(loc, (scale * sqrt(T/T_ref))²)
-    (or N(loc, scale²) without temperature scaling)."""
+    (or N(loc, scale²) without temperature scaling), whether the sqrt(T / T_ref) is applied in
+    the base or after the layers."""
     flow = build_flow(
-        DIM, CTX, CIRC, LOC, SCALE, backend=backend, temperature_scaling=scaling, **SMALL
+        DIM, CTX, CIRC, LOC, SCALE, backend=backend, temperature_scaling=scaling,
+        scale_after_layers=after, **SMALL
     ).double()
     ctx = random_context(4000)
     r, log_q = flow.sample(ctx, generator=torch.Generator().manual_seed(0))

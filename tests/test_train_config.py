@@ -44,6 +44,9 @@ def test_toml_round_trip(tmp_path):
         ("[train]\nsteps = 3\ndtype = 'float16'\n", "dtype"),
         ("[train]\nsteps = 3\nz_sharpness = 0.0\n", "z_sharpness must be in (0, 1]"),
         ("[train]\nsteps = 3\ngrad_clip_relative = 0.5\n", "grad_clip_relative must be >= 1"),
+        ("[train]\nsteps = 3\nrenyi_alpha = 2.0\n", "renyi_alpha must be in [0, 1]"),
+        ("[train]\nsteps = 3\ngrad_skip_relative = 1.0\n", "grad_skip_relative must be > 1"),
+        ("[train]\nsteps = 3\nrenyi_alpha = 0.5\nsamples_per_z = 1\n", "samples_per_z >= 2"),
         ("[system]\nname = 'double-well'\n[train]\nsteps = 3\n", 'takes [map] cg = "split"'),
     ],
 )

@@ -269,6 +269,26 @@ def test_relative_gradient_clip_follows_the_recent_median(tmp_path):
     assert plain.clip_threshold() == plain.config.grad_clip
 
 
+def test_relative_gradient_skip_leaves_the_parameters_alone(tmp_path):
+    """grad_skip_relative: a step whose gradient norm exceeds that multiple of the recent
+    median is not applied (the parameters stay as they were) and is counted in
+    skipped_steps; a typical step is applied."""
+    trainer = _trainer(_config("harmonic", steps=40, grad_skip_relative=5.0), tmp_path)
+    assert trainer.skip_threshold() == math.inf  # before 20 recorded steps
+    for norms, skipped in (([1e-6] * 30, True), ([1e6] * 30, False)):
+        trainer.metrics["grad_norm"] = norms
+        assert trainer.skip_threshold() == pytest.approx(5.0 * norms[0])
+        before = [p.detach().clone() for p in trainer.model.flow.parameters()]
+        n_skipped = trainer.skipped_steps
+        trainer.train_step()
+        after = list(trainer.model.flow.parameters())
+        unchanged = all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+        assert unchanged == skipped
+        assert trainer.skipped_steps == n_skipped + int(skipped)
+    trainer.config.grad_skip_relative = None
+    assert trainer.skip_threshold() == math.inf
+
+
 @pytest.mark.parametrize(
     ("toml", "fragment"),
     [
@@ -385,6 +405,26 @@ def test_forward_term_is_the_importance_weighted_forward_kl_gradient():
         ReverseKL(_harmonic_with_flow(a), forward_weight=1.0, group_size=1)
     with pytest.raises(ValueError, match="forward_weight"):
         ReverseKL(_harmonic_with_flow(a), forward_weight=-1.0, group_size=4)
+
+
+def test_renyi_weighting_is_the_renyi_bound_gradient():
+    """renyi_alpha weights each group's samples by w^(1 - alpha), normalized: for q = N(0, a² σ²)
+    against p = N(0, σ²) (d = 2) the gradient in a is that of -log E_q[w^b] / b, b = 1 - alpha,
+    -d (1/a - a / (1 - b + b a²)) in closed form; alpha = 1 is the reverse KL, d (a - 1/a)."""
+    a, d, k = 1.5, 2, 4000
+    for alpha in (1.0, 0.5, 0.25):
+        model = _harmonic_with_flow(a)
+        out = ReverseKL(model, renyi_alpha=alpha, group_size=k)(
+            *_grid(k), generator=torch.Generator().manual_seed(0))
+        out.loss.backward()
+        b = 1.0 - alpha
+        expected = -d * (1 / a - a / (1 - b + b * a**2))
+        assert float(model.flow.width_factor.grad) == pytest.approx(expected, rel=0.03), alpha
+    assert expected == pytest.approx(0.215, abs=1e-3)  # alpha 0.25; the reverse KL has 1.67
+    with pytest.raises(ValueError, match="group_size"):
+        ReverseKL(_harmonic_with_flow(a), renyi_alpha=0.5, group_size=1)
+    with pytest.raises(ValueError, match="renyi_alpha"):
+        ReverseKL(_harmonic_with_flow(a), renyi_alpha=1.5, group_size=4)
 
 
 def test_linlog_cut_identity_below_continuous_at_and_finite_above_cut():

@@ -21,7 +21,10 @@ Base distribution (drawn in the context's dtype, on the module's device):
   (`ccg.flows.circular_base`);
 - linear dims: N(0, s²) in standardized units, where s = sqrt(T / T_ref) = exp(ctx[:, -1] / 2)
   when `temperature_scaling=True` (so that the whole family widens like a harmonic system when
-  heated), else s = 1.
+  heated), else s = 1. With `scale_after_layers=True` the base is N(0, 1) and the factor s
+  multiplies the linear dims after the layers instead (in `Standardize`): the same family at
+  initialization, but the splines then work in units of each temperature's harmonic width, so
+  their interval covers the same number of widths at every T.
 
 The internal direction is private: users call `sample`, `log_prob` and `sample_and_log_prob`.
 `_forward(u, context)` maps base -> data and `_inverse(r, context)` data -> base; both return the
@@ -69,12 +72,14 @@ class Standardize(nn.Module):
     log|det| = Σ log diag(L) - n_lin log(unit). Circular dims: r = wrap(v + loc) (a rotation of
     the circle, log|det| 0), so the spline boundaries sit opposite the reference torsion.
     `unit` is the number of internal units per standardized unit (1 for the nflows backend;
-    π / tail_bound for the normflows backend, whose spline box is [-π, π]).
+    π / tail_bound for the normflows backend, whose spline box is [-π, π]). With
+    `temperature_scaled`, r_lin = loc_lin + s L v_lin / unit with s = exp(context[:, -1] / 2) =
+    sqrt(T / T_ref), adding n_lin log s to log|det|.
     """
 
     def __init__(
         self, circular: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, unit: float = 1.0,
-        scale_tril: torch.Tensor | None = None,
+        scale_tril: torch.Tensor | None = None, temperature_scaled: bool = False,
     ) -> None:
         super().__init__()
         lin = torch.nonzero(~circular).flatten()
@@ -106,30 +111,43 @@ class Standardize(nn.Module):
         self.register_buffer("_order", torch.argsort(torch.cat([lin, circ])), persistent=False)
         self.correlated = scale_tril is not None
         self.unit = float(unit)
+        self.temperature_scaled = bool(temperature_scaled)
 
     def _logdet(self) -> torch.Tensor:
         n_lin = self.scale_tril.shape[0]
         return torch.log(torch.diagonal(self.scale_tril)).sum() - n_lin * math.log(self.unit)
 
+    def _log_s(self, context: torch.Tensor | None, n: int, like: torch.Tensor) -> torch.Tensor:
+        """log s = log sqrt(T / T_ref) per row [B, 1] (0 unless `temperature_scaled`)."""
+        if not self.temperature_scaled:
+            return torch.zeros(n, 1, dtype=like.dtype, device=like.device)
+        if context is None:
+            raise ValueError("Expected a context (last column log(T / T_ref)) for a "
+                             "temperature-scaled Standardize; got None.")
+        return 0.5 * context[:, -1:]
+
     def forward(
         self, v: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Internal units v [B, dim] -> r [B, dim]; log|dr/dv| [B]."""
-        r_lin = self.loc[self._lin] + (v[:, self._lin] / self.unit) @ self.scale_tril.T
+        log_s = self._log_s(context, v.shape[0], v)
+        step = (v[:, self._lin] / self.unit) @ self.scale_tril.T
+        r_lin = self.loc[self._lin] + torch.exp(log_s) * step
         r_circ = wrap_angle(v[:, self._circ] + self.loc[self._circ])
         r = torch.cat([r_lin, r_circ], dim=1)[:, self._order]
-        return r, self._logdet().expand(v.shape[0])
+        return r, self._logdet() + len(self._lin) * log_s[:, 0]
 
     def inverse(
         self, r: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """r [B, dim] -> internal units v [B, dim]; log|dv/dr| [B]."""
-        centered = (r[:, self._lin] - self.loc[self._lin]).T
+        log_s = self._log_s(context, r.shape[0], r)
+        centered = ((r[:, self._lin] - self.loc[self._lin]) * torch.exp(-log_s)).T
         v_lin = self.unit * torch.linalg.solve_triangular(
             self.scale_tril, centered, upper=False).T
         v_circ = wrap_angle(r[:, self._circ] - self.loc[self._circ])
         v = torch.cat([v_lin, v_circ], dim=1)[:, self._order]
-        return v, -self._logdet().expand(r.shape[0])
+        return v, -self._logdet() - len(self._lin) * log_s[:, 0]
 
 
 class ConditionalFlow(nn.Module, abc.ABC):
@@ -146,6 +164,8 @@ class ConditionalFlow(nn.Module, abc.ABC):
         n_blocks: residual blocks per conditioner.
         n_bins: spline bins.
         temperature_scaling: scale the base width of linear dims by exp(ctx[:, -1] / 2).
+        scale_after_layers: with `temperature_scaling`, apply that factor to the linear dims
+            after the layers (base N(0, 1)) instead of in the base.
         tail_bound: spline interval half-width on linear dims, in standardized units.
         scale_tril: optional [n_lin, n_lin] lower-triangular factor correlating the linear dims
             at T_ref (replaces diag(scale); n_lin = number of non-circular dims, in order).
@@ -177,6 +197,7 @@ class ConditionalFlow(nn.Module, abc.ABC):
         scale_tril: torch.Tensor | Sequence[Sequence[float]] | None = None,
         circular_concentration: torch.Tensor | Sequence[float] | None = None,
         circular_modes: Sequence[Sequence[float]] | None = None,
+        scale_after_layers: bool = False,
     ) -> None:
         super().__init__()
         for name, value, low in [
@@ -227,10 +248,12 @@ class ConditionalFlow(nn.Module, abc.ABC):
         self.n_blocks = n_blocks
         self.n_bins = n_bins
         self.temperature_scaling = bool(temperature_scaling)
+        self.scale_after_layers = bool(scale_after_layers)
         self.tail_bound = float(tail_bound)
         self.unit = self._unit()
-        self.standardize = Standardize(circ, loc_t, scale_t, unit=self.unit,
-                                       scale_tril=scale_tril)
+        self.standardize = Standardize(
+            circ, loc_t, scale_t, unit=self.unit, scale_tril=scale_tril,
+            temperature_scaled=self.temperature_scaling and self.scale_after_layers)
         self.layers = nn.ModuleList(self._build_layers())
         # The base peak on circular dims sits where the layers at initialization (identity
         # splines, fixed circular shifts) take it to 0, i.e. to loc after `Standardize`.
@@ -280,6 +303,7 @@ class ConditionalFlow(nn.Module, abc.ABC):
             "n_blocks": self.n_blocks,
             "n_bins": self.n_bins,
             "temperature_scaling": self.temperature_scaling,
+            "scale_after_layers": self.scale_after_layers,
             "tail_bound": self.tail_bound,
             "scale_tril": (self.standardize.scale_tril.tolist()
                            if self.standardize.correlated else None),
@@ -292,7 +316,7 @@ class ConditionalFlow(nn.Module, abc.ABC):
     def _base_std(self, context: torch.Tensor) -> torch.Tensor:
         """Base std of linear dims in internal units, shape [B, 1]."""
         std = torch.full_like(context[:, :1], self.unit)
-        if self.temperature_scaling:
+        if self.temperature_scaling and not self.scale_after_layers:
             std = std * torch.exp(0.5 * context[:, -1:])
         return std
 

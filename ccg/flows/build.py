@@ -42,6 +42,7 @@ def build_flow(
     scale_tril: torch.Tensor | Sequence[Sequence[float]] | None = None,
     circular_concentration: torch.Tensor | Sequence[float] | None = None,
     circular_modes: Sequence[Sequence[float]] | None = None,
+    scale_after_layers: bool = False,
 ) -> ConditionalFlow:
     """Build a conditional flow q(r | context) with the given backend.
 
@@ -53,7 +54,7 @@ def build_flow(
             circular dims).
         backend: one of `FLOW_BACKENDS` ("nflows" or "normflows").
         n_layers, hidden, n_blocks, n_bins, temperature_scaling, tail_bound, scale_tril,
-        circular_concentration, circular_modes: see `ConditionalFlow`.
+        circular_concentration, circular_modes, scale_after_layers: see `ConditionalFlow`.
 
     Returns:
         A float32 flow at the identity map (cast with `.double()` / `.to(device)`).
@@ -77,6 +78,7 @@ def build_flow(
         scale_tril=scale_tril,
         circular_concentration=circular_concentration,
         circular_modes=circular_modes,
+        scale_after_layers=scale_after_layers,
     )
 
 

@@ -84,6 +84,9 @@ class FlowConfig:
     n_bins: int = 8
     temperature_scaling: bool = True
     tail_bound: float = 5.0
+    scale_after_layers: bool = False
+    """Widen linear dims by sqrt(T / T_ref) after the coupling layers instead of in the base,
+    so the splines act in units of each temperature's harmonic width (ccg.flows.base)."""
     concentrate_circular: bool = True
     """Stiff single-minimum circular dims (peptide ω, chiral half-range torsions) get a
     wrapped-Cauchy base of their harmonic width instead of a uniform one (see
@@ -141,6 +144,10 @@ class TrainConfig:
     grad_clip_relative: float | None = 2.0
     """Also clip at this multiple of the median gradient norm of the last 100 steps (from
     step 20 on): one outlier batch then moves Adam no further than a typical one."""
+    grad_skip_relative: float | None = None
+    """Skip the update (counted in `skipped_steps`) when the gradient norm exceeds this
+    multiple of the median of the last 100 steps: a batch dominated by one extreme sample
+    then moves nothing, where a clipped one still steers Adam along that sample's direction."""
     path_gradient: bool = False
     """Reverse KL: differentiate log q only along the sample path (ccg.train.losses.path_log_q):
     the same expected gradient, with less noise near the optimum, for one extra inverse pass
@@ -150,6 +157,10 @@ class TrainConfig:
     """Add this times an importance-weighted forward KL(p || q) per (z, T) to the reverse KL
     (ccg.train.losses.ReverseKL): mass-covering, against the thin tails of reverse KL; one
     extra inverse pass per step."""
+    renyi_alpha: float = 1.0
+    """1: the reverse KL. Below 1, the Rényi bound of order alpha: each (z, T) group's samples
+    weighted by w^(1 - alpha), normalized (ccg.train.losses.ReverseKL); mass-covering towards
+    alpha = 0, at no extra cost per step."""
     energy_cut: float = 100.0
     """beta U more than this (k_BT) above the reference structure's beta U_ref is softened
     (linear-then-log) in the loss; physical energies are far below it (see EnergyCut)."""
@@ -205,6 +216,16 @@ class TrainConfig:
             raise ConfigError("[train] give steps, minutes, or both (the run stops at the first).")
         if not isinstance(self.forward_weight, int | float) or not self.forward_weight >= 0:
             raise ConfigError(f"[train] forward_weight must be >= 0; got {self.forward_weight!r}.")
+        if self.grad_skip_relative is not None and not (
+                isinstance(self.grad_skip_relative, int | float) and self.grad_skip_relative > 1):
+            raise ConfigError(f"[train] grad_skip_relative must be > 1 (a multiple of the median "
+                              f"gradient norm) or absent; got {self.grad_skip_relative!r}.")
+        if not (isinstance(self.renyi_alpha, int | float) and 0 <= self.renyi_alpha <= 1):
+            raise ConfigError(f"[train] renyi_alpha must be in [0, 1] (1: reverse KL); got "
+                              f"{self.renyi_alpha!r}.")
+        if self.samples_per_z < 2 and (self.renyi_alpha < 1 or self.forward_weight > 0):
+            raise ConfigError("[train] renyi_alpha < 1 and forward_weight > 0 normalize weights "
+                              f"per (z, T): set samples_per_z >= 2 (got {self.samples_per_z}).")
         if self.grad_clip_relative is not None and not (
                 isinstance(self.grad_clip_relative, int | float) and self.grad_clip_relative >= 1):
             raise ConfigError(f"[train] grad_clip_relative must be >= 1 (a multiple of the "

@@ -194,6 +194,7 @@ def build_model(config: RunConfig) -> BackmappingModel:
         backend=fc.backend, n_layers=fc.n_layers, hidden=fc.hidden, n_blocks=fc.n_blocks,
         n_bins=fc.n_bins, temperature_scaling=fc.temperature_scaling, tail_bound=fc.tail_bound,
         scale_tril=tril, circular_concentration=rho, circular_modes=modes,
+        scale_after_layers=fc.scale_after_layers,
     )
     return BackmappingModel(system, cg_map, flow, t_ref=t_ref,
                             t_range=(config.train.t_min, config.train.t_max))
@@ -240,6 +241,7 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     loss = ReverseKL(model, energy_cut=config.train.energy_cut,
                      path_gradient=config.train.path_gradient,
                      forward_weight=config.train.forward_weight,
+                     renyi_alpha=config.train.renyi_alpha,
                      group_size=config.train.samples_per_z)
     trainer = Trainer(model, loss, proposal, config.train, out_dir, progress=progress)
     start = time.perf_counter()

@@ -150,14 +150,26 @@ class Trainer:
             group["lr"] = lr
         return lr
 
+    def _recent_median_norm(self) -> float | None:
+        """Median gradient norm of the last 100 steps (None before step 20; non-finite
+        norms ignored)."""
+        recent = [g for g in self.metrics["grad_norm"][-100:] if math.isfinite(g)]
+        return float(torch.tensor(recent).median()) if len(recent) >= 20 else None
+
     def clip_threshold(self) -> float:
         """`grad_clip`, or `grad_clip_relative` x the median norm of the last 100 steps if
         lower (from step 20 on; non-finite norms ignored)."""
         c = self.config
-        recent = [g for g in self.metrics["grad_norm"][-100:] if math.isfinite(g)]
-        if c.grad_clip_relative is None or len(recent) < 20:
+        median = self._recent_median_norm()
+        if c.grad_clip_relative is None or median is None:
             return c.grad_clip
-        return min(c.grad_clip, c.grad_clip_relative * float(torch.tensor(recent).median()))
+        return min(c.grad_clip, c.grad_clip_relative * median)
+
+    def skip_threshold(self) -> float:
+        """Gradient norm above which the step is skipped: `grad_skip_relative` x the median
+        norm of the last 100 steps (inf when unset or before step 20)."""
+        factor, median = self.config.grad_skip_relative, self._recent_median_norm()
+        return math.inf if factor is None or median is None else factor * median
 
     def train_step(self) -> dict[str, float]:
         """One optimization step; returns its scalar metrics."""
@@ -175,10 +187,11 @@ class Trainer:
             self.z_proposal.observe(z.detach(), temps.detach(), out.log_w.reshape(c.n_z, -1))
         out.loss.backward()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        skip_above = self.skip_threshold()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip_threshold())
-        if torch.isfinite(grad_norm):
+        if torch.isfinite(grad_norm) and float(grad_norm) <= skip_above:
             self.optimizer.step()
-        else:
+        else:  # a non-finite gradient, or one batch far outside the recent norms
             self.skipped_steps += 1
         n_bad = out.n_nonfinite
         self.nonfinite_total += n_bad
