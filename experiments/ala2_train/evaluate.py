@@ -4,6 +4,11 @@ Usage: python experiments/ala2_train/evaluate.py MODEL [--temperatures 300 600] 
 
 For each temperature: the IS free energy on the grid (256 samples per point), the points with
 F < 4 kT (the model's own estimate), and the median and 10th percentile of their ESS.
+
+With --reference-dir DIR the populated points come instead from the replica-exchange
+reference DIR/remd_ref_<T>K.npz (experiments/ala2_reference; its 36 x 36 bins of 10 degrees,
+read at the 12 x 12 grid's points, which are bin centres): the set then does not depend on the
+model, so one extreme weight cannot shrink it.
 """
 
 from __future__ import annotations
@@ -11,11 +16,28 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from ccg.free_energy.surface import torsion_surface
 from ccg.io.model_file import load_model
+
+
+def _reference_populated(folder: Path, temperature: float, grid: int,
+                         cutoff_kt: float) -> torch.Tensor:
+    """[grid, grid] bool: reference F < cutoff at the grid points (bins of a 3x finer grid)."""
+    path = folder / f"remd_ref_{temperature:.0f}K.npz"
+    if not path.is_file():
+        raise SystemExit(f"No reference for {temperature:.0f} K: expected {path} (made by "
+                         "experiments/ala2_reference/run_remd.py).")
+    f_kt = np.load(path)["F_kT"]
+    if f_kt.shape != (3 * grid, 3 * grid):
+        raise SystemExit(f"Expected a {3 * grid} x {3 * grid} reference for a {grid} x {grid} "
+                         f"grid; got {f_kt.shape} in {path}.")
+    centres = f_kt[1::3, 1::3]
+    return torch.from_numpy(centres - centres.min() < cutoff_kt)
 
 
 def main() -> None:
@@ -28,6 +50,8 @@ def main() -> None:
     parser.add_argument("--cutoff-kt", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the table rows here")
+    parser.add_argument("--reference-dir", type=Path,
+                        help="take the populated points from DIR/remd_ref_<T>K.npz")
     args = parser.parse_args()
     model = load_model(args.model)
     rows = []
@@ -40,6 +64,9 @@ def main() -> None:
                                   generator=gen)
         ess = surface.estimates.ess.reshape(surface.shape)
         populated = surface.f_kt < args.cutoff_kt
+        if args.reference_dir is not None:
+            populated = _reference_populated(args.reference_dir, temperature, args.grid,
+                                             args.cutoff_kt)
         sel = ess[populated]
         row = {
             "temperature_k": temperature,
