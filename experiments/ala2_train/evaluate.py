@@ -40,6 +40,22 @@ def _reference_populated(folder: Path, temperature: float, grid: int,
     return torch.from_numpy(centres - centres.min() < cutoff_kt)
 
 
+def populated_ess(model, temperature: float, *, grid: int = 12, samples: int = 256,
+                  seed: int = 0, cutoff_kt: float = 4.0,
+                  reference_dir: Path | None = None) -> dict[str, float]:
+    """Median and 10th percentile of the per-point ESS over the populated grid points at one
+    temperature (K): {"populated", "median_ess", "p10_ess"}."""
+    surface = torsion_surface(model, temperature, n_grid=grid, n_samples=samples,
+                              generator=torch.Generator().manual_seed(seed))
+    ess = surface.estimates.ess.reshape(surface.shape)
+    populated = surface.f_kt < cutoff_kt
+    if reference_dir is not None:
+        populated = _reference_populated(reference_dir, temperature, grid, cutoff_kt)
+    sel = ess[populated]
+    return {"populated": int(populated.sum()), "median_ess": float(sel.median()),
+            "p10_ess": float(torch.quantile(sel, 0.1))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,22 +75,11 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for temperature in args.temperatures:
         start = time.perf_counter()
-        gen = torch.Generator().manual_seed(args.seed)
-        surface = torsion_surface(model, temperature, n_grid=args.grid, n_samples=args.samples,
-                                  generator=gen)
-        ess = surface.estimates.ess.reshape(surface.shape)
-        populated = surface.f_kt < args.cutoff_kt
-        if args.reference_dir is not None:
-            populated = _reference_populated(args.reference_dir, temperature, args.grid,
-                                             args.cutoff_kt)
-        sel = ess[populated]
-        row = {
-            "temperature_k": temperature,
-            "populated": int(populated.sum()),
-            "median_ess": float(sel.median()),
-            "p10_ess": float(torch.quantile(sel, 0.1)),
-            "eval_s": time.perf_counter() - start,
-        }
+        row = {"temperature_k": temperature,
+               **populated_ess(model, temperature, grid=args.grid, samples=args.samples,
+                               seed=args.seed, cutoff_kt=args.cutoff_kt,
+                               reference_dir=args.reference_dir),
+               "eval_s": time.perf_counter() - start}
         rows.append(row)
         print(f"| {temperature:.0f} | {row['populated']} | {row['median_ess']:.3f} | "
               f"{row['p10_ess']:.3f} | {row['eval_s']:.1f} |")

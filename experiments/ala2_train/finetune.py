@@ -5,7 +5,8 @@ Usage: python experiments/ala2_train/finetune.py MODEL --out DIR [--steps 400] [
        [--renyi-alpha 0.5]
 
 The run's own config (from the model file) with: `steps`, a cosine schedule from `lr` to
-lr / 10, and `renyi_alpha`. The adaptive z proposal restarts from uniform.
+lr / 10, and `renyi_alpha`. The adaptive z proposal restarts from uniform. Evaluated as
+evaluate.py does (its `populated_ess`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from __future__ import annotations
 import argparse
 
 import torch
+from evaluate import populated_ess
 
-from ccg.free_energy.surface import torsion_surface
 from ccg.io.model_file import load_model
 from ccg.train.config import RunConfig
 from ccg.train.losses import ReverseKL
@@ -43,12 +44,10 @@ def main() -> None:
                      group_size=train.samples_per_z)
     Trainer(model, loss, build_proposal(config, model), train, args.out, progress=False).run()
     for temperature in args.temperatures:
-        surface = torsion_surface(model, temperature, n_grid=12, n_samples=256,
-                                  generator=torch.Generator().manual_seed(0))
-        ess = surface.estimates.ess.reshape(surface.shape)[surface.f_kt < 4.0]
+        row = populated_ess(model, temperature)
         print(f"renyi_alpha {args.renyi_alpha}, {args.steps} steps at lr {args.lr}: "
-              f"{temperature:.0f} K, {ess.numel()} points, median ESS {float(ess.median()):.3f}, "
-              f"10th pct {float(torch.quantile(ess, 0.1)):.3f}")
+              f"{temperature:.0f} K, {row['populated']} points, median ESS "
+              f"{row['median_ess']:.3f}, 10th pct {row['p10_ess']:.3f}")
 
 
 if __name__ == "__main__":
