@@ -14,6 +14,7 @@ Units: kJ/mol, K, nm, rad.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -167,6 +168,9 @@ class BackmappingModel(torch.nn.Module):
         x, log_jac = self.cg_map.merge(z, r)
         energy, finite = safe_energy(self.system, x)
         finite = finite & torch.isfinite(log_q) & torch.isfinite(log_jac)
+        chiral = self.cg_map.r_chiral.to(r.device)
+        if bool(chiral.any()):  # a half-range t' outside [-pi, pi] is the mirror image
+            finite = finite & (r[:, chiral].abs() <= math.pi).all(dim=1)
         return FlowSamples(z, temperature, r, x, log_q, log_jac, energy, finite)
 
     def log_prob_x(self, x: torch.Tensor, temperature_k: torch.Tensor | float) -> torch.Tensor:

@@ -43,6 +43,33 @@ def test_single_minimum_torsions_are_concentrated_and_rotors_uniform():
     assert set(_circular_torsions(build_model(config)).values()) == {0.0}
 
 
+def test_linear_stiff_torsions_takes_omegas_and_chiral_torsions_off_the_circle():
+    """[flow] linear_stiff_torsions: the two ω (by the map, unwrapped around the reference) and
+    the chiral CB and HA torsions (by the flow) become real coordinates with a Gaussian base of
+    their harmonic width; only the methyl rotors stay circular, with their uniform base."""
+    config = RunConfig()
+    config.train.steps = 1
+    config.flow.linear_stiff_torsions = True
+    model = build_model(config)
+    rho = _circular_torsions(model)
+    assert len(rho) == 3 and set(rho.values()) == {0.0}, rho
+    atoms = [f"{a.residue.name}-{a.name}" for a in model.system.topology.atoms]
+    omegas = {tuple(atoms[a] for a in q) for q in model.cg_map.stiff_torsions}
+    assert omegas == {("ACE-CH3", "ACE-C", "ALA-N", "ALA-CA"),
+                      ("NME-C", "NME-N", "ALA-C", "ALA-CA")}
+    dims = [d for d, k in enumerate(model.cg_map.r_kinds) if k == "improper"]
+    chiral = torch.nonzero(model.cg_map.r_chiral).flatten().tolist()
+    assert len(dims) == 12 and len(chiral) == 2
+    assert not bool(model.flow.circular[dims + chiral].any())
+    widths = model.flow.standardize.scale[dims + chiral]
+    assert bool(((widths > 0.05) & (widths < 0.8)).all()), widths
+    # the chiral widths are the harmonic ones of the concentrated circular base
+    config.flow.linear_stiff_torsions = False
+    reference = build_model(config).flow.circular_concentration[chiral]
+    torch.testing.assert_close(widths[-2:], -torch.log(reference.to(widths.dtype)))
+    assert build_model(config).cg_map.stiff_torsions == []
+
+
 def test_concentrated_base_starts_closer_to_the_target():
     """At initialization (identity splines) the reverse-KL bound is lower with the concentrated
     base: the omega and chiral torsions start at their harmonic width."""

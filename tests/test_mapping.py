@@ -246,6 +246,43 @@ def test_torsion_map_declarations(tmap):
         [math.cos(0.3), math.sin(0.3), math.cos(-1.2), math.sin(-1.2)], dtype=torch.float64))
 
 
+OMEGA_1, OMEGA_2 = (1, 4, 6, 8), (18, 16, 14, 8)  # CH3-C-N-CA (ACE), C(NME)-N-C-CA
+
+
+def test_stiff_torsions_are_packed_as_real_coordinates(tmap, pdb, ref):
+    """stiff_torsions (the peptide ω here): kind "improper", not circular, unwrapped around
+    the reference; the cycle is exact, values beyond ±π from the reference merge to the same
+    structure, and the config rebuilds the same map."""
+    tm = TorsionMap(pdb.topology, {"phi": PHI, "psi": PSI}, ref, zmatrix=tmap.zmatrix,
+                    stiff_torsions=[OMEGA_1, OMEGA_2])
+    changed = [d for d in range(tm.n_r) if tm.r_kinds[d] != tmap.r_kinds[d]]
+    assert len(changed) == 2 and all(tmap.r_kinds[d] == "torsion" for d in changed)
+    assert [tm.r_kinds[d] for d in changed] == ["improper"] * 2
+    assert bool(tmap.r_circular[changed].all()) and not bool(tm.r_circular[changed].any())
+    assert int(tm.r_circular.sum()) == 3  # the methyl rotors
+    torch.testing.assert_close(  # same torsions as before, modulo 2π
+        torch.remainder(tm.r_reference - tmap.r_reference + math.pi, 2 * math.pi) - math.pi,
+        torch.zeros(tm.n_r, dtype=torch.float64), rtol=0, atol=1e-12)
+    n = 32
+    g = torch.Generator().manual_seed(3)
+    z = (2 * torch.rand(n, 2, generator=g, dtype=torch.float64) - 1) * math.pi
+    r = random_r(tm, n, seed=4)
+    x, lj = tm.merge(z, r)
+    _, r2, lj2 = tm.split(x)
+    torch.testing.assert_close(r2, r, rtol=0, atol=1e-10)  # packed range: no wrapping at all
+    torch.testing.assert_close(lj2, lj, rtol=1e-10, atol=0)
+    turned = r.clone()
+    turned[:, changed] += 2 * math.pi
+    torch.testing.assert_close(tm.merge(z, turned)[0], x, rtol=0, atol=1e-10)
+    rebuilt = map_from_config(json.loads(json.dumps(tm.config())), pdb.topology)
+    assert rebuilt.stiff_torsions == [OMEGA_1, OMEGA_2]
+    for a, b in zip(rebuilt.split(x), tm.split(x), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="not an entry of the Z-matrix"):
+        TorsionMap(pdb.topology, {"phi": PHI, "psi": PSI}, ref, zmatrix=tmap.zmatrix,
+                   stiff_torsions=[(0, 1, 2, 3)])
+
+
 def test_torsion_map_matches_mdtraj(pdb):
     traj = md.load(str(files("ccg") / "data" / "mdtraj_example_ala2.h5"))
     tm = torsion_map_for(traj.topology, ("phi", "psi"), pdb.xyz[0])

@@ -289,6 +289,50 @@ def test_relative_gradient_skip_leaves_the_parameters_alone(tmp_path):
     assert trainer.skip_threshold() == math.inf
 
 
+def test_parameter_average_is_the_ema_of_the_iterates_and_survives_resume(tmp_path):
+    """ema_decay: the averaged parameters are a_1 = p_1, a_k = d a_(k-1) + (1 - d) p_k over
+    the iterates p_k after each applied step (computed here by hand); the checkpoint keeps the
+    average, so a killed-and-resumed run ends with the same one; apply_average puts it into
+    the flow that is saved."""
+    decay = 0.9
+    config = _config("harmonic", steps=12, checkpoint_every=6, ema_decay=decay)
+    trainer = _trainer(config, tmp_path / "whole")
+    expected = None
+    for _ in range(config.train.steps):
+        trainer.train_step()
+        trainer.step += 1
+        iterate = [p.detach().clone() for p in trainer.model.flow.parameters()]
+        expected = iterate if expected is None else [
+            decay * a + (1 - decay) * p for a, p in zip(expected, iterate, strict=True)]
+        if trainer.step == 6:
+            trainer.save_checkpoint()
+    averaged = list(trainer.averages["flow"].module.parameters())
+    for a, e in zip(averaged, expected, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-14)
+    assert any(not torch.equal(a, p) for a, p in zip(averaged, iterate, strict=True))
+
+    resumed = _trainer(config, tmp_path / "whole", seed=99)
+    resumed.run(resume=True)
+    for a, e in zip(resumed.averages["flow"].module.parameters(), averaged, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-14)
+    resumed.apply_average()
+    for p, e in zip(resumed.model.flow.parameters(), averaged, strict=True):
+        torch.testing.assert_close(p, e, rtol=1e-12, atol=1e-14)
+
+
+def test_loss_rise_measures_a_lasting_jump_above_the_best_stretch(tmp_path):
+    """loss_rise: final 200-step mean minus the lowest 200-step mean, and where that stretch
+    ended; 0 for a run that ends at its best, or that is shorter than the window."""
+    trainer = _trainer(_config("harmonic"), tmp_path)
+    trainer.metrics["loss"] = [10.0] * 300 + [5.0] * 300 + [8.0] * 300
+    rise, step = trainer.loss_rise()
+    assert rise == pytest.approx(3.0) and step == 500  # the first all-5 window: 300..499
+    trainer.metrics["loss"] = [float(v) for v in torch.linspace(10.0, 1.0, 500)] + [math.nan]
+    assert trainer.loss_rise()[0] == pytest.approx(0.0, abs=1e-12)
+    trainer.metrics["loss"] = [3.0] * 50
+    assert trainer.loss_rise()[0] == 0.0
+
+
 @pytest.mark.parametrize(
     ("toml", "fragment"),
     [
@@ -296,6 +340,7 @@ def test_relative_gradient_skip_leaves_the_parameters_alone(tmp_path):
         ("[train]\nsteps = 3\nt_min = 0.0\n", "t_min must be a temperature > 0 K"),
         ("[train]\nsteps = 3\nt_max = -300.0\n", "t_max must be a temperature > 0 K"),
         ("[train]\nsteps = 3\nt_min = 600.0\nt_max = 300.0\n", "is above t_max"),
+        ("[train]\nsteps = 3\nema_decay = 1.0\n", "ema_decay must be in (0, 1)"),
     ],
 )
 def test_cli_rejects_bad_config_before_any_work(tmp_path, capsys, toml, fragment):

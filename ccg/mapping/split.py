@@ -10,6 +10,10 @@ as a carbonyl O, an amide H, or the second and third H of a methyl group) are st
 kind "improper", not circular, and packed unwrapped around their reference value,
 r = t_ref + wrap(t − t_ref) in [t_ref − π, t_ref + π), so a flow can model them as narrow
 real-valued coordinates (merge accepts any real value: torsions enter through cos and sin).
+Further torsions can be given the same treatment (`stiff_rows`): a map builder passes the
+torsions that are stiff with a single minimum by energy, such as peptide ω (see
+`ccg.train.run.build_model`), so that no flow models them on a circle, whose fixed point at ±π
+can trap a narrow peak on the wrong side.
 """
 
 from __future__ import annotations
@@ -37,11 +41,15 @@ class ICSplit(torch.nn.Module):
         bonds: the molecule's bonds as atom-index pairs; with `reference_torsions`, marks the
             improper-style torsions (see the module docstring). None: no improper kind.
         reference_torsions: [n_torsions] torsions of the reference structure (rad).
+        stiff_rows: further torsion indices (Z-matrix rows, neither z nor chiral) to pack like
+            the improper-style ones (kind "improper": not circular, unwrapped around the
+            reference); needs `reference_torsions`.
     """
 
     def __init__(self, zmatrix: ZMatrix, z_torsions: Sequence[int] = (), *,
                  bonds: Sequence[tuple[int, int]] | None = None,
-                 reference_torsions: torch.Tensor | None = None) -> None:
+                 reference_torsions: torch.Tensor | None = None,
+                 stiff_rows: Sequence[int] = ()) -> None:
         super().__init__()
         nt = zmatrix.n_torsions
         z_t = [int(t) for t in z_torsions]
@@ -53,10 +61,15 @@ class ICSplit(torch.nn.Module):
         self.n_r = self.n_bonds + self.n_angles + len(r_t)
         self.n_chiral = sum(t in signs for t in r_t)
         bonded = {frozenset((int(a), int(b))) for a, b in (bonds or ())}
+        extra = {int(t) for t in stiff_rows}
+        bad = sorted(t for t in extra if t not in r_t or t in signs)
+        if bad or (extra and reference_torsions is None):
+            raise ValueError(f"stiff_rows must be r torsions (not z, not chiral) of a layout with "
+                             f"reference torsions; got rows {bad or sorted(extra)}.")
         stiff = {
             t for t in r_t
             if t not in signs and reference_torsions is not None
-            and frozenset((zmatrix.rows[t][1], zmatrix.rows[t][3])) in bonded
+            and (t in extra or frozenset((zmatrix.rows[t][1], zmatrix.rows[t][3])) in bonded)
         }
         self.r_kinds = ["bond"] * self.n_bonds + ["angle"] * self.n_angles + [
             "improper" if t in stiff else "torsion" for t in r_t]

@@ -53,6 +53,10 @@ class TorsionMap(CGMap):
         reference_xyz: reference structure [n_atoms, 3] nm (array, tensor or a Trajectory):
             fixes the chirality signs and `r_reference`.
         zmatrix: a prebuilt ZMatrix (from a config); default built from the topology.
+        stiff_torsions: atom quadruples of r torsions (Z-matrix entries, not chiral) to model
+            as real coordinates unwrapped around the reference, like the improper-style ones
+            (kind "improper", not circular; see `ccg.mapping.split`): torsions that are stiff
+            with a single minimum, such as peptide ω.
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class TorsionMap(CGMap):
         reference_xyz: Any,
         *,
         zmatrix: ZMatrix | None = None,
+        stiff_torsions: Sequence[Sequence[int]] = (),
     ) -> None:
         super().__init__()
         n = topology.n_atoms
@@ -83,11 +88,20 @@ class TorsionMap(CGMap):
             if not hits:
                 raise ValueError(f"Torsion {name}={q} is not an entry of the Z-matrix.")
             z_index.append(hits[0])
+        self.stiff_torsions = [tuple(int(a) for a in q) for q in stiff_torsions]
+        stiff_rows = []
+        for q in self.stiff_torsions:
+            hits = [t for t, row in enumerate(zm.rows) if row in (q, q[::-1])]
+            if not hits:
+                raise ValueError(f"stiff torsion {q} is not an entry of the Z-matrix; give "
+                                 "quadruples from zmatrix.rows.")
+            stiff_rows.append(hits[0])
         self.zmatrix = zm
         with torch.no_grad():
             ic_ref, _ = zm(ref[None])
         bonds = [(a.index, b.index) for a, b in topology.bonds]
-        self.layout = ICSplit(zm, z_index, bonds=bonds, reference_torsions=ic_ref.torsions[0])
+        self.layout = ICSplit(zm, z_index, bonds=bonds, reference_torsions=ic_ref.torsions[0],
+                              stiff_rows=stiff_rows)
         self.torsion_names = names
         self.torsion_atoms = quads
         self._reference_xyz = ref
@@ -145,13 +159,15 @@ class TorsionMap(CGMap):
                                                     strict=True)},
             "reference_xyz": self._reference_xyz.tolist(),
             "zmatrix": self.zmatrix.config(),
+            "stiff_torsions": [list(q) for q in self.stiff_torsions],
         }
 
     @classmethod
     def _from_config(cls, cfg: dict, topology: Any) -> TorsionMap:
         _check_topology(topology, cfg["n_atoms"], "TorsionMap")
         return cls(topology, {n: tuple(q) for n, q in cfg["torsions"].items()},
-                   cfg["reference_xyz"], zmatrix=ZMatrix.from_config(cfg["zmatrix"]))
+                   cfg["reference_xyz"], zmatrix=ZMatrix.from_config(cfg["zmatrix"]),
+                   stiff_torsions=[tuple(q) for q in cfg.get("stiff_torsions", [])])
 
 
 def _check_topology(topology: Any, n_atoms: int, what: str) -> None:

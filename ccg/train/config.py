@@ -95,6 +95,13 @@ class FlowConfig:
     """Stiff circular dims with a second minimum behind a barrier (a peptide ω's cis state,
     found by `ccg.train.base_modes.second_minima`) get a second base component there, weighted
     by its harmonic population at each temperature (needs `concentrate_circular`)."""
+    linear_stiff_torsions: bool = False
+    """Torsion maps: model the torsions that are stiff with a single minimum at the reference
+    structure (a ±120° turn costs > 4 k_BT both ways: the peptide ω, the chiral CB and HA
+    torsions) as real coordinates with a Gaussian base of their harmonic width, like the
+    improper-style ones, instead of on the circle (ccg.train.run.build_model). On the circle a
+    narrow peak can be pushed against a spline's fixed point at ±π by one bad step and stay
+    there, tens of degrees off its minimum."""
     correlated_base: bool = False
     """Correlate bonds/angles/impropers by the harmonic covariance at the reference structure
     (off by default: it did not measurably help a 20-minute alanine dipeptide run)."""
@@ -161,13 +168,16 @@ class TrainConfig:
     """1: the reverse KL. Below 1, the Rényi bound of order alpha: each (z, T) group's samples
     weighted by w^(1 - alpha), normalized (ccg.train.losses.ReverseKL); mass-covering towards
     alpha = 0, at no extra cost per step."""
+    ema_decay: float | None = None
+    """Keep an exponential moving average of the flow's parameters with this decay per step
+    (e.g. 0.999: a horizon of ~1000 steps) and save it as the model instead of the last
+    iterate; the checkpoint keeps both, so a resumed run continues the average."""
     energy_cut: float = 100.0
     """beta U more than this (k_BT) above the reference structure's beta U_ref is softened
     (linear-then-log) in the loss; physical energies are far below it (see EnergyCut)."""
     max_nonfinite_fraction: float = 0.1
     """Abort when the running (20-step) fraction of non-finite samples exceeds this."""
     checkpoint_every: int = 200
-    eval_every: int = 100
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
@@ -208,7 +218,7 @@ class TrainConfig:
             raise ConfigError(
                 f"[train] anneal_fraction must be in [0, 1]; got {self.anneal_fraction}."
             )
-        for name in ("n_z", "samples_per_z", "checkpoint_every", "eval_every"):
+        for name in ("n_z", "samples_per_z", "checkpoint_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"[train] {name} must be a positive integer; got {value!r}.")
@@ -220,6 +230,10 @@ class TrainConfig:
                 isinstance(self.grad_skip_relative, int | float) and self.grad_skip_relative > 1):
             raise ConfigError(f"[train] grad_skip_relative must be > 1 (a multiple of the median "
                               f"gradient norm) or absent; got {self.grad_skip_relative!r}.")
+        if self.ema_decay is not None and not (
+                isinstance(self.ema_decay, int | float) and 0 < self.ema_decay < 1):
+            raise ConfigError(f"[train] ema_decay must be in (0, 1) (e.g. 0.999) or absent; "
+                              f"got {self.ema_decay!r}.")
         if not (isinstance(self.renyi_alpha, int | float) and 0 <= self.renyi_alpha <= 1):
             raise ConfigError(f"[train] renyi_alpha must be in [0, 1] (1: reverse KL); got "
                               f"{self.renyi_alpha!r}.")

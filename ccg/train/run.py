@@ -21,6 +21,9 @@ from ccg.train.config import RunConfig
 
 # Typical widths at 300 K of the fast internal coordinates (harmonic estimate sqrt(kT / k) for
 # amber-like force constants); the flow's base scales them by sqrt(T / 300 K).
+LOSS_RISE_WARNING = 2.0
+"""nats: `ccg train` warns when the final 200-step mean loss is this far above the run's best."""
+
 _WIDTH_300K = {"bond": 0.0035, "angle": 0.07, "improper": 0.2, "torsion": 1.0, "coord": 1.0}
 
 
@@ -166,22 +169,51 @@ def reference_hessian(cg_map, system) -> torch.Tensor:
     return torch.autograd.functional.hessian(energy_of_r, r0[0]).detach()
 
 
+def stiff_torsions(cg_map, system, t_ref: float) -> list[tuple[int, ...]]:
+    """Atom quadruples of the circular (not chiral) r torsions of a `TorsionMap` that are stiff
+    with a single minimum at the reference structure: those `circular_concentration` gives a
+    concentrated base (a ±2π/3 turn costs more than 4 k_B T_ref both ways), e.g. peptide ω."""
+    rho = circular_concentration(cg_map, system, t_ref, cg_map.r_circular)
+    if rho is None:
+        return []
+    layout = cg_map.layout
+    first_torsion = layout.n_bonds + layout.n_angles
+    rows = layout._r_index[torch.nonzero(rho > 0).flatten() - first_torsion]
+    return [cg_map.zmatrix.rows[int(t)] for t in rows]
+
+
 def build_model(config: RunConfig) -> BackmappingModel:
     """System + map + a freshly initialized flow, as configured."""
     from ccg.flows import build_flow
+    from ccg.mapping import TorsionMap
 
     config.validate()
     system = build_system(config)
     cg_map = build_map(config, system)
     t_ref = config.train.reference_temperature
     fc = config.flow
+    linear_stiff = fc.linear_stiff_torsions and isinstance(cg_map, TorsionMap)
+    if linear_stiff:  # the peptide omegas: unwrapped around the reference by the map
+        quads = stiff_torsions(cg_map, system, t_ref)
+        if quads:
+            named = dict(zip(cg_map.torsion_names, cg_map.torsion_atoms, strict=True))
+            cg_map = TorsionMap(system.topology, named, system.reference_positions,
+                                zmatrix=cg_map.zmatrix, stiff_torsions=quads)
     # Chirality-constrained torsions live on [-pi, pi) like the free ones: the flow keeps them
     # inside it, so every sample has the reference chirality (both ends are the planar,
-    # high-energy configuration).
+    # high-energy configuration). With linear_stiff_torsions they are real coordinates instead,
+    # ~20 harmonic widths from either end; a sample beyond one would have the mirror
+    # chirality and is excluded as non-finite (BackmappingModel.sample).
     circular = cg_map.r_circular | cg_map.r_chiral
     loc = cg_map.r_reference
     if _is_analytic(system):
         loc = _conditional_moments(system, t_ref)[0]
+    scale = base_scale(cg_map, t_ref, system)
+    if linear_stiff:  # the stiff chiral torsions: real coordinates t' with a Gaussian base
+        rho = circular_concentration(cg_map, system, t_ref, circular)
+        linear = cg_map.r_chiral & (rho > 0)
+        scale = torch.where(linear, -torch.log(rho.clamp_min(1e-12)), scale)
+        circular = circular & ~linear
     tril = harmonic_scale_tril(cg_map, system, t_ref, ~circular) if fc.correlated_base else None
     rho = circular_concentration(cg_map, system, t_ref, circular) if fc.concentrate_circular \
         else None
@@ -190,7 +222,7 @@ def build_model(config: RunConfig) -> BackmappingModel:
         found = second_minima(cg_map, system, t_ref, rho > 0, circular)
         modes = [[m.dim, m.offset, m.energy_kt, m.log_ratio] for m in found] or None
     flow = build_flow(
-        cg_map.n_r, cg_map.cg_feature_dim + 1, circular, loc, base_scale(cg_map, t_ref, system),
+        cg_map.n_r, cg_map.cg_feature_dim + 1, circular, loc, scale,
         backend=fc.backend, n_layers=fc.n_layers, hidden=fc.hidden, n_blocks=fc.n_blocks,
         n_bins=fc.n_bins, temperature_scaling=fc.temperature_scaling, tail_bound=fc.tail_bound,
         scale_tril=tril, circular_concentration=rho, circular_modes=modes,
@@ -254,7 +286,10 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
         "final_loss": trainer.metrics["loss"][-1] if trainer.metrics["loss"] else None,
         "final_ess": trainer.metrics["ess"][-1] if trainer.metrics["ess"] else None,
         "kT_ref_kjmol": KB_KJMOL_PER_K * model.t_ref,
+        "ema_decay": config.train.ema_decay,
     }
+    summary["loss_rise_from_best"], summary["best_loss_step"] = trainer.loss_rise()
+    trainer.apply_average()
     model.flow.eval()
     save_model(out / "model.pt", model, metrics=summary, run_config=config.to_dict())
     plot_training(trainer.metrics, trainer.band_ess, out / "training.png",
@@ -317,6 +352,11 @@ def train_command(args: argparse.Namespace) -> int:
     print(f"done: {summary['steps']} steps in {summary['train_time_s']:.0f} s, final loss "
           f"{summary['final_loss']:.3f}, per-z ESS {summary['final_ess']:.2f}, "
           f"{summary['nonfinite_samples']} non-finite samples excluded")
+    if summary["loss_rise_from_best"] > LOSS_RISE_WARNING:
+        print(f"warning: the loss ended {summary['loss_rise_from_best']:.1f} nats above its best "
+              f"(200-step means; best up to step {summary['best_loss_step']}). The flow has "
+              "probably jumped into a wrong state and stayed there, which the ESS cannot show: "
+              "look at its samples, and train again with another --seed.")
     print(f"model:   {out / 'model.pt'}")
     print(f"metrics: {out / 'metrics.json'}")
     print(f"plot:    {out / 'training.png'}")

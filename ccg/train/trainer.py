@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from ccg.io.atomic import atomic_torch_save, atomic_write_text
@@ -69,6 +70,11 @@ class Trainer:
         self.cg_map_to_device()
         params = [p for m in self.modules.values() for p in m.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.averages: dict[str, AveragedModel] = {}
+        if config.ema_decay is not None:  # PyTorch's own EMA of the parameters (not buffers)
+            ema = get_ema_multi_avg_fn(config.ema_decay)
+            self.averages = {k: AveragedModel(m, multi_avg_fn=ema, use_buffers=False)
+                             for k, m in self.modules.items()}
         self.t_sampler = TemperatureSampler(
             config.t_min, config.t_max, config.t_sampling, config.anneal_fraction,
             values=config.t_values,
@@ -101,6 +107,7 @@ class Trainer:
             "elapsed_s": self.elapsed_s,
             "modules": {k: m.state_dict() for k, m in self.modules.items()},
             "optimizer": self.optimizer.state_dict(),
+            "averages": {k: a.state_dict() for k, a in self.averages.items()},
             "generator": self.generator.get_state(),
             "metrics": self.metrics,
             "band_ess": self.band_ess,
@@ -120,6 +127,8 @@ class Trainer:
             for name, module in self.modules.items():
                 module.load_state_dict(state["modules"][name])
             self.optimizer.load_state_dict(state["optimizer"])
+            for name, average in self.averages.items():
+                average.load_state_dict(state["averages"][name])
         except (KeyError, RuntimeError, EOFError) as err:
             raise TrainingError(
                 f"Checkpoint {path} does not match this run ({err}). Use the same config as the "
@@ -191,6 +200,8 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip_threshold())
         if torch.isfinite(grad_norm) and float(grad_norm) <= skip_above:
             self.optimizer.step()
+            for name, average in self.averages.items():
+                average.update_parameters(self.modules[name])
         else:  # a non-finite gradient, or one batch far outside the recent norms
             self.skipped_steps += 1
         n_bad = out.n_nonfinite
@@ -247,6 +258,30 @@ class Trainer:
         self.write_metrics()
         return self.metrics
 
+    def apply_average(self) -> None:
+        """Copy the moving averages of the parameters (`ema_decay`) into the live modules, for
+        saving the averaged model; a no-op without `ema_decay`. The checkpoint keeps the last
+        iterate: call this after the final `save_checkpoint`."""
+        with torch.no_grad():
+            for name, average in self.averages.items():
+                live = list(self.modules[name].parameters())
+                for param, averaged in zip(live, average.module.parameters(), strict=True):
+                    param.copy_(averaged)
+
+    def loss_rise(self, window: int = 200) -> tuple[float, int]:
+        """How far the mean loss of the last `window` steps lies above the lowest mean of any
+        `window` consecutive steps of the run (nats; 0 when the run ends at its best), and the
+        step where that lowest stretch ended. A rise of several nats that lasts to the end is
+        the signature of a flow that jumped into a wrong state and stayed (a collapse), which
+        the per-(z, T) ESS cannot show. (0.0, step) for runs shorter than `window`."""
+        losses = torch.tensor(self.metrics["loss"], dtype=torch.float64)
+        losses = losses[torch.isfinite(losses)]
+        if len(losses) < window:
+            return 0.0, self.step
+        means = losses.unfold(0, window, 1).mean(1)
+        best = int(torch.argmin(means))
+        return float(means[-1] - means[best]), best + window
+
     def write_metrics(self) -> Path:
         path = self.out_dir / "metrics.json"
         summary = {
@@ -255,6 +290,7 @@ class Trainer:
             "nonfinite_samples": self.nonfinite_total,
             "skipped_steps": self.skipped_steps,
             "batch_size": self.config.n_z * self.config.samples_per_z,
+            "loss_rise_from_best": self.loss_rise()[0],
         }
         payload = {"summary": summary, "history": self.metrics, "band_ess": self.band_ess}
         atomic_write_text(path, json.dumps(payload))
