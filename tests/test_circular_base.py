@@ -28,6 +28,7 @@ def _circular_torsions(model) -> dict[str, float]:
 def test_single_minimum_torsions_are_concentrated_and_rotors_uniform():
     config = RunConfig()
     config.train.steps = 1
+    config.flow.linear_stiff_torsions = False  # the stiff torsions on the circle
     rho = _circular_torsions(build_model(config))
     stiff = {"NME-C around NME-N-ALA-C", "ACE-CH3 around ACE-C-ALA-N",  # peptide omegas
              "ALA-CB around ALA-CA-ALA-N", "ALA-HA around ALA-CA-ALA-N"}  # chiral torsions
@@ -80,6 +81,7 @@ def test_concentrated_base_starts_closer_to_the_target():
     for concentrate in (True, False):
         config = RunConfig()
         config.train.steps = 1
+        config.flow.linear_stiff_torsions = False  # the stiff torsions on the circle
         config.flow.concentrate_circular = concentrate
         model = build_model(config)
         with torch.no_grad():
@@ -124,6 +126,7 @@ def test_second_minima_are_the_cis_peptide_states_with_their_openmm_energies(cap
 
     config = RunConfig()
     config.train.steps = 1
+    config.flow.linear_stiff_torsions = False  # the cis states live on the circle
     config.flow.circular_modes = True
     system = alanine_dipeptide()
     cg_map = build_map(config, system)

@@ -196,7 +196,11 @@ def test_logdet_matches_autograd_jacobian(entry_name, direction):
             lambda row, i=i: fn(row[None], ctx[i : i + 1])[0][0], x[i]
         )
         expected = torch.linalg.slogdet(jac).logabsdet
-        assert abs(ld[i].item() - expected.item()) < 1e-8, (i, ld[i].item(), expected.item())
+        # slogdet of the composed Jacobian loses ~eps * cond(J) (cond reaches 3e7 where a flow
+        # meets a point 10 boxes into the tails; its error there was 8e-9 here, 1.4e-8 in CI);
+        # each layer alone agrees to 1e-12
+        tol = max(1e-8, 64 * torch.finfo(jac.dtype).eps * torch.linalg.cond(jac).item())
+        assert abs(ld[i].item() - expected.item()) < tol, (i, ld[i].item(), expected.item(), tol)
 
 
 def test_every_parameter_gets_a_gradient(entry_name):

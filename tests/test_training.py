@@ -341,6 +341,8 @@ def test_loss_rise_measures_a_lasting_jump_above_the_best_stretch(tmp_path):
         ("[train]\nsteps = 3\nt_max = -300.0\n", "t_max must be a temperature > 0 K"),
         ("[train]\nsteps = 3\nt_min = 600.0\nt_max = 300.0\n", "is above t_max"),
         ("[train]\nsteps = 3\nema_decay = 1.0\n", "ema_decay must be in (0, 1)"),
+        ("[flow]\ncircular_modes = true\nlinear_stiff_torsions = true\n[train]\nsteps = 3\n",
+         "set linear_stiff_torsions = false"),
     ],
 )
 def test_cli_rejects_bad_config_before_any_work(tmp_path, capsys, toml, fragment):
