@@ -1,9 +1,10 @@
 """Relative cost of one training step for settings that change it, measured side by side.
 
-Usage: python experiments/ala2_train/step_costs.py [--repeats 6]
+Usage: python experiments/ala2_train/step_costs.py [--repeats 6] [--only "4 layers" ...]
 
 Builds one trainer per setting in one process and times their steps interleaved, so the
-host's noise cancels in the ratios (printed against the 8-layer, B = 1024 step).
+host's noise cancels in the ratios (printed against the first setting timed: the 8-layer,
+B = 1024 step unless `--only` names others).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ SETTINGS = {
     "8 layers, B = 512": ({"n_layers": 8}, {"samples_per_z": 8}),
     "8 layers, path gradient": ({"n_layers": 8}, {"path_gradient": True}),
     "4 layers, forward_weight 1": ({"n_layers": 4}, {"forward_weight": 1.0}),
+    "4 layers, scale_after_layers": ({"n_layers": 4, "scale_after_layers": True}, {}),
 }
 
 
@@ -74,13 +76,17 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=6)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", nargs="+", choices=sorted(SETTINGS), metavar="SETTING",
+                        help="time only these settings (the first is the baseline of the ratios); "
+                             f"choices: {', '.join(SETTINGS)}")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    names = args.only or list(SETTINGS)
     with tempfile.TemporaryDirectory() as out:
-        trainers = {name: _trainer(f, t, out) for name, (f, t) in SETTINGS.items()}
+        trainers = {name: _trainer(*SETTINGS[name], out) for name in names}
         seconds = time_interleaved({name: tr.train_step for name, tr in trainers.items()},
                                    args.repeats)
-    print_ratios(seconds, "8 layers", "setting")
+    print_ratios(seconds, names[0], "setting")
 
 if __name__ == "__main__":
     main()
