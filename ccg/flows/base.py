@@ -165,7 +165,9 @@ class ConditionalFlow(nn.Module, abc.ABC):
         n_bins: spline bins.
         temperature_scaling: scale the base width of linear dims by exp(ctx[:, -1] / 2).
         scale_after_layers: with `temperature_scaling`, apply that factor to the linear dims
-            after the layers (base N(0, 1)) instead of in the base.
+            after the layers (base N(0, 1)) instead of in the base. False here, so that model
+            files written before the option existed rebuild as trained; `ccg train` sets it
+            (ccg.train.config.FlowConfig).
         tail_bound: spline interval half-width on linear dims, in standardized units.
         scale_tril: optional [n_lin, n_lin] lower-triangular factor correlating the linear dims
             at T_ref (replaces diag(scale); n_lin = number of non-circular dims, in order).
