@@ -207,6 +207,7 @@ def add_parser(sub) -> None:
                    help="relax each frame with OpenMM, holding the CG coordinates fixed")
     p.add_argument("--chunk", type=int, default=1024, help="CG frames per chunk")
     p.add_argument("--out", required=True, help="output trajectory (.pdb, .dcd, .xtc, .h5)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -227,7 +228,8 @@ def run(args: argparse.Namespace) -> int:
             for chunk in backmap_frames(model, z.to(torch.float32), args.temperature,
                                         samples_per_frame=args.samples_per_frame,
                                         select=args.select, seed=args.seed,
-                                        chunk_frames=args.chunk, progress=True):
+                                        chunk_frames=args.chunk,
+                                        progress=not args.no_progress):
                 if args.minimize:
                     chunk["xyz"] = minimize_keeping_cg(model, chunk["xyz"])
                     energy = model.system.energy(torch.as_tensor(chunk["xyz"], dtype=torch.float64))

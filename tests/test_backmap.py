@@ -124,12 +124,13 @@ def test_bad_inputs_write_nothing(models, tmp_path, capsys):
     assert written == ["frames.dcd", "nan.csv", "wrong.pdb"]
 
 
-def test_degrees_table(models, tmp_path):
+def test_degrees_table(models, tmp_path, capsys):
     table = tmp_path / "z.csv"
     table.write_text("-80,150\n-70,-40\n")
     out = tmp_path / "atoms.pdb"
     assert main(["backmap", str(models["phi-psi"]), "--cg", str(table), "--degrees",
-                 "--temperature", "300", "--out", str(out)]) == 0
+                 "--temperature", "300", "--out", str(out), "--no-progress"]) == 0
+    assert "%|" not in capsys.readouterr().err
     traj = mdtraj.load(str(out))
     np.testing.assert_allclose(np.degrees(mdtraj.compute_phi(traj)[1][:, 0]), [-80, -70],
                                atol=0.2)

@@ -143,14 +143,16 @@ def test_free_energy_command_evaluates_a_cg_model(torsion_cg_model, tmp_path, ca
               "--out", str(tmp_path / "hot.npz")])
 
 
-def test_simulate_writes_cg_frames_that_backmap_reads(torsion_cg_model, tmp_path):
+def test_simulate_writes_cg_frames_that_backmap_reads(torsion_cg_model, tmp_path, capsys):
     from ccg.backmap import read_cg_input
 
     path, model = torsion_cg_model
     for name in ("cg.npy", "cg.csv"):
         out = tmp_path / name
+        quiet = ["--no-progress"] if name == "cg.csv" else []
         assert main(["simulate", str(path), "--temperature", "300", "--steps", "40",
-                     "--walkers", "3", "--save-every", "10", "--out", str(out)]) == 0
+                     "--walkers", "3", "--save-every", "10", "--out", str(out), *quiet]) == 0
+        assert ("%|" in capsys.readouterr().err) == (not quiet)
         table = np.load(out) if name.endswith("npy") else np.loadtxt(out, delimiter=",")
         assert table.shape == (12, 2) and np.all(np.abs(table) <= math.pi)
 

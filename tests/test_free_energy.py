@@ -105,8 +105,9 @@ def test_grid_centers_and_order():
         grid_centers(1)
 
 
-def test_free_energy_command_on_a_torsion_model(tmp_path):
-    """`ccg free-energy` writes the documented npz layout and a plot, atomically."""
+def test_free_energy_command_on_a_torsion_model(tmp_path, capsys):
+    """`ccg free-energy` writes the documented npz layout and a plot, atomically; its progress
+    bar goes to stderr and `--no-progress` silences it."""
     import numpy as np
 
     from ccg.cli import main
@@ -130,6 +131,10 @@ def test_free_energy_command_on_a_torsion_model(tmp_path):
     np.testing.assert_allclose(data["grid"][0], grid_centers(4).numpy())
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fes.npz", "fes.png", "model.pt"]
+    assert "%|" in capsys.readouterr().err
+    assert main(["free-energy", str(tmp_path / "model.pt"), "--temperature", "300", "--grid",
+                 "4", "--samples", "8", "--out", str(out), "--no-progress"]) == 0
+    assert "%|" not in capsys.readouterr().err
     missing = main(["free-energy", str(tmp_path / "model.pt"), "--temperature", "300",
                     "--out", str(tmp_path / "nope" / "fes.npz")])
     assert missing == 2

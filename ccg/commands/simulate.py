@@ -35,6 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="cg.npy, cg.csv, or (bead maps) cg.dcd/.h5/...")
     p.add_argument("--top", help="bead maps with coordinate-only formats: also write the CG "
                    "topology (PDB) here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     result = simulate(cg_model, _start(cg_model, args.walkers, gen), args.temperature,
                       args.steps, dt_ps=args.dt, diffusion=args.diffusion,
                       save_every=args.save_every, metropolis=not args.no_metropolis,
-                      generator=gen, progress=True)
+                      generator=gen, progress=not args.no_progress)
     table = result.flat().detach().cpu().numpy()
     if suffix == ".npy":
         with atomic_path(out) as tmp, open(tmp, "wb") as fh:

@@ -43,6 +43,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="fes.npz", help="output npz")
     p.add_argument("--plot", help="also write a PNG (surface for 2-D, profile for 1-D)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -67,13 +68,14 @@ def run(args: argparse.Namespace) -> int:
 
         z = read_cg_frames(args.frames, model.cg_map, model.system, top=args.top)
         est = estimate_free_energy(model, z.float(), args.temperature, n_samples=args.samples,
-                                   mean_force=True, generator=gen, progress=True)
+                                   mean_force=True, generator=gen,
+                                   progress=not args.no_progress)
         arrays = {"F_kT": est.beta_f - est.beta_f.min(), "z": z}
         shape = lambda values: values  # noqa: E731  (per frame: nothing to reshape)
     else:
         surface = torsion_surface(model, args.temperature, n_grid=args.grid,
                                   n_samples=args.samples, mean_force=True, generator=gen,
-                                  progress=True)
+                                  progress=not args.no_progress)
         est = surface.estimates
         arrays = {"F_kT": surface.f_kt, "grid": surface.grid}
         shape = surface.reshape
