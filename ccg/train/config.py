@@ -88,8 +88,8 @@ class FlowConfig:
     """Widen linear dims by sqrt(T / T_ref) after the coupling layers instead of in the base,
     so the splines act in units of each temperature's harmonic width (ccg.flows.base). With
     linear_stiff_torsions it trained stably and raised alanine dipeptide's 600 K median ESS
-    from 0.40 to 0.66-0.72 in 20 minutes (two seeds); with ω on the circle three of six runs
-    had collapsed (experiments/ala2_train)."""
+    from 0.40 to 0.64-0.72 in 20 minutes (three runs, two seeds); with ω on the circle three of
+    six runs had collapsed (experiments/ala2_train)."""
     concentrate_circular: bool = True
     """Stiff single-minimum circular dims (peptide ω, chiral half-range torsions) get a
     wrapped-Cauchy base of their harmonic width instead of a uniform one (see
