@@ -13,6 +13,7 @@ grid and temperature_k work (e.g. a plain-MD ref_*.npz against a REMD remd_ref_*
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -42,6 +43,17 @@ def phi_positive_population(f: np.ndarray, grid: np.ndarray) -> float:
     return float(p[grid[0] > 0].sum() / p.sum())
 
 
+def offsets_by_phi_sign(f_a: np.ndarray, f_b: np.ndarray, mask: np.ndarray,
+                        grid: np.ndarray) -> dict[str, tuple[float, int]]:
+    """Mean of f_a - f_b (after the best constant shift over `mask`) on the phi < 0 and
+    phi > 0 bins of `mask`, with their counts: where one side's free energy is off."""
+    sel = mask & np.isfinite(f_a) & np.isfinite(f_b)
+    diff = f_a - f_b - (f_a[sel] - f_b[sel]).mean()
+    positive = np.broadcast_to(grid[0][:, None] > 0, f_a.shape)
+    return {name: (float(diff[sel & side].mean()), int((sel & side).sum()))
+            for name, side in (("phi < 0", ~positive), ("phi > 0", positive))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,6 +64,10 @@ def main() -> None:
     parser.add_argument("--ref-label", default="MD reference")
     parser.add_argument("--model-label", default="ccg")
     args = parser.parse_args()
+    for path in (args.fes, args.reference):
+        if not Path(path).is_file():
+            raise SystemExit(f"{path}: no such file (expected an npz from `ccg free-energy` "
+                             "or from experiments/ala2_reference/analyze.py)")
     model, ref = np.load(args.fes), np.load(args.reference)
     if model["F_kT"].shape != ref["F_kT"].shape:
         raise SystemExit(f"grid mismatch: {model['F_kT'].shape} vs {ref['F_kT'].shape}; use "
@@ -66,6 +82,9 @@ def main() -> None:
           f"KL(ref || {args.model_label}) {kl:.4f}, phi > 0 population ref "
           f"{100 * phi_positive_population(f_ref, ref['grid']):.2f} %, {args.model_label} "
           f"{100 * phi_positive_population(f_model, ref['grid']):.2f} %")
+    sides = offsets_by_phi_sign(f_model, f_ref, f_ref < args.cutoff_kt, ref["grid"])
+    print("  mean F offset after the shift: " + ", ".join(
+        f"{name} {offset:+.3f} kT ({count} bins)" for name, (offset, count) in sides.items()))
     if args.plot:
         import matplotlib
 
