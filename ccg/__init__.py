@@ -1,10 +1,177 @@
 """ccg: invertible ("cycle") coarse graining of molecules with conditional normalizing flows.
 
-Units throughout: positions in nm, energies in kJ/mol, temperatures in K, angles in rad.
+The public API: everything a user, an experiment or the documentation needs is importable from
+here (`ccg.__all__`); the subpackages are the implementation. Units throughout: positions in
+nm, energies in kJ/mol, temperatures in K, angles in rad.
+
+    import ccg
+    model, summary = ccg.train(ccg.RunConfig(), "runs/demo")      # data-free, from the force field
+    model = ccg.load_model("runs/demo/model.pt")
+    est = ccg.estimate_free_energy(model, z, 300.0)                  # beta F(z), errors, ESS
 """
 
-__version__ = "0.1.0"
-
+from ccg._version import __version__
+from ccg.backmapping import BackmapResult, backmap, backmap_to_file, minimize_keeping_cg
 from ccg.constants import KB_KJMOL_PER_K, beta_from_temperature
+from ccg.cycle import Cycle, CycleConfig, run_cycle
+from ccg.errors import CCGError, ConfigError, ModelFileError, TrainingError
+from ccg.flows import FLOW_BACKENDS, ConditionalFlow, FlowConfig, build_flow, make_context
+from ccg.free_energy.cg_model import FreeEnergyModel
+from ccg.free_energy.estimators import PointEstimates, estimate_free_energy
+from ccg.free_energy.fit import FitConfig, ObservableSet, fit_free_energy_model
+from ccg.free_energy.langevin import LangevinResult, default_start, simulate
+from ccg.free_energy.plots import plot_free_energy
+from ccg.free_energy.surface import (
+    Surface,
+    cg_model_arrays,
+    free_energy_arrays,
+    free_energy_surface,
+    grid_points,
+    save_free_energy,
+)
+from ccg.io.cg_model_file import file_kind, load_cg_model, save_cg_model
+from ccg.io.model_file import load_model, save_model
+from ccg.io.trajectories import (
+    TrajectoryWriter,
+    load_trajectory,
+    read_cg_frames,
+    read_cg_input,
+    write_cg_frames,
+)
+from ccg.mapping import (
+    CG_MAPS,
+    AtomSubsetMap,
+    CGMap,
+    CoordinateSplitMap,
+    TorsionMap,
+    ZMatrix,
+    find_chiral_centers,
+    torsion_map_for,
+)
+from ccg.model import BackmappingModel, FlowSamples
+from ccg.protocols import CGMapProtocol, FlowProtocol, SystemProtocol
+from ccg.registry import Registry
+from ccg.systems import (
+    SYSTEMS,
+    AnalyticSystem,
+    DoubleWell2D,
+    HarmonicFastModes,
+    MolecularSystem,
+    MuellerBrown,
+    OpenMMSystem,
+    System,
+    alanine_dipeptide,
+    make_analytic,
+)
+from ccg.systems.benchmark import benchmark_energy, format_energy_table
+from ccg.training.benchmark import benchmark_flow_backends, format_flow_table
+from ccg.training.build import build_map, build_model, build_proposal, build_system
+from ccg.training.config import MapConfig, RunConfig, SystemConfig, TrainConfig
+from ccg.training.losses import ForwardKL, JointReverseKL, ReverseKL
+from ccg.training.proposals import (
+    Z_PROPOSALS,
+    AdaptiveTorusProposal,
+    FrameProposal,
+    TemperatureSampler,
+    UniformBox,
+    UniformTorus,
+    ZProposal,
+)
+from ccg.training.run import train
+from ccg.training.trainer import Trainer
 
-__all__ = ["KB_KJMOL_PER_K", "__version__", "beta_from_temperature"]
+__all__ = [
+    "CG_MAPS",
+    "FLOW_BACKENDS",
+    "KB_KJMOL_PER_K",
+    "SYSTEMS",
+    "Z_PROPOSALS",
+    "AdaptiveTorusProposal",
+    "AnalyticSystem",
+    "AtomSubsetMap",
+    "BackmapResult",
+    "BackmappingModel",
+    "CCGError",
+    "CGMap",
+    "CGMapProtocol",
+    "ConditionalFlow",
+    "ConfigError",
+    "CoordinateSplitMap",
+    "Cycle",
+    "CycleConfig",
+    "DoubleWell2D",
+    "FitConfig",
+    "FlowConfig",
+    "FlowProtocol",
+    "FlowSamples",
+    "ForwardKL",
+    "FrameProposal",
+    "FreeEnergyModel",
+    "HarmonicFastModes",
+    "JointReverseKL",
+    "LangevinResult",
+    "MapConfig",
+    "ModelFileError",
+    "MolecularSystem",
+    "MuellerBrown",
+    "ObservableSet",
+    "OpenMMSystem",
+    "PointEstimates",
+    "Registry",
+    "ReverseKL",
+    "RunConfig",
+    "Surface",
+    "System",
+    "SystemConfig",
+    "SystemProtocol",
+    "TemperatureSampler",
+    "TorsionMap",
+    "TrainConfig",
+    "Trainer",
+    "TrainingError",
+    "TrajectoryWriter",
+    "UniformBox",
+    "UniformTorus",
+    "ZMatrix",
+    "ZProposal",
+    "__version__",
+    "alanine_dipeptide",
+    "backmap",
+    "backmap_to_file",
+    "benchmark_energy",
+    "benchmark_flow_backends",
+    "beta_from_temperature",
+    "build_flow",
+    "build_map",
+    "build_model",
+    "build_proposal",
+    "build_system",
+    "cg_model_arrays",
+    "default_start",
+    "estimate_free_energy",
+    "file_kind",
+    "find_chiral_centers",
+    "fit_free_energy_model",
+    "format_energy_table",
+    "format_flow_table",
+    "free_energy_arrays",
+    "free_energy_surface",
+    "grid_points",
+    "load_cg_model",
+    "load_model",
+    "load_trajectory",
+    "make_analytic",
+    "make_context",
+    "minimize_keeping_cg",
+    "plot_free_energy",
+    "read_cg_frames",
+    "read_cg_input",
+    "run_cycle",
+    "save_cg_model",
+    "save_free_energy",
+    "save_model",
+    "simulate",
+    "torsion_map_for",
+    "train",
+    "write_cg_frames",
+]

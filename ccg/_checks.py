@@ -5,10 +5,15 @@ Every check raises (never asserts) with what was expected, what was got, and how
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import types
+import typing
 from collections.abc import Sequence
 
 import torch
+
+from ccg.errors import ConfigError
 
 
 def check_tensor(x: object, name: str) -> torch.Tensor:
@@ -78,3 +83,55 @@ def check_temperature(temperature_k: object, name: str = "temperature_k") -> Non
             f"Expected {name} > 0 K (finite); got {got}. Temperatures are absolute, in kelvin "
             "(for example 300.0)."
         )
+
+
+def check_field_types(obj: object, section: str) -> None:
+    """Raise ConfigError unless every field of the dataclass `obj` holds a value of its
+    annotated type (ints are accepted for floats, never bools for numbers).
+
+    `section` names the config table in the message (for example "train" for `[train]`).
+    """
+    hints = typing.get_type_hints(type(obj))
+    for field in dataclasses.fields(obj):  # type: ignore[arg-type]
+        value, expected = getattr(obj, field.name), hints[field.name]
+        if not _matches(value, expected):
+            raise ConfigError(
+                f"[{section}] {field.name} must be {_describe(expected)}; got {value!r} "
+                f"({type(value).__name__}). Write it without quotes if it is a number, as "
+                f"true / false if it is a switch."
+            )
+
+
+def _matches(value: object, expected: object) -> bool:
+    origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if expected is typing.Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if expected is type(None):
+        return value is None
+    if expected is bool:
+        return isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, expected)  # type: ignore[arg-type]
+
+
+def _describe(expected: object) -> str:
+    origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if origin in (typing.Union, types.UnionType):
+        words = [_describe(a) for a in args if a is not type(None)]
+        absent = " or absent" if type(None) in args else ""
+        return " or ".join(words) + absent
+    if origin is list:
+        return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    if origin is dict:
+        return "a table"
+    return {bool: "true or false", int: "an integer", float: "a number",
+            str: "a string"}.get(expected, f"a {getattr(expected, '__name__', expected)}")

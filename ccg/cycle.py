@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,8 +29,23 @@ from pathlib import Path
 
 import torch
 
-from ccg.free_energy.fit import FitConfig, ObservableSet
+from ccg.cycle_plots import plot_cycle
+from ccg.free_energy.cg_model import FreeEnergyModel
+from ccg.free_energy.estimators import estimate_free_energy
+from ccg.free_energy.fit import FitConfig, ObservableSet, fit_free_energy_model
+from ccg.free_energy.langevin import simulate
 from ccg.io.atomic import atomic_torch_save, atomic_write_text
+from ccg.io.cg_model_file import load_cg_model, save_cg_model
+from ccg.io.model_file import load_model, save_model
+from ccg.model import BackmappingModel
+from ccg.training.build import build_proposal
+from ccg.training.config import RunConfig, TrainConfig
+from ccg.training.losses import ReverseKL
+from ccg.training.proposals import FrameProposal, ZProposal
+from ccg.training.run import train
+from ccg.training.trainer import Trainer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -80,11 +96,11 @@ class CycleConfig:
 def _training_evaluations(model) -> int | None:
     """Energy evaluations spent training a flow (steps x batch), from its model file's
     metrics and run config; None when they are not recorded."""
-    steps = getattr(model, "metrics", {}).get("steps")
-    train = getattr(model, "run_config", {}).get("train", {})
-    if steps is None or "n_z" not in train or "samples_per_z" not in train:
+    steps = model.metrics.get("steps")
+    settings = model.run_config.get("train", {})
+    if steps is None or "n_z" not in settings or "samples_per_z" not in settings:
         return None
-    return int(steps) * int(train["n_z"]) * int(train["samples_per_z"])
+    return int(steps) * int(settings["n_z"]) * int(settings["samples_per_z"])
 
 
 def _finite(obj):
@@ -103,13 +119,13 @@ class Cycle:
 
     Args:
         model: the `BackmappingModel` to refine (for example `load_model("model.pt")`).
-        explore: exploration proposal with `sample(n, generator, dtype, device)`.
+        explore: the exploration `ZProposal`.
         config: a `CycleConfig`.
         out_dir: output folder (created).
     """
 
-    def __init__(self, model, explore, config: CycleConfig, out_dir, *, progress: bool = True):
-        from ccg.free_energy.cg_model import FreeEnergyModel
+    def __init__(self, model: BackmappingModel, explore: ZProposal, config: CycleConfig,
+                 out_dir: str | Path, *, progress: bool = True):
 
         self.model, self.explore, self.config = model, explore, config.validate()
         self.out = Path(out_dir)
@@ -122,7 +138,8 @@ class Cycle:
                              f"[{t_lo}, {t_hi}] K; choose temperatures inside it.")
         self.cg_model = FreeEnergyModel(
             model.cg_map, t_ref=model.t_ref, t_range=(min(temps), max(temps)),
-            hidden=config.hidden, n_layers=config.n_layers, n_members=config.n_members).double()
+            hidden=config.hidden, n_layers=config.n_layers, n_members=config.n_members,
+            system=model.system).double()
         self.generator = torch.Generator().manual_seed(config.seed)
         self.data: ObservableSet | None = None
         self.iteration = 0
@@ -135,14 +152,12 @@ class Cycle:
 
     # -- persistence -------------------------------------------------------------------------
     def save(self) -> None:
-        from ccg.io.cg_model_file import save_cg_model
-        from ccg.io.model_file import save_model
 
         summary = {"iterations": self.iteration, "energy_evaluations": self.evaluations,
                    "initial_flow_energy_evaluations": self.initial_evaluations,
                    "wall_time_s": self.elapsed_s, "converged": self.converged}
         save_model(self.out / "flow.pt", self.model, metrics=summary,
-                   run_config=getattr(self.model, "run_config", {}))
+                   run_config=self.model.run_config)
         save_cg_model(self.out / "cg_model.pt", self.cg_model, self.model.system, metrics=summary)
         state = {"iteration": self.iteration, "elapsed_s": self.elapsed_s,
                  "evaluations": self.evaluations, "metrics": self.metrics,
@@ -154,15 +169,12 @@ class Cycle:
                    "config": dataclasses.asdict(self.config)}
         atomic_write_text(self.out / "metrics.json", json.dumps(_finite(payload), indent=1))
         if self.metrics:
-            from ccg.cycle_plots import plot_cycle
 
             plot_cycle(self, self.out / "cycle.png")
 
     @classmethod
     def resume(cls, out_dir, explore, config: CycleConfig, *, progress: bool = True) -> Cycle:
         """Continue the run in `out_dir` from its last finished iteration."""
-        from ccg.io.cg_model_file import load_cg_model
-        from ccg.io.model_file import load_model
 
         out = Path(out_dir)
         path = out / "cycle_state.pt"
@@ -183,7 +195,6 @@ class Cycle:
     # -- the steps -----------------------------------------------------------------------------
     def propose(self, temperature_k: float, n: int) -> tuple[torch.Tensor, torch.Tensor, float]:
         """n points at T: (z [n, d], from_model mask [n], Langevin acceptance or nan)."""
-        from ccg.free_energy.langevin import simulate
 
         c = self.config
         n_model = 0 if self.data is None else round((1 - c.explore_fraction) * n)
@@ -215,10 +226,6 @@ class Cycle:
         return self.data.z[idx]
 
     def finetune(self, z_pool: torch.Tensor) -> dict:
-        from ccg.train.config import TrainConfig
-        from ccg.train.losses import ReverseKL
-        from ccg.train.proposals import FrameProposal
-        from ccg.train.trainer import Trainer
 
         c = self.config
         t_lo, t_hi = self.model.t_range
@@ -238,7 +245,6 @@ class Cycle:
                 "finetune_nonfinite": trainer.nonfinite_total}
 
     def estimate(self, z: torch.Tensor, temperature_k: float) -> ObservableSet:
-        from ccg.free_energy.estimators import estimate_free_energy
 
         est = estimate_free_energy(self.model, z.float(), temperature_k,
                                    n_samples=self.config.samples_per_point, mean_force=True,
@@ -247,7 +253,6 @@ class Cycle:
         return ObservableSet.from_estimates(z, temperature_k, est)
 
     def refit(self) -> dict:
-        from ccg.free_energy.fit import fit_free_energy_model
 
         c = self.config
         steps = c.fit_steps if self.iteration == 0 else max(1, c.fit_steps // 2)
@@ -314,12 +319,65 @@ class Cycle:
             if c.minutes is not None and self.metrics:
                 last = self.metrics[-1]["wall_time_s"] / len(self.metrics)
                 if self.elapsed_s + last > 60 * c.minutes:
-                    print(f"cycle: stopping before iteration {self.iteration + 1}: the next one "
-                          f"(~{last:.0f} s) would exceed --minutes {c.minutes}")
+                    logger.info("cycle: stopping before iteration %d: the next one (~%.0f s) "
+                                "would exceed --minutes %s", self.iteration + 1, last, c.minutes)
                     break
             row = self.step()
-            print(f"iteration {row['iteration']}: median ESS {row['median_ess']:.2f} "
-                  f"(p10 {row['p10_ess']:.2f}), change of F_theta {row['delta_f_kt']:.3f} kT, "
-                  f"{row['n_points']} points, {row['energy_evaluations'] / 1e6:.2f} M energy "
-                  f"evaluations, {row['wall_time_s']:.0f} s")
+            logger.info("iteration %d: median ESS %.2f (p10 %.2f), change of F_theta %.3f kT, "
+                        "%d points, %.2f M energy evaluations, %.0f s", row["iteration"],
+                        row["median_ess"], row["p10_ess"], row["delta_f_kt"], row["n_points"],
+                        row["energy_evaluations"] / 1e6, row["wall_time_s"])
         return self.metrics
+
+
+def run_cycle(out_dir: str | Path, config: CycleConfig | None = None, *,
+              init: BackmappingModel | None = None, run_config: RunConfig | None = None,
+              cg_frames: str | Path | None = None, resume: bool = False,
+              progress: bool = True) -> Cycle:
+    """Run the cycle into `out_dir` and return it (converged or out of budget).
+
+    Args:
+        out_dir: output folder: flow.pt, cg_model.pt, cycle_state.pt, metrics.json, cycle.png
+            after every iteration (and `initial/` when a flow is first trained).
+        config: the cycle's settings (default `CycleConfig()`).
+        init: the flow to start from (for example `load_model("model.pt")`); without it a
+            flow is first trained as `run_config` says (`train`).
+        run_config: how the flow was (or is to be) trained; default: the one stored with
+            `init`, else `RunConfig()`. It also gives the exploration proposal.
+        cg_frames: bead maps: CG frames for the exploration proposal.
+        resume: continue the run in `out_dir` after its last finished iteration.
+        progress: show progress bars.
+    """
+    config = CycleConfig() if config is None else config
+    out = Path(out_dir)
+    if resume:
+        flow_path = out / "flow.pt"
+        if not flow_path.is_file():
+            raise FileNotFoundError(f"Nothing to resume in {out} (no flow.pt). Run without "
+                                    "--resume.")
+        model = load_model(flow_path)
+    elif init is not None:
+        model = init
+    else:
+        run_config = (run_config or RunConfig()).validate()
+        logger.info("no initial flow: training one for %s -> %s/", _budget(run_config),
+                    out / "initial")
+        model, summary = train(run_config, out / "initial", progress=progress)
+        model.run_config, model.metrics = run_config.to_dict(), summary
+    if run_config is None:
+        run_config = RunConfig.from_dict(model.run_config) if model.run_config else RunConfig()
+    if cg_frames is not None:
+        run_config.map.cg_frames = str(cg_frames)
+    explore = build_proposal(run_config.validate(), model)
+    if resume:
+        cycle = Cycle.resume(out, explore, config, progress=progress)
+        logger.info("resuming %s after iteration %d", out, cycle.iteration)
+    else:
+        cycle = Cycle(model, explore, config, out, progress=progress)
+    cycle.run()
+    return cycle
+
+
+def _budget(config: RunConfig) -> str:
+    t = config.train
+    return f"{t.minutes} min" if t.minutes is not None else f"{t.steps} steps"

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from ccg.free_energy.surface import cg_model_surface
 from ccg.io.atomic import atomic_path
@@ -14,18 +15,12 @@ from ccg.io.atomic import atomic_path
 def plot_cycle(cycle, path: str | Path) -> Path:
     """Metrics per iteration (ESS, change of F_theta, evaluations) and, for 2-D torsion maps,
     F_theta at each estimation temperature; written atomically as one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = cycle.metrics
     temps = list(cycle.config.temperatures)
     surfaces = cycle.cg_model.cg_dim == 2 and bool(cycle.cg_model.cg_map.z_circular.all())
     n_cols = max(3, len(temps) if surfaces else 0)
-    fig, axes = plt.subplots(2 if surfaces else 1, n_cols, figsize=(3.6 * n_cols,
-                                                                     6.6 if surfaces else 3.2),
-                             squeeze=False, layout="constrained")
+    fig = Figure(figsize=(3.6 * n_cols, 6.6 if surfaces else 3.2), layout="constrained")
+    axes = fig.subplots(2 if surfaces else 1, n_cols, squeeze=False)
     it = [r["iteration"] for r in rows]
     ax = axes[0, 0]
     for t in temps:
@@ -45,7 +40,7 @@ def plot_cycle(cycle, path: str | Path) -> Path:
     for ax in axes[0, 3:]:
         ax.axis("off")
     if surfaces:
-        names = list(getattr(cycle.cg_model.cg_map, "torsion_names", ["z1", "z2"]))
+        names = cycle.cg_model.cg_map.cg_names
         for ax, t in zip(axes[1], temps, strict=False):
             s = cg_model_surface(cycle.cg_model, t, 48)
             grid = np.degrees(s["grid"])
@@ -60,5 +55,4 @@ def plot_cycle(cycle, path: str | Path) -> Path:
             ax.axis("off")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
     return Path(path)

@@ -22,6 +22,7 @@ import torch
 from ccg._checks import check_finite, check_shape, check_temperature
 from ccg.constants import KB_KJMOL_PER_K
 from ccg.flows.context import make_context
+from ccg.protocols import CGMapProtocol, FlowProtocol, SystemProtocol, check_protocol
 
 
 @dataclass
@@ -65,7 +66,7 @@ class FlowSamples:
         return torch.where(self.finite, log_w, torch.full_like(log_w, -torch.inf))
 
 
-def safe_energy(system, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def safe_energy(system: SystemProtocol, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """U(x) [B] differentiable on finite rows, and the mask of finite rows [B].
 
     Rows whose coordinates or energy are not finite (overlapping atoms in float32, a NaN from
@@ -75,7 +76,7 @@ def safe_energy(system, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     flat = x.reshape(x.shape[0], -1)
     finite_x = torch.isfinite(flat).all(dim=1)
     if bool(finite_x.all()):
-        energy = system._energy(x)
+        energy = system.energy(x, validate=False)
         finite = torch.isfinite(energy)
         if bool(finite.all()):
             return energy, finite
@@ -83,11 +84,12 @@ def safe_energy(system, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     else:
         with torch.no_grad():
             probe = torch.where(finite_x[:, None], flat, torch.zeros_like(flat))
-            finite = finite_x & torch.isfinite(system._energy(probe.reshape(x.shape)))
+            probe_energy = system.energy(probe.reshape(x.shape), validate=False)
+            finite = finite_x & torch.isfinite(probe_energy)
     # Re-evaluate with the bad rows replaced by a detached stand-in: no inf/NaN in the graph.
     stand_in = torch.where(finite_x[:, None], flat, torch.zeros_like(flat)).detach()
     x_used = torch.where(finite[:, None], flat, stand_in).reshape(x.shape)
-    energy = system._energy(x_used)
+    energy = system.energy(x_used, validate=False)
     return torch.where(finite, energy, torch.full_like(energy, torch.nan)), finite
 
 
@@ -95,16 +97,22 @@ class BackmappingModel(torch.nn.Module):
     """System + CG map + conditional flow, with the temperature convention of the context.
 
     Args:
-        system: a `ccg.systems.System` (U(x) in kJ/mol).
-        cg_map: a `ccg.mapping.CGMap` whose event_shape matches the system's.
-        flow: a `ccg.flows.ConditionalFlow` with dim == cg_map.n_r and
-            context_dim == cg_map.cg_feature_dim + 1.
+        system: the target U(x) in kJ/mol (a `ccg.systems.System`, or anything with the
+            interface of `ccg.protocols.SystemProtocol`).
+        cg_map: the CG map (`ccg.mapping.CGMap` or `CGMapProtocol`); its event_shape matches
+            the system's.
+        flow: the conditional flow (`ccg.flows.ConditionalFlow` or `FlowProtocol`) with
+            dim == cg_map.n_r and context_dim == cg_map.cg_feature_dim + 1.
         t_ref: reference temperature (K) of the context's log(T / T_ref) feature.
         t_range: (t_min, t_max) in K the flow was (or will be) trained over.
     """
 
-    def __init__(self, system, cg_map, flow, *, t_ref: float, t_range: tuple[float, float]):
+    def __init__(self, system: SystemProtocol, cg_map: CGMapProtocol, flow: FlowProtocol, *,
+                 t_ref: float, t_range: tuple[float, float]):
         super().__init__()
+        check_protocol(system, SystemProtocol, "system")
+        check_protocol(cg_map, CGMapProtocol, "cg_map")
+        check_protocol(flow, FlowProtocol, "flow")
         if tuple(cg_map.event_shape) != tuple(system.event_shape):
             raise ValueError(
                 f"The CG map expects configurations of shape {tuple(cg_map.event_shape)}, the "
@@ -114,7 +122,7 @@ class BackmappingModel(torch.nn.Module):
             raise ValueError(
                 f"Expected a flow with dim {cg_map.n_r} and context_dim "
                 f"{cg_map.cg_feature_dim + 1} for this map; got dim {flow.dim}, "
-                f"context_dim {flow.context_dim}. Build it with ccg.train.build_model."
+                f"context_dim {flow.context_dim}. Build it with ccg.training.build_model."
             )
         check_temperature(t_ref, "t_ref")
         check_temperature(t_range[0], "t_min")
@@ -124,6 +132,10 @@ class BackmappingModel(torch.nn.Module):
         self.flow = flow
         self.t_ref = float(t_ref)
         self.t_range = (float(t_range[0]), float(t_range[1]))
+        self.metrics: dict = {}
+        """Training summary (steps, times, final loss, ...) as stored in its model file."""
+        self.run_config: dict = {}
+        """The `RunConfig` it was trained with (`RunConfig.to_dict()`), as stored."""
 
     @property
     def cg_dim(self) -> int:

@@ -17,7 +17,7 @@ from ccg.systems import (
     MuellerBrown,
     make_analytic,
 )
-from ccg.systems.analytic import ANALYTIC_SYSTEMS
+from ccg.systems.analytic import analytic_names
 
 Z_POINTS = (-1.3, -0.5, 0.1, 0.6, 1.05)
 TEMPERATURES = (300.0, 600.0)
@@ -307,8 +307,8 @@ def test_cuda_matches_cpu(name):
 
 
 def test_registry():
-    assert set(ANALYTIC_SYSTEMS) == {"harmonic", "double-well", "mueller-brown"}
-    for name in ANALYTIC_SYSTEMS:
+    assert set(analytic_names()) == {"harmonic", "double-well", "mueller-brown"}
+    for name in analytic_names():
         system = make_analytic(name)
         assert isinstance(system, AnalyticSystem) and system.event_shape == (system.dim,)
     assert make_analytic("harmonic", n_fast=4).dim == 5

@@ -7,11 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from ccg.backmap import backmap_frames
+from ccg import RunConfig, backmap, build_model
 from ccg.cli import main
 from ccg.io.model_file import save_model
-from ccg.train.config import RunConfig
-from ccg.train.run import build_model
 
 H5 = str(files("ccg") / "data" / "mdtraj_example_ala2.h5")
 
@@ -60,16 +58,16 @@ def test_torsion_backmap_round_trip(models, tmp_path, ext):
 
 
 def test_in_memory_frames_are_exact_and_seeded(models):
-    from ccg.io.model_file import load_model
+    from ccg import load_model
     from ccg.io.trajectories import read_cg_frames
 
     for cg, tol in (("phi-psi", 1e-5), ("heavy-atoms", 1e-4)):
         model = load_model(models[cg])
         z = read_cg_frames(H5, model.cg_map, model.system)[:20].float()
         for select, k in (("weighted", 8), ("best", 8), ("all", 3)):
-            a = list(backmap_frames(model, z, 450.0, samples_per_frame=k, select=select,
+            a = list(backmap(model, z, 450.0, samples_per_frame=k, select=select,
                                     seed=3, chunk_frames=7))
-            b = list(backmap_frames(model, z, 450.0, samples_per_frame=k, select=select,
+            b = list(backmap(model, z, 450.0, samples_per_frame=k, select=select,
                                     seed=3, chunk_frames=7))
             xyz = np.concatenate([c["xyz"] for c in a])
             frames = np.concatenate([c["frame"] for c in a])
@@ -138,13 +136,13 @@ def test_degrees_table(models, tmp_path, capsys):
 
 @pytest.mark.parametrize("cg", ["phi-psi", "heavy-atoms"])
 def test_minimize_keeps_cg_and_lowers_energy(models, tmp_path, cg):
-    from ccg.backmap import minimize_keeping_cg
-    from ccg.io.model_file import load_model
+    from ccg import load_model
+    from ccg.backmapping import minimize_keeping_cg
     from ccg.io.trajectories import read_cg_frames
 
     model = load_model(models[cg])
     z = read_cg_frames(H5, model.cg_map, model.system)[:3].float()
-    (chunk,) = backmap_frames(model, z, 300.0, seed=1)
+    (chunk,) = backmap(model, z, 300.0, seed=1)
     relaxed = minimize_keeping_cg(model, chunk["xyz"])
     before = model.system.energy(torch.as_tensor(chunk["xyz"], dtype=torch.float64))
     after = model.system.energy(torch.as_tensor(relaxed, dtype=torch.float64))

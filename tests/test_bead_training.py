@@ -3,10 +3,10 @@
 import numpy as np
 import torch
 
+from ccg import load_model
 from ccg.cli import main
-from ccg.io.model_file import load_model
 from ccg.systems import alanine_dipeptide
-from ccg.train.md_proposal import langevin_frames
+from ccg.training.md_proposal import langevin_frames
 
 
 def test_langevin_frames_are_thermal_and_seeded():

@@ -3,11 +3,10 @@
 import pytest
 import torch
 
+from ccg import RunConfig, build_model, build_proposal
 from ccg.mapping import chirality_signs, dihedral, find_chiral_centers
-from ccg.train.config import RunConfig
-from ccg.train.losses import ReverseKL
-from ccg.train.run import build_model, build_proposal
-from ccg.train.trainer import Trainer
+from ccg.training.losses import ReverseKL
+from ccg.training.trainer import Trainer
 
 
 def _config(cg: str) -> RunConfig:

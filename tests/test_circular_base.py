@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from ccg.train.config import RunConfig
-from ccg.train.run import _report_modes, build_model
+from ccg import RunConfig, build_model
+from ccg.training.run import report_modes
 
 
 def _circular_torsions(model) -> dict[str, float]:
@@ -115,14 +115,15 @@ def _phi_psi_restrained_minimum(system, x0, phi_psi_atoms, phi_psi):
     return state.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
 
 
-def test_second_minima_are_the_cis_peptide_states_with_their_openmm_energies(capsys):
+def test_second_minima_are_the_cis_peptide_states_with_their_openmm_energies(caplog):
     """Of the four stiff torsions, only the two peptide ω have a second minimum (cis, ~π away);
     the chiral torsions have none. The relaxed energies over the reference minimum agree with
     OpenMM's own minimizer (Cartesian, phi/psi restrained) started from the same turned
     structures, to 0.05 kJ/mol; the cis state of the C-terminal ω lies 10-16 kJ/mol up."""
+    from ccg import build_map
     from ccg.systems import alanine_dipeptide
-    from ccg.train.base_modes import second_minima
-    from ccg.train.run import build_map, circular_concentration
+    from ccg.training.base_init import circular_concentration
+    from ccg.training.base_modes import second_minima
 
     config = RunConfig()
     config.train.steps = 1
@@ -158,7 +159,8 @@ def test_second_minima_are_the_cis_peptide_states_with_their_openmm_energies(cap
     assert 10.0 < found["NME-C around NME-N-ALA-C"].energy_kjmol < 16.0
     nme = found["NME-C around NME-N-ALA-C"]
     share_600 = 100 / (1 + math.exp(nme.energy_kt * 300.0 / 600.0 - nme.log_ratio))
-    _report_modes(model)  # what `ccg train` prints: the base weight at t_min and t_max
-    assert f"{share_600:.2g} % at 600 K" in capsys.readouterr().out
+    with caplog.at_level("INFO", logger="ccg"):
+        report_modes(model)  # what `ccg train` prints: the base weight at t_min and t_max
+    assert f"{share_600:.2g} % at 600 K" in caplog.text
     config.flow.circular_modes = False
     assert build_model(config).flow.modes.rows == []

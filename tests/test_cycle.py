@@ -10,13 +10,13 @@ import pytest
 import torch
 from test_training import CONVERGENCE_FLOW, CONVERGENCE_TRAIN, _config, _trainer
 
+from ccg import build_proposal
 from ccg.cli import main
 from ccg.constants import KB_KJMOL_PER_K
 from ccg.cycle import Cycle, CycleConfig
 from ccg.free_energy.cg_model import FreeEnergyModel
 from ccg.io.cg_model_file import file_kind, load_cg_model, save_cg_model
 from ccg.io.model_file import ModelFileError
-from ccg.train.run import build_proposal
 
 
 def _small_cycle(iterations: int) -> CycleConfig:
@@ -144,7 +144,7 @@ def test_free_energy_command_evaluates_a_cg_model(torsion_cg_model, tmp_path, ca
 
 
 def test_simulate_writes_cg_frames_that_backmap_reads(torsion_cg_model, tmp_path, capsys):
-    from ccg.backmap import read_cg_input
+    from ccg import read_cg_input
 
     path, model = torsion_cg_model
     for name in ("cg.npy", "cg.csv"):
@@ -156,10 +156,7 @@ def test_simulate_writes_cg_frames_that_backmap_reads(torsion_cg_model, tmp_path
         table = np.load(out) if name.endswith("npy") else np.loadtxt(out, delimiter=",")
         assert table.shape == (12, 2) and np.all(np.abs(table) <= math.pi)
 
-        class _Model:  # what read_cg_input needs of a flow model
-            cg_map, cg_dim = model.cg_map, 2
-
-        z = read_cg_input(out, _Model())
+        z = read_cg_input(out, model.cg_map, model.system)
         np.testing.assert_allclose(z.numpy(), table, atol=1e-12)
     assert main(["simulate", str(path), "--temperature", "300", "--steps", "10",
                  "--out", str(tmp_path / "cg.dcd")]) == 2

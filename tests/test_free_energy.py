@@ -12,13 +12,12 @@ import math
 import pytest
 import torch
 
+from ccg import RunConfig, build_model, build_proposal
 from ccg.constants import KB_KJMOL_PER_K
 from ccg.free_energy.estimators import estimate_free_energy
-from ccg.free_energy.surface import grid_centers, grid_points, torsion_surface
-from ccg.train.config import RunConfig
-from ccg.train.losses import ReverseKL
-from ccg.train.run import build_model, build_proposal
-from ccg.train.trainer import Trainer
+from ccg.free_energy.surface import free_energy_surface, grid_centers, grid_points
+from ccg.training.losses import ReverseKL
+from ccg.training.trainer import Trainer
 
 Z = torch.linspace(-2.0, 2.0, 5, dtype=torch.float64)[:, None]
 
@@ -90,7 +89,7 @@ def test_temperature_outside_range_warns_and_bad_input_raises(harmonic_model):
     with pytest.raises(ValueError, match=r"shape \[B, 1\]"):
         estimate_free_energy(harmonic_model, torch.zeros(3, 2, dtype=torch.float64), 300.0)
     with pytest.raises(ValueError, match="torsion CG map"):
-        torsion_surface(harmonic_model, 300.0, n_grid=4)
+        free_energy_surface(harmonic_model, 300.0, n_grid=4)
 
 
 def test_grid_centers_and_order():

@@ -10,10 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ccg import RunConfig, build_model
 from ccg.cli import main
 from ccg.io.model_file import FORMAT_VERSION, ModelFileError, read_model_file, save_model
-from ccg.train.config import RunConfig
-from ccg.train.run import build_model
 
 TINY_FLOW = {"n_layers": 2, "hidden": 8, "n_blocks": 1, "n_bins": 4}
 

@@ -25,7 +25,7 @@ from ccg.mapping import (
     map_from_config,
     torsion_map_for,
 )
-from ccg.mapping._zmatrix_build import graph_from_bonds
+from ccg.mapping.graph import graph_from_bonds
 
 PHI, PSI = (4, 6, 8, 14), (6, 8, 14, 16)
 CA = 8

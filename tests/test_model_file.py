@@ -9,6 +9,7 @@ import stat
 import pytest
 import torch
 
+from ccg import RunConfig, build_model
 from ccg.io.atomic import atomic_path, atomic_torch_save, check_output_path
 from ccg.io.model_file import (
     FORMAT_VERSION,
@@ -19,8 +20,6 @@ from ccg.io.model_file import (
 )
 from ccg.systems.analytic import DoubleWell2D
 from ccg.systems.openmm_system import OpenMMSystem
-from ccg.train.config import RunConfig
-from ccg.train.run import build_model
 
 
 def _perturbed(model):

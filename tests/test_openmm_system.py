@@ -14,7 +14,7 @@ from openmm import app, unit
 
 from ccg.systems import OpenMMSystem, alanine_dipeptide
 from ccg.systems._torch_terms import ONE_4PI_EPS0
-from ccg.systems.benchmark import benchmark_energy, format_table
+from ccg.systems.benchmark import benchmark_energy, format_energy_table
 
 PDB = Path(__file__).resolve().parents[1] / "data" / "alanine_dipeptide.pdb"
 DEVICES = [
@@ -376,7 +376,7 @@ def test_benchmark_smoke(ala):
     # ratios are against the faster OpenMM loop of the same run
     assert max(rows[0]["ratio_vs_openmm"], rows[1]["ratio_vs_openmm"]) == 1.0
     assert rows[2]["configs_per_s"] > 0
-    assert "| 8 |" in format_table(rows)
+    assert "| 8 |" in format_energy_table(rows)
 
 
 # --- clear errors ---------------------------------------------------------------------------

@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
+from ccg import RunConfig
 from ccg.constants import KB_KJMOL_PER_K
 from ccg.flows import build_flow
 from ccg.mapping import CoordinateSplitMap
 from ccg.model import BackmappingModel
 from ccg.systems import make_analytic
-from ccg.train.config import RunConfig
-from ccg.train.losses import ReverseKL, frozen_parameters
+from ccg.training.losses import ReverseKL, frozen_parameters
 
 
 def _harmonic_model(perturb: float) -> BackmappingModel:

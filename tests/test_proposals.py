@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from ccg.constants import KB_KJMOL_PER_K
-from ccg.train.config import ConfigError, RunConfig
-from ccg.train.proposals import AdaptiveTorusProposal, TemperatureSampler
+from ccg.training.config import ConfigError, RunConfig
+from ccg.training.proposals import AdaptiveTorusProposal, TemperatureSampler
 
 
 def _observe_well(proposal: AdaptiveTorusProposal, steps: int, gen: torch.Generator,

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import torch
 
+from ccg import RunConfig, build_model
 from ccg.io.model_file import save_model
-from ccg.train.config import RunConfig
-from ccg.train.run import build_model
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

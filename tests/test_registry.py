@@ -52,11 +52,11 @@ from ccg.mapping import (
     ZMatrix,
     map_from_config,
 )
-from ccg.mapping.base import _MAP_TYPES
+from ccg.mapping.base import MAP_TYPES
 from ccg.mapping.torsion import _CANONICAL_FRAME
 from ccg.mapping.zmatrix import InternalCoordinates, _frame_vectors
 from ccg.systems import alanine_dipeptide, make_analytic
-from ccg.train.run import base_scale, circular_concentration, harmonic_scale_tril
+from ccg.training.base_init import base_scale, circular_concentration, harmonic_scale_tril
 
 PI = math.pi
 ROUND_TRIP_TOL = 1e-9  # nm / rad, and nats for the log|det| sum
@@ -346,7 +346,7 @@ class FlowBijection(Bijection):
     """A ConditionalFlow as a bijection: forward = `_forward` (base u -> data r, the sample
     direction), inverse = `_inverse` (r -> u, the density direction), one context row each.
 
-    Built on the (φ, ψ) TorsionMap's r layout as `ccg.train.run.build_model` builds it
+    Built on the (φ, ψ) TorsionMap's r layout as `ccg.training.run.build_model` builds it
     (circular = free and chirality-constrained torsions, loc = r_reference, scale =
     `base_scale`), with contexts `make_context(cg_features(z), T, 300 K)` for z uniform on the
     torus and T in [200, 900] K. `temperature_scaling` changes only the base density, so it is
@@ -478,7 +478,7 @@ def bijection(request, molecule) -> Bijection:
 def test_registry_covers_every_map_and_backend(molecule):
     """A newly registered map type or flow backend must get a registry entry."""
     covered = {REGISTRY[name](molecule).covers for name in REGISTRY}
-    expected = {f"map:{t}" for t in _MAP_TYPES} | {f"flow:{b}" for b in FLOW_BACKENDS}
+    expected = {f"map:{t}" for t in MAP_TYPES} | {f"flow:{b}" for b in FLOW_BACKENDS}
     assert expected <= covered, sorted(expected - covered)
 
 

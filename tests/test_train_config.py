@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from ccg.train.config import ConfigError, RunConfig
-from ccg.train.proposals import TemperatureSampler, UniformBox, UniformTorus
+from ccg.training.config import ConfigError, RunConfig
+from ccg.training.proposals import TemperatureSampler, UniformBox, UniformTorus
 
 
 def _write(tmp_path, text):

@@ -10,17 +10,15 @@ import math
 import pytest
 import torch
 
+from ccg import RunConfig, build_model, build_proposal, load_model
 from ccg.cli import main
 from ccg.constants import KB_KJMOL_PER_K
 from ccg.flows import build_flow
 from ccg.free_energy.estimators import estimate_free_energy
-from ccg.io.model_file import load_model
 from ccg.model import BackmappingModel
 from ccg.systems.analytic import DoubleWell2D, HarmonicFastModes
-from ccg.train.config import RunConfig
-from ccg.train.losses import EnergyCut, JointReverseKL, LossOutput, ReverseKL, linlog_cut
-from ccg.train.run import build_model, build_proposal
-from ccg.train.trainer import Trainer, TrainingError, ess_per_group
+from ccg.training.losses import EnergyCut, JointReverseKL, LossOutput, ReverseKL, linlog_cut
+from ccg.training.trainer import Trainer, TrainingError, ess_per_group
 
 
 def _config(system: str, flow: dict | None = None, **train) -> RunConfig:

@@ -6,10 +6,23 @@ import argparse
 
 import torch
 
+import ccg
 from ccg.io.atomic import atomic_write_text
 
 
-def run_bench(args: argparse.Namespace) -> int:
+def add_parser(sub) -> None:
+    """Register `ccg bench`."""
+    p = sub.add_parser("bench", help="benchmarks (energy, flow)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("what", choices=["energy", "flow"], help="what to time")
+    p.add_argument("--batch-sizes", default="256,1024,4096", help="comma-separated")
+    p.add_argument("--threads", type=int, default=1, help="torch/OpenMM threads")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile")
+    p.add_argument("--out", help="also write the table (markdown) to this file")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
     """Run the benchmark named by `args.what`, print a markdown table, optionally save it."""
     sizes = tuple(int(s) for s in str(args.batch_sizes).split(",") if s.strip())
     if not sizes or min(sizes) < 1:
@@ -17,16 +30,11 @@ def run_bench(args: argparse.Namespace) -> int:
                          f"'{args.batch_sizes}'.")
     torch.set_num_threads(args.threads)
     if args.what == "energy":
-        from ccg.systems import alanine_dipeptide
-        from ccg.systems.benchmark import benchmark_energy, format_table
-
-        rows = benchmark_energy(alanine_dipeptide(), sizes, n_threads=args.threads,
-                                compile=args.compile)
-        table = format_table(rows)
+        rows = ccg.benchmark_energy(ccg.alanine_dipeptide(), sizes, n_threads=args.threads,
+                                    compile=args.compile)
+        table = ccg.format_energy_table(rows)
     else:
-        from ccg.train.benchmark import benchmark_flow_backends, format_flow_table
-
-        table = format_flow_table(benchmark_flow_backends(sizes, n_threads=args.threads))
+        table = ccg.format_flow_table(ccg.benchmark_flow_backends(sizes, n_threads=args.threads))
     print(table)
     if args.out:
         atomic_write_text(args.out, table + "\n")

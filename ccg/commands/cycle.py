@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import ccg
+
 
 def add_parser(sub) -> None:
+    """Register `ccg cycle`; the defaults are those of `ccg.CycleConfig`."""
+    c = ccg.CycleConfig()
     p = sub.add_parser(
         "cycle", help="the cycle: fit a CG free-energy model F_theta(z, T) and refine the flow",
         description="Iterate: sample z from F_theta (Langevin) and an exploration proposal -> "
@@ -23,31 +27,37 @@ def add_parser(sub) -> None:
     p.add_argument("--cg", help="without --init: CG map (as in `ccg train`)")
     p.add_argument("--cg-frames", help="bead maps: CG frames for the exploration proposal")
     p.add_argument("--temperatures", type=float, nargs="+", metavar="T",
-                   default=[300.0, 400.0, 500.0, 600.0], help="estimation temperatures (K)")
-    p.add_argument("--iterations", type=int, default=6, help="at most this many iterations")
+                   default=c.temperatures, help="estimation temperatures (K)")
+    p.add_argument("--iterations", type=int, default=c.iterations,
+                   help="at most this many iterations")
     p.add_argument("--minutes", type=float, help="time budget of the iterations")
-    p.add_argument("--points", type=int, default=192, help="points per temperature per iter.")
-    p.add_argument("--samples", type=int, default=128, help="flow samples per point")
-    p.add_argument("--explore-fraction", type=float, default=0.5,
+    p.add_argument("--points", type=int, default=c.points_per_temperature,
+                   help="points per temperature per iter.")
+    p.add_argument("--samples", type=int, default=c.samples_per_point,
+                   help="flow samples per point")
+    p.add_argument("--explore-fraction", type=float, default=c.explore_fraction,
                    help="share of points from the exploration proposal (rest from F_theta)")
-    p.add_argument("--finetune-steps", type=int, default=300, help="flow steps per iteration")
-    p.add_argument("--finetune-lr", type=float, default=2e-4)
+    p.add_argument("--finetune-steps", type=int, default=c.finetune_steps,
+                   help="flow steps per iteration")
+    p.add_argument("--finetune-lr", type=float, default=c.finetune_lr,
+                   help="learning rate of the flow's fine-tuning")
     p.add_argument("--finetune-at-estimation-temperatures", action="store_true",
                    help="fine-tune the flow only at --temperatures (transfer studies)")
-    p.add_argument("--fit-steps", type=int, default=1500, help="F_theta fit steps (first iter.)")
-    p.add_argument("--tol", type=float, default=0.1, help="convergence: change of F_theta (kT)")
-    p.add_argument("--ess-target", type=float, default=0.5, help="convergence: median ESS")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fit-steps", type=int, default=c.fit_steps,
+                   help="F_theta fit steps (first iter.)")
+    p.add_argument("--tol", type=float, default=c.tol_kt,
+                   help="convergence: change of F_theta (kT)")
+    p.add_argument("--ess-target", type=float, default=c.ess_target,
+                   help="convergence: median ESS")
+    p.add_argument("--seed", type=int, default=c.seed, help="random seed")
     p.add_argument("--out", default="runs/cycle", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
-def _config(args: argparse.Namespace):
-    from ccg.cycle import CycleConfig
-
-    return CycleConfig(
+def _cycle_config(args: argparse.Namespace) -> ccg.CycleConfig:
+    return ccg.CycleConfig(
         temperatures=list(args.temperatures), iterations=args.iterations, minutes=args.minutes,
         points_per_temperature=args.points, samples_per_point=args.samples,
         explore_fraction=args.explore_fraction, finetune_steps=args.finetune_steps,
@@ -57,63 +67,34 @@ def _config(args: argparse.Namespace):
     ).validate()
 
 
-def _initial_model(args: argparse.Namespace, out: Path):
-    """The flow to start from, and the RunConfig that describes it."""
-    from ccg.io.model_file import load_model
-    from ccg.train.config import RunConfig
-    from ccg.train.run import train
-
-    if args.init:
-        model = load_model(args.init)
-        config = RunConfig.from_dict(model.run_config) if model.run_config else RunConfig()
-    else:
-        config = RunConfig()
-        if args.system:
-            config.system.name = args.system
-            config.map.cg = "split" if args.system != "alanine-dipeptide" else config.map.cg
-        if args.cg:
-            config.map.cg = args.cg
-        config.train.minutes = args.initial_minutes
-        if args.finetune_at_estimation_temperatures:
-            config.train.t_values = list(args.temperatures)
-        config.validate()
-        print(f"no --init: training an initial flow for {args.initial_minutes} min -> "
-              f"{out / 'initial'}/")
-        model, summary = train(config, out / "initial", progress=not args.no_progress)
-        model.run_config, model.metrics = config.to_dict(), summary
-    if args.cg_frames:
-        config.map.cg_frames = args.cg_frames
-    return model, config.validate()
+def _initial_run_config(args: argparse.Namespace) -> ccg.RunConfig:
+    """How the initial flow is trained when there is no --init."""
+    config = ccg.RunConfig()
+    if args.system:
+        config.system.name = args.system
+        config.system.validate()
+        config.map.cg = config.system.default_map
+    if args.cg:
+        config.map.cg = args.cg
+    config.train.minutes = args.initial_minutes
+    if args.finetune_at_estimation_temperatures:
+        config.train.t_values = list(args.temperatures)
+    return config.validate()
 
 
 def run(args: argparse.Namespace) -> int:
-    from ccg.cycle import Cycle
-    from ccg.train.run import build_proposal
-
-    config = _config(args)
+    config = _cycle_config(args)
     out = Path(args.out)
-    if args.resume:
-        from ccg.io.model_file import load_model
-        from ccg.train.config import RunConfig
-
-        flow = load_model(out / "flow.pt") if (out / "flow.pt").is_file() else None
-        if flow is None:
-            raise FileNotFoundError(f"Nothing to resume in {out} (no flow.pt). Run without "
-                                    "--resume.")
-        run_config = RunConfig.from_dict(flow.run_config) if flow.run_config else RunConfig()
-        if args.cg_frames:
-            run_config.map.cg_frames = args.cg_frames
-        explore = build_proposal(run_config.validate(), flow)
-        cycle = Cycle.resume(out, explore, config, progress=not args.no_progress)
-        print(f"resuming {out} after iteration {cycle.iteration}")
-    else:
-        model, run_config = _initial_model(args, out)
-        explore = build_proposal(run_config, model)
-        cycle = Cycle(model, explore, config, out, progress=not args.no_progress)
-    cycle.run()
-    last = cycle.metrics[-1] if cycle.metrics else None
-    state = "converged" if cycle.converged else "not converged"
-    if last:
+    init = run_config = None
+    if args.init and not args.resume:
+        init = ccg.load_model(args.init)
+    elif not args.resume:
+        run_config = _initial_run_config(args)
+    cycle = ccg.run_cycle(out, config, init=init, run_config=run_config,
+                          cg_frames=args.cg_frames, resume=args.resume,
+                          progress=not args.no_progress)
+    if cycle.metrics:
+        state = "converged" if cycle.converged else "not converged"
         initial = cycle.initial_evaluations
         extra = "" if initial is None else f" (+ {initial / 1e6:.2f} M for the initial flow)"
         print(f"{state} after {cycle.iteration} iterations, "

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import platform
 
 import torch
+
+import ccg
+
+
+def add_parser(sub) -> None:
+    """Register `ccg info`."""
+    p = sub.add_parser("info", help="versions, device and the default system",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    print(info_text(device=args.device))
+    return 0
 
 
 def _version(dist: str) -> str:
@@ -17,9 +33,6 @@ def _version(dist: str) -> str:
 
 def info_text(device: str = "cpu") -> str:
     """The text `ccg info` prints."""
-    import ccg
-    from ccg.systems import alanine_dipeptide
-
     lines = [f"ccg {ccg.__version__} (Python {platform.python_version()})"]
     for name, dist in (("torch", "torch"), ("openmm", "openmm"), ("mdtraj", "mdtraj"),
                        ("normflows", "normflows"), ("nflows", "nflows"), ("numpy", "numpy")):
@@ -30,6 +43,9 @@ def info_text(device: str = "cpu") -> str:
     if device.startswith("cuda") and not cuda:
         lines.append("  warning: --device cuda requested but no CUDA device is visible")
     lines.append("")
+    lines.append("registered systems: " + ", ".join(ccg.SYSTEMS.names()))
+    lines.append("registered CG maps: " + ", ".join(ccg.CG_MAPS.names()))
+    lines.append("")
     lines.append("default system: alanine dipeptide (amber99sbildn, vacuum, NoCutoff, flexible)")
-    lines.append(alanine_dipeptide().summary())
+    lines.append(ccg.alanine_dipeptide().summary())
     return "\n".join(lines)

@@ -43,9 +43,14 @@ from torch import nn
 
 from ccg._checks import check_finite, check_shape, check_tensor
 from ccg.flows.circular_base import CircularModes, mobius
+from ccg.registry import Registry
 
 PI = math.pi
 LOG_2PI = math.log(2.0 * math.pi)
+
+FLOW_BACKENDS: Registry = Registry("flow backend")
+"""Flow implementations by backend name ("nflows", "normflows"): `ConditionalFlow` subclasses,
+each registered next to its class."""
 
 
 def wrap_angle(x: torch.Tensor) -> torch.Tensor:
@@ -165,9 +170,7 @@ class ConditionalFlow(nn.Module, abc.ABC):
         n_bins: spline bins.
         temperature_scaling: scale the base width of linear dims by exp(ctx[:, -1] / 2).
         scale_after_layers: with `temperature_scaling`, apply that factor to the linear dims
-            after the layers (base N(0, 1)) instead of in the base. False here, so that model
-            files written before the option existed rebuild as trained; `ccg train` sets it
-            (ccg.train.config.FlowConfig).
+            after the layers (base N(0, 1)) instead of in the base.
         tail_bound: spline interval half-width on linear dims, in standardized units.
         scale_tril: optional [n_lin, n_lin] lower-triangular factor correlating the linear dims
             at T_ref (replaces diag(scale); n_lin = number of non-circular dims, in order).
@@ -177,7 +180,9 @@ class ConditionalFlow(nn.Module, abc.ABC):
             base component on that circular dim, weight sigmoid(-energy_kt T_ref / T +
             log_ratio) (see `ccg.flows.circular_base.CircularModes`).
 
-    Subclasses set `backend` and `unit` and implement `_build_layers` (base -> data order).
+    The architecture arguments have no defaults here: `build_flow` takes them from
+    `FlowConfig`, the one source of every default. Subclasses set `backend`, implement
+    `_build_layers` (base -> data order), may override `_unit`, and join `FLOW_BACKENDS`.
     """
 
     backend: ClassVar[str] = ""
@@ -190,16 +195,16 @@ class ConditionalFlow(nn.Module, abc.ABC):
         loc: torch.Tensor | Sequence[float],
         scale: torch.Tensor | Sequence[float],
         *,
-        n_layers: int = 8,
-        hidden: int = 128,
-        n_blocks: int = 2,
-        n_bins: int = 8,
-        temperature_scaling: bool = True,
-        tail_bound: float = 5.0,
+        n_layers: int,
+        hidden: int,
+        n_blocks: int,
+        n_bins: int,
+        temperature_scaling: bool,
+        tail_bound: float,
+        scale_after_layers: bool,
         scale_tril: torch.Tensor | Sequence[Sequence[float]] | None = None,
         circular_concentration: torch.Tensor | Sequence[float] | None = None,
         circular_modes: Sequence[Sequence[float]] | None = None,
-        scale_after_layers: bool = False,
     ) -> None:
         super().__init__()
         for name, value, low in [
@@ -434,17 +439,23 @@ class ConditionalFlow(nn.Module, abc.ABC):
         """Alias of `sample`: (r [B, dim], log q [B])."""
         return self.sample(context, generator=generator)
 
-    def log_prob(self, r: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, r: torch.Tensor, context: torch.Tensor, *,
+                 validate: bool = True) -> torch.Tensor:
         """log q(r | context), shape [B].
 
         Args:
             r: [B, dim]; circular dims in rad on [-π, π], linear dims in r units.
             context: [B, context_dim], one row per r row.
+            validate: check the inputs and mask rows outside the support (below). `False`
+                skips both (no host sync), for callers that pass the flow's own samples with
+                their own context (`ccg.training.losses.path_log_q`).
 
         Rows outside the support (a circular entry outside [-π, π], or a NaN/inf entry) get
         -inf, never a finite value from a wrapped or clipped input; wrap torsions first with
         `ccg.flows.base.wrap_angle` if they come from an unwrapped source.
         """
+        if not validate:
+            return self._log_prob(r, context)
         self._check_context(context)
         check_shape(r, (self.dim,), "r", "internal coordinates")
         self._check_like_module(r, "r")

@@ -10,7 +10,7 @@ state): the same width at c and at c + offset, the second with probability sigmo
 
     λ(T) = -energy_kt · T_ref / T + log_ratio,
 
-the harmonic-well population ratio of the two minima (see `ccg.train.base_modes`).
+the harmonic-well population ratio of the two minima (see `ccg.training.base_modes`).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from nflows.transforms.splines.rational_quadratic import (
 from torch import nn
 from torch.nn import functional as F
 
-from ccg.flows.base import PI, ConditionalFlow, wrap_angle
+from ccg.flows.base import FLOW_BACKENDS, PI, ConditionalFlow, wrap_angle
 from ccg.flows.layout import coupling_stack
 
 # softplus^-1(1 - min_derivative): an unnormalized derivative of 0 from the network means slope 1.
@@ -188,6 +188,7 @@ class RQSplineCoupling(nn.Module):
         return self._transform(y, context, inverse=True)
 
 
+@FLOW_BACKENDS.register("nflows")
 class NflowsFlow(ConditionalFlow):
     """`ConditionalFlow` built from nflows splines: [coupling, circular shift] x n_layers.
 

@@ -25,7 +25,7 @@ import torch
 from normflows.flows import CircularCoupledRationalQuadraticSpline, PeriodicShift
 from torch import nn
 
-from ccg.flows.base import PI, ConditionalFlow
+from ccg.flows.base import FLOW_BACKENDS, PI, ConditionalFlow
 from ccg.flows.layout import coupling_stack
 
 
@@ -132,6 +132,7 @@ class NormflowsShift(nn.Module):
         return self.shift.inverse(y)
 
 
+@FLOW_BACKENDS.register("normflows")
 class NormflowsFlow(ConditionalFlow):
     """`ConditionalFlow` built from normflows layers: [coupling, periodic shift] x n_layers.
 

@@ -73,15 +73,18 @@ class FreeEnergyModel(torch.nn.Module):
         t_range: (t_min, t_max) in K, the range the model was fitted over (for warnings).
         hidden, n_layers: width and depth of each member MLP.
         n_members: ensemble size (>= 1; >= 2 gives an uncertainty).
+        system: the system the map belongs to (its topology and reference structure; stored
+            in CG model files, used to start CG dynamics and to write bead trajectories).
     """
 
     def __init__(self, cg_map, *, t_ref: float, t_range: tuple[float, float], hidden: int = 128,
-                 n_layers: int = 3, n_members: int = 4):
+                 n_layers: int = 3, n_members: int = 4, system=None):
         super().__init__()
         if n_members < 1 or hidden < 1 or n_layers < 1:
             raise ValueError(f"Expected n_members, hidden, n_layers >= 1; got {n_members}, "
                              f"{hidden}, {n_layers}.")
         object.__setattr__(self, "cg_map", cg_map)  # not a submodule: no parameters, no state
+        object.__setattr__(self, "system", system)  # likewise
         self.t_ref, self.t_range = float(t_ref), (float(t_range[0]), float(t_range[1]))
         self.arch = {"hidden": hidden, "n_layers": n_layers, "n_members": n_members}
         n_in = cg_map.cg_feature_dim + 1

@@ -22,6 +22,7 @@ import warnings
 from dataclasses import dataclass, fields
 
 import torch
+from tqdm.auto import tqdm
 
 from ccg._checks import check_finite, check_shape, check_temperature
 from ccg.constants import KB_KJMOL_PER_K
@@ -98,7 +99,7 @@ def _sample_chunk(model, z, temperature, *, need_grad: bool, terms, generator):
         zg = s.z.detach().clone().requires_grad_(True)
         with torch.enable_grad():
             x, log_jac = model.cg_map.merge(zg, s.r.detach())
-            energy = model.system._energy(x)
+            energy = model.system.energy(x, validate=False)
             (grad_u,) = torch.autograd.grad(energy.sum(), zg, retain_graph=True)
             if log_jac.requires_grad:
                 (grad_logj,) = torch.autograd.grad(log_jac.sum(), zg, allow_unused=True)
@@ -156,7 +157,6 @@ def estimate_free_energy(
     n_points, k = z.shape[0], n_samples
     points_per_chunk = max(1, chunk_size // k)
     parts: dict[str, list] = {}
-    from tqdm.auto import tqdm
 
     starts = range(0, n_points, points_per_chunk)
     for start in tqdm(starts, disable=not progress, desc="free energy", unit="chunk"):

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass, fields
 
 import torch
+from tqdm.auto import tqdm
 
 from ccg.constants import KB_KJMOL_PER_K
 
@@ -142,7 +143,6 @@ def fit_free_energy_model(model, data: ObservableSet, config: FitConfig | None =
 
     Raises ValueError if fewer than 2 points are usable (finite, ESS >= min_ess).
     """
-    from tqdm.auto import tqdm
 
     config = config or FitConfig()
     keep = usable(data, config.min_ess)

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
 from ccg._checks import check_finite, check_shape, check_temperature
 
@@ -65,7 +66,6 @@ def simulate(model, z0: torch.Tensor, temperature_k: float, n_steps: int, *, dt_
     """
     import warnings
 
-    from tqdm.auto import tqdm
 
     check_shape(z0, (model.cg_dim,), "z0", "cg_dim")
     check_finite(z0, "z0")
@@ -119,3 +119,18 @@ def simulate(model, z0: torch.Tensor, temperature_k: float, n_steps: int, *, dt_
                           acceptance=accepted / (n_steps * n_walkers),
                           temperature_k=float(temperature_k), dt_ps=dt_ps, diffusion=diffusion,
                           save_every=save_every)
+
+
+def default_start(cg_model, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Starting points [n, cg_dim] (float64) for `simulate`: uniform on the torus for torsion
+    maps, the reference structure's CG coordinates for bead maps, uniform in the training box
+    for analytic systems. `cg_model.system` is the system its map belongs to."""
+    d = cg_model.cg_dim
+    if bool(cg_model.cg_map.z_circular.all()):
+        return (torch.rand(n, d, generator=generator, dtype=torch.float64) * 2 - 1) * math.pi
+    ref = cg_model.system.reference_positions
+    if ref is not None:
+        x = torch.as_tensor(ref, dtype=torch.float64).reshape(1, *cg_model.system.event_shape)
+        return cg_model.cg_map.coarse_grain(x).reshape(1, d).repeat(n, 1)
+    low, high = (torch.as_tensor(b, dtype=torch.float64) for b in cg_model.system.cg_bounds)
+    return low + (high - low) * torch.rand(n, d, generator=generator, dtype=torch.float64)

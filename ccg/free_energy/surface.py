@@ -1,18 +1,37 @@
-"""Free-energy surfaces on grids of torsion CG coordinates.
+"""Free-energy surfaces on grids of torsion CG coordinates, and the arrays `ccg free-energy`
+writes.
 
 Bin centers are -pi + (i + 1/2) 2 pi / N, axes in the map's CG order, 'ij' indexing.
+
+`free_energy_arrays` (a flow model, by importance sampling) and `cg_model_arrays` (a fitted
+F_theta, evaluated directly) return the same layout, written by `save_free_energy` as an npz:
+
+    F_kT [(N,)*d]       F / k_B T, axes in the map's CG order ('ij'), minimum shifted to 0
+    F_kT_err            its standard error (delta method; F_theta: the ensemble spread)
+    ess                 normalized effective sample size per point (F_theta: NaN)
+    grid [d, N]         bin centers -pi + (i + 1/2) 2 pi / N (rad)
+    mean_energy_kjmol   <U>_z
+    mean_force          grad_z F [(N,)*d, d] in kJ/mol per CG unit
+    temperature_k       T
+
+At given CG frames (`z`), the arrays are per frame ([n_frames], [n_frames, cg_dim]) and `z`
+replaces `grid`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from ccg.constants import KB_KJMOL_PER_K
+from ccg.free_energy.cg_model import FreeEnergyModel
 from ccg.free_energy.estimators import PointEstimates, estimate_free_energy
+from ccg.io.atomic import atomic_path
+from ccg.model import BackmappingModel
 
 
 def grid_centers(n_grid: int) -> torch.Tensor:
@@ -63,12 +82,23 @@ class Surface:
         return values.reshape(*self.shape, *values.shape[1:])
 
 
-def torsion_surface(model, temperature_k: float, *, n_grid: int = 36, n_samples: int = 256,
-                    mean_force: bool = False, generator: torch.Generator | None = None,
-                    progress: bool = False) -> Surface:
-    """F(z, T) on the torsion grid of a torsion CG map (1-D or 2-D)."""
-    circular = getattr(model.cg_map, "z_circular", None)
-    if circular is None or not bool(torch.as_tensor(circular).all()):
+def free_energy_surface(model: BackmappingModel, temperature_k: float, *, n_grid: int = 36,
+                        n_samples: int = 256, mean_force: bool = False,
+                        generator: torch.Generator | None = None,
+                        progress: bool = False) -> Surface:
+    """F(z, T) on the torsion grid of a torsion CG map, by importance sampling through the flow.
+
+    Args:
+        model: a trained `BackmappingModel` whose CG coordinates are all torsions.
+        temperature_k: T in K.
+        n_grid: bins per torsion (n_grid ** cg_dim points).
+        n_samples: flow samples per point.
+        mean_force: also estimate grad_z F (one backward pass more).
+
+    Returns:
+        A `Surface` (its `f_kt` is F / k_B T on the grid, minimum 0).
+    """
+    if not bool(model.cg_map.z_circular.all()):
         raise ValueError(
             "A grid surface needs a torsion CG map (all CG coordinates periodic); this model's "
             "map has Cartesian/linear CG coordinates. Evaluate at CG frames instead "
@@ -82,10 +112,11 @@ def torsion_surface(model, temperature_k: float, *, n_grid: int = 36, n_samples:
     return Surface(grid=grid, temperature_k=float(temperature_k), estimates=estimates)
 
 
-def cg_model_surface(cg_model, temperature_k: float, n_grid: int) -> dict[str, np.ndarray]:
-    """F_theta on the torsion grid, in the npz layout of `ccg free-energy` (see its docstring):
-    F_kT (min 0), F_kT_err (ensemble spread), ess (NaN: no sampling), grid, mean_energy_kjmol,
-    mean_force, temperature_k."""
+def cg_model_surface(cg_model: FreeEnergyModel, temperature_k: float,
+                     n_grid: int) -> dict[str, np.ndarray]:
+    """F_theta on the torsion grid, in the layout of the module docstring: F_kT (min 0),
+    F_kT_err (ensemble spread), ess (NaN: no sampling), grid, mean_energy_kjmol, mean_force,
+    temperature_k."""
     if not bool(cg_model.cg_map.z_circular.all()):
         raise ValueError("A grid needs a torsion CG map (all CG coordinates periodic); this model "
                          "has Cartesian or linear CG coordinates. Evaluate it at CG frames "
@@ -111,3 +142,56 @@ def cg_model_surface(cg_model, temperature_k: float, n_grid: int) -> dict[str, n
         "mean_force": obs["mean_force"].detach().reshape(*shape, d).numpy(),
         "temperature_k": np.array(float(temperature_k)),
     }
+
+
+def free_energy_arrays(model: BackmappingModel, temperature_k: float, *,
+                       z: torch.Tensor | None = None, n_grid: int = 36, n_samples: int = 256,
+                       generator: torch.Generator | None = None,
+                       progress: bool = False) -> dict[str, np.ndarray]:
+    """F(z, T), its error, ESS, <U>_z and the mean force through a trained flow, on the torsion
+    grid (`n_grid` bins per torsion) or at CG frames `z` [M, cg_dim]; the layout of the module
+    docstring."""
+    if z is not None:
+        est = estimate_free_energy(model, z.float(), temperature_k, n_samples=n_samples,
+                                   mean_force=True, generator=generator, progress=progress)
+        arrays = {"F_kT": est.beta_f - est.beta_f.min(), "z": z}
+
+        def shape(values: torch.Tensor) -> torch.Tensor:
+            return values
+    else:
+        surface = free_energy_surface(model, temperature_k, n_grid=n_grid, n_samples=n_samples,
+                                      mean_force=True, generator=generator, progress=progress)
+        est = surface.estimates
+        arrays = {"F_kT": surface.f_kt, "grid": surface.grid}
+        shape = surface.reshape
+    arrays.update({
+        "F_kT_err": shape(est.beta_f_err), "ess": shape(est.ess),
+        "mean_energy_kjmol": shape(est.mean_energy_kjmol), "mean_force": shape(est.mean_force),
+    })
+    payload = {k: v.detach().cpu().numpy() for k, v in arrays.items()}
+    payload["temperature_k"] = np.array(float(temperature_k))
+    return payload
+
+
+def cg_model_arrays(cg_model: FreeEnergyModel, temperature_k: float, *,
+                    z: torch.Tensor | None = None, n_grid: int = 36) -> dict[str, np.ndarray]:
+    """F_theta(z, T) on the torsion grid or at CG frames `z` [M, cg_dim], in the layout of the
+    module docstring (F_kT_err: the ensemble spread; ess: NaN)."""
+    if z is None:
+        return cg_model_surface(cg_model, temperature_k, n_grid)
+    z = z.double()
+    obs = cg_model.observables(z, temperature_k)
+    return {
+        "F_kT": (obs["beta_f"] - obs["beta_f"].min()).detach().numpy(), "z": z.numpy(),
+        "F_kT_err": obs["beta_f_std"].detach().numpy(), "ess": np.full(len(z), np.nan),
+        "mean_energy_kjmol": obs["mean_energy_kjmol"].detach().numpy(),
+        "mean_force": obs["mean_force"].detach().numpy(),
+        "temperature_k": np.array(float(temperature_k)),
+    }
+
+
+def save_free_energy(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write `free_energy_arrays` / `cg_model_arrays` output as an npz, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    return Path(path)

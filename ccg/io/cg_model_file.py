@@ -3,7 +3,7 @@
 Holds `format` = "ccg-cg-model", `format_version`, `ccg_version`, the `system` and `map`
 configurations (the map provides the CG features; the system its topology), the model's
 `config` (t_ref, t_range, architecture), its `state` (weights), and `metrics`.
-`load_cg_model(path)` validates it and rebuilds the `FreeEnergyModel` (with `.system`).
+`load_cg_model(path)` validates it and rebuilds the `FreeEnergyModel` (with its `system`).
 `file_kind(path)` tells a flow model file from a CG model file.
 """
 
@@ -14,22 +14,30 @@ from typing import Any
 
 import torch
 
-import ccg
+from ccg._version import __version__
+from ccg.free_energy.cg_model import FreeEnergyModel
 from ccg.io.atomic import atomic_torch_save
 from ccg.io.model_file import FORMAT as FLOW_FORMAT
 from ccg.io.model_file import ModelFileError
+from ccg.mapping import map_from_config
+from ccg.systems.registry import system_from_config, system_to_config
 
 FORMAT = "ccg-cg-model"
 FORMAT_VERSION = 1
 _REQUIRED = ("format", "format_version", "system", "map", "config", "state")
 
 
-def save_cg_model(path: str | Path, model, system, *, metrics: dict | None = None) -> Path:
-    """Write a FreeEnergyModel (and the system its map belongs to) to `path` atomically."""
-    from ccg.systems.registry import system_to_config
+def save_cg_model(path: str | Path, model: FreeEnergyModel, system=None, *,
+                  metrics: dict | None = None) -> Path:
+    """Write a FreeEnergyModel and the system its map belongs to (default: `model.system`) to
+    `path` atomically."""
+    system = model.system if system is None else system
+    if system is None:
+        raise ValueError("save_cg_model needs the system the CG map belongs to: pass system=... "
+                         "or build the FreeEnergyModel with system=...")
 
     payload: dict[str, Any] = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "ccg_version": ccg.__version__,
+        "format": FORMAT, "format_version": FORMAT_VERSION, "ccg_version": __version__,
         "system": system_to_config(system), "map": model.cg_map.config(),
         "config": model.config(),
         "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -67,9 +75,6 @@ def file_kind(path: str | Path) -> str:
 
 def load_cg_model(path: str | Path, *, dtype: torch.dtype = torch.float64):
     """Rebuild the FreeEnergyModel stored at `path` (validated); `.system` is attached."""
-    from ccg.free_energy.cg_model import FreeEnergyModel
-    from ccg.mapping import map_from_config
-    from ccg.systems.registry import system_from_config
 
     path = Path(path)
     payload = _read(path)
@@ -79,7 +84,7 @@ def load_cg_model(path: str | Path, *, dtype: torch.dtype = torch.float64):
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
         raise ModelFileError(
-            f"{path} has CG-model format version {version}; this ccg ({ccg.__version__}) reads "
+            f"{path} has CG-model format version {version}; this ccg ({__version__}) reads "
             f"version {FORMAT_VERSION}. Use the ccg version that wrote it "
             f"({payload.get('ccg_version', 'unknown')}) or rerun `ccg cycle`.")
     missing = [key for key in _REQUIRED if key not in payload]
@@ -89,12 +94,11 @@ def load_cg_model(path: str | Path, *, dtype: torch.dtype = torch.float64):
     cg_map = map_from_config(payload["map"], system)
     cfg = dict(payload["config"])
     model = FreeEnergyModel(cg_map, t_ref=cfg.pop("t_ref"), t_range=tuple(cfg.pop("t_range")),
-                            **cfg).to(dtype)
+                            system=system, **cfg).to(dtype)
     try:
         model.load_state_dict(payload["state"])
     except RuntimeError as err:
         raise ModelFileError(f"{path}: the stored weights do not fit the model ({err}).") from None
     model.eval()
-    object.__setattr__(model, "system", system)  # not a submodule: keeps state_dict the model's
     model.metrics = payload.get("metrics", {})
     return model

@@ -18,27 +18,29 @@ from typing import Any
 
 import torch
 
-import ccg
+from ccg._version import __version__
+from ccg.errors import ModelFileError
+from ccg.flows import flow_from_config
 from ccg.io.atomic import atomic_torch_save
+from ccg.mapping import map_from_config
+from ccg.model import BackmappingModel
+from ccg.systems.registry import system_from_config, system_to_config
 
 FORMAT = "ccg-model"
 FORMAT_VERSION = 1
 _REQUIRED = ("format", "format_version", "system", "map", "flow", "flow_state", "t_ref", "t_range")
 
 
-class ModelFileError(ValueError):
-    """A model file that cannot be read (missing, corrupt, wrong format or version)."""
 
 
 def save_model(path: str | Path, model, *, metrics: dict | None = None,
                run_config: dict | None = None) -> Path:
     """Write `model` (a BackmappingModel) to `path` atomically; returns the path."""
-    from ccg.systems.registry import system_to_config
 
     payload: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "ccg_version": ccg.__version__,
+        "ccg_version": __version__,
         "system": system_to_config(model.system),
         "map": model.cg_map.config(),
         "flow": model.flow.config(),
@@ -73,7 +75,7 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     if version != FORMAT_VERSION:
         raise ModelFileError(
             f"{path} has model-file format version {version}; this ccg "
-            f"({ccg.__version__}) reads version {FORMAT_VERSION}. Use the ccg version that "
+            f"({__version__}) reads version {FORMAT_VERSION}. Use the ccg version that "
             f"wrote it ({payload.get('ccg_version', 'unknown')}) or retrain."
         )
     missing = [key for key in _REQUIRED if key not in payload]
@@ -85,10 +87,6 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
 def load_model(path: str | Path, *, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32):
     """Rebuild the `BackmappingModel` stored at `path` (validated), on `device`, in `dtype`."""
-    from ccg.flows import flow_from_config
-    from ccg.mapping import map_from_config
-    from ccg.model import BackmappingModel
-    from ccg.systems.registry import system_from_config
 
     payload = read_model_file(path)
     system = system_from_config(payload["system"])

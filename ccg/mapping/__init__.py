@@ -10,7 +10,7 @@
 Convention: log_jac = log|det ∂x/∂(z, r)| in both `split` and `merge`.
 """
 
-from ccg.mapping.base import CGMap, map_from_config, register_map
+from ccg.mapping.base import CG_MAPS, MAP_TYPES, CGMap, map_from_config, register_map
 from ccg.mapping.beads import AtomSubsetMap
 from ccg.mapping.chirality import (
     HALF_RANGE_LOG_JAC,
@@ -25,8 +25,10 @@ from ccg.mapping.torsion import LOG_RIGID_BODY_ROTATIONS, TorsionMap, torsion_ma
 from ccg.mapping.zmatrix import InternalCoordinates, ZMatrix, bond_angle, dihedral
 
 __all__ = [
+    "CG_MAPS",
     "HALF_RANGE_LOG_JAC",
     "LOG_RIGID_BODY_ROTATIONS",
+    "MAP_TYPES",
     "AtomSubsetMap",
     "CGMap",
     "ChiralCenter",

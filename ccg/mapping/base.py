@@ -6,6 +6,10 @@ finiteness, device) and then call the private ones.
 
 Convention: `log_jac` is always log|det ∂x/∂(z, r)| of the map (z, r) -> x, in both `split`
 and `merge`, so that p_x(x) · |J| = p_zr(z, r) and exp(−βF(z)) = ∫ exp(−βU(X(z, r))) |J| dr.
+
+Two registries live here: `MAP_TYPES` (the classes a model file can store, by `config()`
+"type"; filled by `register_map`) and `CG_MAPS` (the named maps a configuration asks for,
+`[map] cg = ...`: builders `(system) -> CGMap`, registered next to each class).
 """
 
 from __future__ import annotations
@@ -14,12 +18,21 @@ import abc
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import mdtraj
 import torch
 
 from ccg._checks import check_finite, check_shape, check_tensor
+from ccg.registry import Registry
+from ccg.systems.base import MolecularSystem
 
 R_KINDS = ("bond", "angle", "torsion", "improper", "coord")
-_MAP_TYPES: dict[str, type[CGMap]] = {}
+
+MAP_TYPES: Registry = Registry("map type")
+"""Serializable CG map classes: config "type" -> class (see `register_map`)."""
+
+CG_MAPS: Registry = Registry("CG map")
+"""Named CG maps: name -> builder `(system) -> CGMap`; info `systems` is "molecular" (needs a
+topology and reference positions) or "analytic"."""
 
 
 def register_map(name: str):
@@ -27,7 +40,7 @@ def register_map(name: str):
 
     def decorate(cls: type[CGMap]) -> type[CGMap]:
         cls.map_type = name
-        _MAP_TYPES[name] = cls
+        MAP_TYPES.register(name)(cls)
         return cls
 
     return decorate
@@ -44,18 +57,24 @@ def map_from_config(cfg: dict, topology_or_system: Any = None) -> CGMap:
     if not isinstance(cfg, dict):
         raise TypeError(f"Expected a map config dict; got {type(cfg).__name__}.")
     name = cfg.get("type")
-    if name not in _MAP_TYPES:
-        raise ValueError(f'Invalid map type "{name}". Must be one of {sorted(_MAP_TYPES)}.')
+    if name not in MAP_TYPES:
+        raise ValueError(f'Invalid map type "{name}". Must be one of {MAP_TYPES.names()}.')
     topology = topology_or_system
-    if topology is not None and not _is_topology(topology):
-        topology = getattr(topology, "topology", None)
-    return _MAP_TYPES[name]._from_config(cfg, topology)
+    if isinstance(topology, MolecularSystem):
+        topology = topology.topology
+    elif not isinstance(topology, mdtraj.Topology):
+        topology = None
+    return MAP_TYPES[name].from_config(cfg, topology)
 
 
-def _is_topology(obj: Any) -> bool:
-    import mdtraj
-
-    return isinstance(obj, mdtraj.Topology)
+def check_topology(topology: Any, n_atoms: int, what: str) -> None:
+    """Raise unless `topology` is an mdtraj.Topology of `n_atoms` atoms (rebuilding `what`)."""
+    if not isinstance(topology, mdtraj.Topology):
+        raise ValueError(f"Rebuilding a {what} needs the mdtraj.Topology (or a molecular "
+                         f"System); got {type(topology).__name__}.")
+    if topology.n_atoms != n_atoms:
+        raise ValueError(f"The {what} config is for {n_atoms} atoms; the topology has "
+                         f"{topology.n_atoms}.")
 
 
 class CGMap(torch.nn.Module, abc.ABC):
@@ -111,6 +130,11 @@ class CGMap(torch.nn.Module, abc.ABC):
         if len(chiral) != n_r:
             raise ValueError(f"Expected r_chiral of length n_r={n_r}; got {len(chiral)}.")
         self.register_buffer("r_chiral", torch.tensor(chiral, dtype=torch.bool), persistent=False)
+
+    @property
+    def cg_names(self) -> list[str]:
+        """Names of the CG coordinates in z order (table headers, plot labels)."""
+        return [f"z{i}" for i in range(self.cg_dim)]
 
     # ------------------------------------------------------------------ checks
     def _check_device(self, t: torch.Tensor, name: str) -> None:
@@ -183,7 +207,7 @@ class CGMap(torch.nn.Module, abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def _from_config(cls, cfg: dict, topology: Any) -> CGMap:
+    def from_config(cls, cfg: dict, topology: Any) -> CGMap:
         """Rebuild from `config()` (topology: mdtraj.Topology or None)."""
 
     @abc.abstractmethod
@@ -213,7 +237,7 @@ def as_reference_xyz(reference_xyz: Any, n_atoms: int) -> torch.Tensor:
             "reference_xyz is required (a structure [n_atoms, 3] in nm, e.g. traj.xyz[0]): it "
             "fixes the chirality signs and r_reference."
         )
-    if hasattr(reference_xyz, "xyz") and hasattr(reference_xyz, "topology"):
+    if isinstance(reference_xyz, mdtraj.Trajectory):
         reference_xyz = reference_xyz.xyz[0]
     if not isinstance(reference_xyz, torch.Tensor):  # a list (a config) would become float32
         reference_xyz = torch.as_tensor(reference_xyz, dtype=torch.float64)

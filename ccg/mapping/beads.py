@@ -9,10 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ccg.mapping import _zmatrix_build as zb
-from ccg.mapping.base import CGMap, as_reference_xyz, register_map
+from ccg.mapping.base import CG_MAPS, CGMap, as_reference_xyz, check_topology, register_map
+from ccg.mapping.graph import MolGraph, components, graph_from_bonds, graph_from_topology
 from ccg.mapping.split import ICSplit
-from ccg.mapping.torsion import _check_topology
 from ccg.mapping.zmatrix import InternalCoordinates, ZMatrix
 
 FEATURE_BOND_SCALE_NM = 0.01
@@ -57,7 +56,7 @@ def resolve_cg_atoms(topology, cg_atoms: Sequence[int] | str) -> list[int]:
     return idx
 
 
-def cg_graph(graph: zb.MolGraph, cg: Sequence[int], xyz: np.ndarray) -> zb.MolGraph:
+def cg_graph(graph: MolGraph, cg: Sequence[int], xyz: np.ndarray) -> MolGraph:
     """Graph over the CG atoms (0..n_cg-1): CG atoms joined by a path through non-CG atoms;
     separate fragments are joined at their closest pair in the reference structure."""
     pos = {a: m for m, a in enumerate(cg)}
@@ -74,16 +73,16 @@ def cg_graph(graph: zb.MolGraph, cg: Sequence[int], xyz: np.ndarray) -> zb.MolGr
                 else:
                     queue.append(b)
     numbers = [graph.atomic_numbers[a] for a in cg]
-    g = zb.graph_from_bonds(len(cg), sorted(edges), numbers)
-    comps = zb.components(g)
+    g = graph_from_bonds(len(cg), sorted(edges), numbers)
+    comps = components(g)
     sub = xyz[list(cg)]
     while len(comps) > 1:
         first, rest = comps[0], [a for c in comps[1:] for a in c]
         d = np.linalg.norm(sub[first][:, None] - sub[rest][None], axis=-1)
         m, k = np.unravel_index(np.argmin(d), d.shape)
         edges.add((first[m], rest[k]))
-        g = zb.graph_from_bonds(len(cg), sorted(edges), numbers)
-        comps = zb.components(g)
+        g = graph_from_bonds(len(cg), sorted(edges), numbers)
+        comps = components(g)
     return g
 
 
@@ -125,7 +124,7 @@ class AtomSubsetMap(CGMap):
         n = topology.n_atoms
         idx = resolve_cg_atoms(topology, cg_atoms)
         ref = as_reference_xyz(reference_xyz, n)
-        graph = zb.graph_from_topology(topology)
+        graph = graph_from_topology(topology)
         zm = zmatrix if zmatrix is not None else ZMatrix.from_graph(
             graph, fixed_atoms=idx, reference_xyz=ref)
         if list(zm.fixed_atoms) != idx or zm.n_atoms != n:
@@ -195,8 +194,20 @@ class AtomSubsetMap(CGMap):
         }
 
     @classmethod
-    def _from_config(cls, cfg: dict, topology: Any) -> AtomSubsetMap:
-        _check_topology(topology, cfg["n_atoms"], "AtomSubsetMap")
+    def from_config(cls, cfg: dict, topology: Any) -> AtomSubsetMap:
+        check_topology(topology, cfg["n_atoms"], "AtomSubsetMap")
         return cls(topology, list(cfg["cg_atoms"]), cfg["reference_xyz"],
                    zmatrix=ZMatrix.from_config(cfg["zmatrix"]),
                    feature_zmatrix=ZMatrix.from_config(cfg["feature_zmatrix"]))
+
+
+@CG_MAPS.register("heavy-atoms", systems="molecular")
+def heavy_atom_map(system) -> AtomSubsetMap:
+    """`[map] cg = "heavy-atoms"`: one bead per heavy (non-hydrogen) atom."""
+    return AtomSubsetMap(system.topology, "heavy", system.reference_positions)
+
+
+@CG_MAPS.register("backbone", systems="molecular")
+def backbone_map(system) -> AtomSubsetMap:
+    """`[map] cg = "backbone"`: one bead per backbone atom (N, CA, C, O)."""
+    return AtomSubsetMap(system.topology, "backbone", system.reference_positions)

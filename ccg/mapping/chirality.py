@@ -29,6 +29,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ccg.mapping.graph import graph_from_topology
+
 HALF_RANGE_LOG_JAC = -math.log(2.0)
 """log|d torsion / d t'| of the half-range map torsion = sign · (t' + π) / 2."""
 
@@ -111,8 +113,6 @@ def find_chiral_centers(topology) -> list[ChiralCenter]:
     For alanine dipeptide this is [ChiralCenter(center=8, neighbors=(6, 14, 10, 9))]: ALA CA
     with N, C, CB, HA.
     """
-    from ccg.mapping._zmatrix_build import graph_from_topology
-
     graph = graph_from_topology(topology)
     return find_chiral_centers_in_graph(graph.adjacency, graph.atomic_numbers)
 

@@ -12,7 +12,7 @@ r = t_ref + wrap(t − t_ref) in [t_ref − π, t_ref + π), so a flow can model
 real-valued coordinates (merge accepts any real value: torsions enter through cos and sin).
 Further torsions can be given the same treatment (`stiff_rows`): a map builder passes the
 torsions that are stiff with a single minimum by energy, such as peptide ω (see
-`ccg.train.run.build_model`), so that no flow models them on a circle, whose fixed point at ±π
+`ccg.training.run.build_model`), so that no flow models them on a circle, whose fixed point at ±π
 can trap a narrow peak on the wrong side.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ccg.mapping.base import CGMap, register_map
+from ccg.mapping.base import CG_MAPS, CGMap, register_map
 from ccg.mapping.chirality import (
     HALF_RANGE_LOG_JAC,
     half_range_to_torsion,
@@ -85,6 +85,8 @@ class ICSplit(torch.nn.Module):
             perm[t] = pos
         self.register_buffer("_z_index", torch.tensor(z_t, dtype=torch.long), False)
         self.register_buffer("_r_index", torch.tensor(r_t, dtype=torch.long), False)
+        self.r_torsion_rows = r_t
+        """The Z-matrix torsion (row index) of each r torsion dim, in r order."""
         self.register_buffer("_perm", torch.tensor(perm, dtype=torch.long), False)
         sign = torch.tensor([signs.get(t, 0.0) for t in r_t], dtype=torch.float64)
         self.register_buffer("_r_sign", sign, False)
@@ -154,5 +156,11 @@ class CoordinateSplitMap(CGMap):
         return {"type": self.map_type, "dim": self.event_shape[0], "cg_dim": self.cg_dim}
 
     @classmethod
-    def _from_config(cls, cfg: dict, topology: Any) -> CoordinateSplitMap:
+    def from_config(cls, cfg: dict, topology: Any) -> CoordinateSplitMap:
         return cls(int(cfg["dim"]), int(cfg["cg_dim"]))
+
+
+@CG_MAPS.register("split", systems="analytic")
+def coordinate_split_map(system) -> CoordinateSplitMap:
+    """`[map] cg = "split"`: z = the first `system.cg_dim` coordinates of an analytic system."""
+    return CoordinateSplitMap(system.dim, system.cg_dim)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ccg.mapping.base import CGMap, as_reference_xyz, register_map
+from ccg.mapping.base import CG_MAPS, CGMap, as_reference_xyz, check_topology, register_map
 from ccg.mapping.split import ICSplit
 from ccg.mapping.zmatrix import InternalCoordinates, ZMatrix, dihedral
 
@@ -115,6 +115,11 @@ class TorsionMap(CGMap):
         with torch.no_grad():
             self.r_reference = self._split(ref[None])[1][0]
 
+    @property
+    def cg_names(self) -> list[str]:
+        """The torsion names ("phi", "psi", ...), in z order."""
+        return list(self.torsion_names)
+
     # ------------------------------------------------------------------ constructors
     @classmethod
     def alanine_dipeptide(cls, reference_xyz: Any = None) -> TorsionMap:
@@ -163,20 +168,11 @@ class TorsionMap(CGMap):
         }
 
     @classmethod
-    def _from_config(cls, cfg: dict, topology: Any) -> TorsionMap:
-        _check_topology(topology, cfg["n_atoms"], "TorsionMap")
+    def from_config(cls, cfg: dict, topology: Any) -> TorsionMap:
+        check_topology(topology, cfg["n_atoms"], "TorsionMap")
         return cls(topology, {n: tuple(q) for n, q in cfg["torsions"].items()},
                    cfg["reference_xyz"], zmatrix=ZMatrix.from_config(cfg["zmatrix"]),
                    stiff_torsions=[tuple(q) for q in cfg.get("stiff_torsions", [])])
-
-
-def _check_topology(topology: Any, n_atoms: int, what: str) -> None:
-    if topology is None or not hasattr(topology, "n_atoms"):
-        raise ValueError(f"Rebuilding a {what} needs the mdtraj.Topology (or a molecular "
-                         f"System); got {type(topology).__name__}.")
-    if topology.n_atoms != n_atoms:
-        raise ValueError(f"The {what} config is for {n_atoms} atoms; the topology has "
-                         f"{topology.n_atoms}.")
 
 
 def torsion_map_for(
@@ -212,3 +208,10 @@ def torsion_map_for(
         for m, quad in enumerate(idx):
             torsions[name if len(idx) == 1 else f"{name}_{m}"] = tuple(int(a) for a in quad)
     return TorsionMap(topology, torsions, ref)
+
+
+@CG_MAPS.register("phi-psi", systems="molecular")
+def phi_psi_map(system) -> TorsionMap:
+    """`[map] cg = "phi-psi"`: the backbone (φ, ψ) of a molecular system (as mdtraj finds them),
+    with the system's reference positions as the reference structure."""
+    return torsion_map_for(system.topology, ("phi", "psi"), system.reference_positions)

@@ -28,6 +28,7 @@ import torch
 
 from ccg.mapping import _zmatrix_build as zb
 from ccg.mapping.chirality import chiral_torsion_entries, find_chiral_centers_in_graph
+from ccg.mapping.graph import MolGraph, components, graph_from_topology
 
 
 def wrap_angle(t: torch.Tensor) -> torch.Tensor:
@@ -199,7 +200,7 @@ class ZMatrix(torch.nn.Module):
     ) -> ZMatrix:
         """Build from an mdtraj.Topology's bond graph (see `from_graph`)."""
         return cls.from_graph(
-            zb.graph_from_topology(topology), root=root, fixed_atoms=fixed_atoms,
+            graph_from_topology(topology), root=root, fixed_atoms=fixed_atoms,
             required_torsions=required_torsions, reference_xyz=reference_xyz,
             chirality=chirality,
         )
@@ -207,7 +208,7 @@ class ZMatrix(torch.nn.Module):
     @classmethod
     def from_graph(
         cls,
-        graph: zb.MolGraph,
+        graph: MolGraph,
         *,
         root: Sequence[int] | None = None,
         fixed_atoms: Sequence[int] | None = None,
@@ -249,10 +250,10 @@ class ZMatrix(torch.nn.Module):
             chosen = None
         else:
             fixed, chosen, rows = [], None, []
-            if n < 3 or len(zb.components(graph)) != 1:
+            if n < 3 or len(components(graph)) != 1:
                 raise ValueError(
                     f"A Z-matrix without fixed atoms needs one bonded molecule of >= 3 atoms; got "
-                    f"{n} atoms in {len(zb.components(graph))} fragment(s). Pass fixed_atoms."
+                    f"{n} atoms in {len(components(graph))} fragment(s). Pass fixed_atoms."
                 )
             roots = [zb.check_root(root, graph)] if root is not None else zb.candidate_roots(
                 graph, required)

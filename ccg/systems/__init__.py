@@ -6,12 +6,16 @@ from ccg.systems.analytic import (
     DoubleWell2D,
     HarmonicFastModes,
     MuellerBrown,
+    analytic_names,
     make_analytic,
 )
 from ccg.systems.base import MolecularSystem, System
 from ccg.systems.openmm_system import OpenMMSystem
+from ccg.systems.registry import SYSTEM_KINDS, SYSTEMS, system_from_config, system_to_config
 
 __all__ = [
+    "SYSTEMS",
+    "SYSTEM_KINDS",
     "AnalyticSystem",
     "DoubleWell2D",
     "HarmonicFastModes",
@@ -20,5 +24,8 @@ __all__ = [
     "OpenMMSystem",
     "System",
     "alanine_dipeptide",
+    "analytic_names",
     "make_analytic",
+    "system_from_config",
+    "system_to_config",
 ]

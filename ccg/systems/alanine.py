@@ -6,11 +6,13 @@ import importlib.resources
 from typing import Any
 
 from ccg.systems.openmm_system import OpenMMSystem
+from ccg.systems.registry import SYSTEMS
 
 ALANINE_DIPEPTIDE_PDB = "alanine_dipeptide.pdb"
 """File name of the bundled structure in `ccg/data`."""
 
 
+@SYSTEMS.register("alanine-dipeptide", kind="molecular", default_map="phi-psi")
 def alanine_dipeptide(**kwargs: Any) -> OpenMMSystem:
     """Alanine dipeptide with amber99sbildn, NoCutoff, no constraints (fully flexible).
 

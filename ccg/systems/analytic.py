@@ -26,20 +26,22 @@ from ccg.constants import KB_KJMOL_PER_K
 from ccg.systems import _quadrature as quad
 from ccg.systems._quadrature import ConditionalObservables
 from ccg.systems.base import System
+from ccg.systems.registry import SYSTEM_KINDS, SYSTEMS
 
 __all__ = [
-    "ANALYTIC_SYSTEMS",
     "AnalyticSystem",
     "ConditionalObservables",
     "DoubleWell2D",
     "HarmonicFastModes",
     "MuellerBrown",
+    "analytic_names",
     "make_analytic",
 ]
 
 _MAX_REJECTION_ROUNDS = 1000
 
 
+@SYSTEM_KINDS.register("analytic")
 class AnalyticSystem(System):
     """A system U(x), x = (z, r) of shape [B, dim], with known conditional free energies.
 
@@ -60,8 +62,13 @@ class AnalyticSystem(System):
     _kwargs: dict
 
     def config(self) -> dict:
-        """JSON-serializable description; `make_analytic(**cfg)` minus "kind" rebuilds it."""
+        """JSON-serializable description; `AnalyticSystem.from_config(cfg)` rebuilds it."""
         return {"kind": "analytic", "name": self.name, "kwargs": dict(self._kwargs)}
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> AnalyticSystem:
+        """Rebuild from `config()` output."""
+        return make_analytic(cfg["name"], **cfg.get("kwargs", {}))
 
     @property
     def n_r(self) -> int:
@@ -232,6 +239,7 @@ class AnalyticSystem(System):
         return quad.sample_marginal(self._free_energy, beta, lo, hi, self.z_points, generator)
 
 
+@SYSTEMS.register("harmonic", kind="analytic", default_map="split")
 class HarmonicFastModes(AnalyticSystem):
     """x = (z, y), z ∈ R, y ∈ R^d: U = k_slow z²/2 + k_perp(z)|y|²/2, k_perp = k_fast e^{a sin z}.
 
@@ -332,6 +340,7 @@ class HarmonicFastModes(AnalyticSystem):
         )
 
 
+@SYSTEMS.register("double-well", kind="analytic", default_map="split")
 class DoubleWell2D(AnalyticSystem):
     """U = x1⁴/4 − 3 x1² + x1 + x2²/2 (kJ/mol), z = x1, r = x2.
 
@@ -385,6 +394,7 @@ class DoubleWell2D(AnalyticSystem):
         return eps / torch.sqrt(beta)[:, None]
 
 
+@SYSTEMS.register("mueller-brown", kind="analytic", default_map="split")
 class MuellerBrown(AnalyticSystem):
     """The Müller–Brown potential times `energy_scale` (kJ/mol); z = x, r = y.
 
@@ -429,17 +439,15 @@ class MuellerBrown(AnalyticSystem):
         return self.energy_scale * (p["A"] * torch.exp(expo)).sum(1)
 
 
-ANALYTIC_SYSTEMS: dict[str, type[AnalyticSystem]] = {
-    "harmonic": HarmonicFastModes,
-    "double-well": DoubleWell2D,
-    "mueller-brown": MuellerBrown,
-}
-
-
 def make_analytic(name: str, **kwargs: object) -> AnalyticSystem:
-    """Build an analytic system by registry name ("harmonic", "double-well", "mueller-brown")."""
-    if name not in ANALYTIC_SYSTEMS:
-        raise ValueError(
-            f'Unknown analytic system "{name}". Must be one of {list(ANALYTIC_SYSTEMS)}.'
-        )
-    return ANALYTIC_SYSTEMS[name](**kwargs)  # type: ignore[arg-type]
+    """Build an analytic system by its registered name ("harmonic", "double-well",
+    "mueller-brown"; see `SYSTEMS`)."""
+    names = analytic_names()
+    if name not in names:
+        raise ValueError(f'Unknown analytic system "{name}". Must be one of {names}.')
+    return SYSTEMS[name](**kwargs)
+
+
+def analytic_names() -> list[str]:
+    """The registered analytic systems (`SYSTEMS` entries of kind "analytic")."""
+    return [name for name in SYSTEMS if SYSTEMS.info(name)["kind"] == "analytic"]

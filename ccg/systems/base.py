@@ -33,23 +33,40 @@ class System(abc.ABC):
             n *= s
         return n
 
+    @property
+    def reference_positions(self):  # -> np.ndarray | None
+        """A reference configuration [*event_shape] (nm for molecules; a copy), or None.
+
+        Molecular systems use their (energy-minimized) structure: the flow's base is
+        initialized there and the energy cut is measured from its energy.
+        """
+        return None
+
     def _describe_event(self) -> str:
         return "nm" if len(self.event_shape) == 2 else ""
 
-    def energy(self, x: torch.Tensor) -> torch.Tensor:
+    def energy(self, x: torch.Tensor, *, validate: bool = True) -> torch.Tensor:
         """Potential energy U(x).
 
         Args:
             x: configurations, shape [B, *event_shape] (nm for molecular systems).
+            validate: check type, shape and finiteness first. `False` skips the checks (a
+                host sync each) for callers on a hot path that guarantee them, or that handle
+                non-finite rows themselves (`ccg.model.safe_energy`).
 
         Returns:
             U(x) in kJ/mol, shape [B], same dtype and device as x.
         """
+        if validate:
+            self._check_input(x)
+        return self._energy(x)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        """Raise unless x is a finite float tensor of shape [B, *event_shape]."""
         check_shape(x, self.event_shape, "x", self._describe_event())
         if not x.is_floating_point():
             raise TypeError(f"Expected x as float32 or float64; got {x.dtype}. Use x.double().")
         check_finite(x, "x")
-        return self._energy(x)
 
     def forces(self, x: torch.Tensor) -> torch.Tensor:
         """Forces -dU/dx in kJ/mol/nm, shape [B, *event_shape] (no graph kept)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -132,8 +133,8 @@ def benchmark_energy(
                 (f"torch eager {dtype_name}", system.energy, None)
             ]
             if compile:
-                torch._dynamo.reset()
-                compiled = torch.compile(system._energy, dynamic=False)
+                torch.compiler.reset()
+                compiled = torch.compile(partial(system.energy, validate=False), dynamic=False)
                 start = time.perf_counter()
                 _energy_and_forces(compiled, x)
                 methods.append(
@@ -164,7 +165,7 @@ def _row(
     }
 
 
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
+def format_energy_table(rows: Sequence[dict[str, Any]]) -> str:
     """A markdown table of `benchmark_energy` rows."""
     lines = [
         "| B | method | configs/s | vs fastest OpenMM loop | s/batch | compile s |",
@@ -179,4 +180,4 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["NOISE_NM", "benchmark_energy", "format_table"]
+__all__ = ["NOISE_NM", "benchmark_energy", "format_energy_table"]

@@ -20,7 +20,6 @@ import openmm
 import torch
 from openmm import app, unit
 
-from ccg._checks import check_finite, check_shape
 from ccg.systems._openmm_bridge import (
     OpenMMEvaluator,
     check_platform,
@@ -32,12 +31,14 @@ from ccg.systems._openmm_bridge import (
 )
 from ccg.systems._torch_terms import TorchTerm, UnsupportedForce, atom_major, compile_force
 from ccg.systems.base import MolecularSystem
+from ccg.systems.registry import SYSTEM_KINDS
 
 _NO_ENERGY = ("CMMotionRemover", "AndersenThermostat", "MonteCarloBarostat")
 """Force classes without a potential energy (ignored; other barostats end in "Barostat")."""
 _CONFIG_VERSION = 1
 
 
+@SYSTEM_KINDS.register("openmm")
 class OpenMMSystem(MolecularSystem):
     """The potential energy U(x) (kJ/mol) of an OpenMM System, for batches x [B, n_atoms, 3] nm.
 
@@ -283,12 +284,6 @@ class OpenMMSystem(MolecularSystem):
 
     # --- energies ------------------------------------------------------------------------------
 
-    def _validate(self, x: torch.Tensor) -> None:
-        check_shape(x, self.event_shape, "x", self._describe_event())
-        if not x.is_floating_point():
-            raise TypeError(f"Expected x as float32 or float64; got {x.dtype}. Use x.double().")
-        check_finite(x, "x")
-
     def _energy(self, x: torch.Tensor) -> torch.Tensor:
         parts = []
         if self._torch_terms:
@@ -311,7 +306,7 @@ class OpenMMSystem(MolecularSystem):
 
         Torch terms share one layout pass; each OpenMM-path term is a separate OpenMM pass.
         """
-        self._validate(x)
+        self._check_input(x)
         xt = atom_major(x) if self._torch_terms else None
         out: dict[str, torch.Tensor] = {}
         for name in self._names:

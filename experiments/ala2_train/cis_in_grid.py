@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from ccg.free_energy.surface import torsion_surface
+from ccg.free_energy.surface import free_energy_surface
 from ccg.io.model_file import load_model
 
 
@@ -34,7 +34,7 @@ def main() -> None:
     stiff = model.flow.circular_concentration > 0
     grid = -math.pi + (torch.arange(12) + 0.5) * 2 * math.pi / 12
     for temperature in args.temperatures:
-        surface = torsion_surface(model, temperature, n_grid=12, n_samples=args.samples,
+        surface = free_energy_surface(model, temperature, n_grid=12, n_samples=args.samples,
                                   generator=torch.Generator().manual_seed(0))
         points = torch.nonzero(surface.f_kt < 4.0).tolist()
         full, trans, n_cis = [], [], []

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from ccg.free_energy.surface import torsion_surface
+from ccg.free_energy.surface import free_energy_surface
 from ccg.io.model_file import load_model
 
 
@@ -48,7 +48,7 @@ def main() -> None:
     circular = model.flow.circular
     centers = -math.pi + (torch.arange(12) + 0.5) * 2 * math.pi / 12
     for temperature in args.temperatures:
-        surface = torsion_surface(model, temperature, n_grid=12, n_samples=256,
+        surface = free_energy_surface(model, temperature, n_grid=12, n_samples=256,
                                   generator=torch.Generator().manual_seed(0))
         ess = surface.estimates.ess.reshape(surface.shape)
         populated = torch.nonzero(surface.f_kt < 4)

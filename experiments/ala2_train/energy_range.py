@@ -17,7 +17,7 @@ import torch
 
 from ccg.constants import KB_KJMOL_PER_K
 from ccg.io.model_file import load_model
-from ccg.train.losses import reference_energy
+from ccg.training.losses import reference_energy
 
 
 def main() -> None:

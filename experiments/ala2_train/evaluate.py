@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ccg.free_energy.surface import grid_points, torsion_surface
+from ccg.free_energy.surface import free_energy_surface, grid_points
 from ccg.io.model_file import load_model
 from ccg.mapping.zmatrix import dihedral
 
@@ -59,7 +59,7 @@ def populated_ess(model, temperature: float, *, grid: int = 12, samples: int = 2
                   reference_dir: Path | None = None) -> dict[str, float]:
     """Median and 10th percentile of the per-point ESS over the populated grid points at one
     temperature (K): {"populated", "median_ess", "p10_ess"}."""
-    surface = torsion_surface(model, temperature, n_grid=grid, n_samples=samples,
+    surface = free_energy_surface(model, temperature, n_grid=grid, n_samples=samples,
                               generator=torch.Generator().manual_seed(seed))
     ess = surface.estimates.ess.reshape(surface.shape)
     populated = surface.f_kt < cutoff_kt

@@ -16,11 +16,11 @@ import argparse
 import torch
 from evaluate import populated_ess
 
+from ccg import build_proposal
 from ccg.io.model_file import load_model
-from ccg.train.config import RunConfig
-from ccg.train.losses import ReverseKL
-from ccg.train.run import build_proposal
-from ccg.train.trainer import Trainer
+from ccg.training.config import RunConfig
+from ccg.training.losses import ReverseKL
+from ccg.training.trainer import Trainer
 
 
 def main() -> None:

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from evaluate import _reference_populated
 
-from ccg.free_energy.surface import torsion_surface
+from ccg.free_energy.surface import free_energy_surface
 from ccg.io.model_file import load_model
-from ccg.train.proposals import AdaptiveTorusProposal
+from ccg.training.proposals import AdaptiveTorusProposal
 
 
 def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -56,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     grid = 12
     model = load_model(args.model)
-    surface = torsion_surface(model, args.temperature, n_grid=grid, n_samples=256,
+    surface = free_energy_surface(model, args.temperature, n_grid=grid, n_samples=256,
                               generator=torch.Generator().manual_seed(args.seed))
     ess = surface.estimates.ess.reshape(surface.shape).numpy()
     f_kt = surface.f_kt.numpy()

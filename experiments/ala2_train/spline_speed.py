@@ -19,10 +19,10 @@ from nflows.transforms.splines.rational_quadratic import unconstrained_rational_
 from step_costs import print_ratios, time_interleaved
 
 import ccg.flows.coupling as coupling
-from ccg.train.config import RunConfig
-from ccg.train.losses import ReverseKL
-from ccg.train.run import build_model, build_proposal
-from ccg.train.trainer import Trainer
+from ccg import build_model, build_proposal
+from ccg.training.config import RunConfig
+from ccg.training.losses import ReverseKL
+from ccg.training.trainer import Trainer
 
 
 def _masked(x, widths, heights, derivatives, *, inverse, tail_bound):

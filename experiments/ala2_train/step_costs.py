@@ -16,10 +16,10 @@ from collections.abc import Callable
 
 import torch
 
-from ccg.train.config import RunConfig
-from ccg.train.losses import ReverseKL
-from ccg.train.run import build_model, build_proposal
-from ccg.train.trainer import Trainer
+from ccg import build_model, build_proposal
+from ccg.training.config import RunConfig
+from ccg.training.losses import ReverseKL
+from ccg.training.trainer import Trainer
 
 SETTINGS = {
     "8 layers": ({"n_layers": 8}, {}),

@@ -6,7 +6,7 @@ Usage:
 
 Works for torsion maps (z = (phi, psi) of each MD frame) and bead maps (z = the MD frame's CG
 atoms, `cg_map.coarse_grain`). For each K the CG projection of every MD frame is backmapped
-once (weighted selection among K flow samples, `ccg.backmap.backmap_frames`), and:
+once (weighted selection among K flow samples, `ccg.backmap`), and:
 
 - potential energy U (float64): mean and sd for MD and backmapped frames, the mean difference
   with its standard error (paired: the frames share z, s.e. = sd(U_bm - U_md) / sqrt(n); and
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ccg.backmap import backmap_frames
+import ccg
 from ccg.io.model_file import load_model
 
 N_BINS = 50
@@ -113,8 +113,8 @@ def summarize(js: np.ndarray, generated: np.ndarray) -> dict[str, float]:
             "mean_generated": float(gen.mean()), "max_generated": float(gen.max())}
 
 
-def backmap(model, z: torch.Tensor, temperature: float, k: int, seed: int) -> np.ndarray:
-    chunks = backmap_frames(model, z, temperature, samples_per_frame=k, seed=seed)
+def backmap_xyz(model, z: torch.Tensor, temperature: float, k: int, seed: int) -> np.ndarray:
+    chunks = ccg.backmap(model, z, temperature, samples_per_frame=k, seed=seed)
     return np.concatenate([c["xyz"] for c in chunks])
 
 
@@ -220,7 +220,7 @@ def main() -> None:
     u_bm, geo_bm, js_bm = {}, {}, {}
     for k in args.samples_per_frame:
         start = time.perf_counter()
-        xs = backmap(model, z, args.temperature, k, args.seed)
+        xs = backmap_xyz(model, z, args.temperature, k, args.seed)
         wall = time.perf_counter() - start
         xs64 = torch.as_tensor(xs, dtype=torch.float64)
         u = model.system.energy(xs64).numpy()

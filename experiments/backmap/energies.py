@@ -16,7 +16,7 @@ import argparse
 import numpy as np
 import torch
 
-from ccg.backmap import backmap_frames
+from ccg import backmap
 from ccg.io.model_file import load_model
 
 
@@ -36,7 +36,7 @@ def main() -> None:
     print("| K (weighted) | MD mean U (sd) | backmapped mean U (sd) | difference | s.e. |")
     print("|---|---|---|---|---|")
     for k in args.samples_per_frame:
-        chunks = backmap_frames(model, z, args.temperature, samples_per_frame=k, seed=args.seed)
+        chunks = backmap(model, z, args.temperature, samples_per_frame=k, seed=args.seed)
         xs = np.concatenate([c["xyz"] for c in chunks])
         u = model.system.energy(torch.as_tensor(xs, dtype=torch.float64)).numpy()
         se = np.sqrt(u.var() / len(u) + u_md.var() / len(u_md))

@@ -10,9 +10,9 @@ import time
 
 import torch
 
-from ccg.train.config import RunConfig
-from ccg.train.losses import ReverseKL
-from ccg.train.run import build_model
+from ccg.training.build import build_model
+from ccg.training.config import RunConfig
+from ccg.training.losses import ReverseKL
 
 
 def _timeit(fn, repeats: int) -> float:

@@ -9,7 +9,7 @@ A config file has up to four tables, each optional::
     cg = "phi-psi"
 
     [flow]              # the conditional flow q(r | z, T)
-    n_layers = 8
+    n_layers = 4
 
     [train]             # the optimization
     t_min = 300.0
@@ -28,98 +28,68 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SYSTEM_NAMES = ("alanine-dipeptide", "harmonic", "double-well", "mueller-brown")
-CG_NAMES = ("phi-psi", "heavy-atoms", "backbone", "split")
-T_SAMPLING = ("beta", "log", "uniform")
+from ccg._checks import check_field_types
+from ccg.errors import ConfigError
+from ccg.flows.config import FlowConfig
+from ccg.mapping.base import CG_MAPS
+from ccg.systems.registry import SYSTEMS
+from ccg.training.proposals import T_SAMPLING, Z_PROPOSALS
 
-
-class ConfigError(ValueError):
-    """A training configuration that cannot be used (raised before any work starts)."""
+__all__ = ["ConfigError", "FlowConfig", "MapConfig", "RunConfig", "SystemConfig", "TrainConfig"]
 
 
 @dataclass
 class SystemConfig:
-    """The target system. `name` is a bundled system, or use `pdb` + `forcefield`."""
+    """The target system (`[system]`): a registered `name` (`ccg.systems.SYSTEMS`), or a `pdb`
+    with `forcefield` files."""
 
     name: str = "alanine-dipeptide"
+    """A registered system: alanine-dipeptide, harmonic, double-well, mueller-brown."""
     pdb: str | None = None
+    """A PDB file with all hydrogens (then `name` is ignored)."""
     forcefield: list[str] = field(default_factory=lambda: ["amber99sbildn.xml"])
+    """OpenMM force-field XML files for `pdb`."""
     options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the system's builder (`OpenMMSystem.from_pdb` for a pdb)."""
 
-    def validate(self) -> None:
-        if self.pdb is None and self.name not in SYSTEM_NAMES:
+    def validate(self) -> SystemConfig:
+        check_field_types(self, "system")
+        if self.pdb is None and self.name not in SYSTEMS:
             raise ConfigError(
-                f'Unknown system "{self.name}". Must be one of {list(SYSTEM_NAMES)}, '
+                f'Unknown system "{self.name}". Must be one of {SYSTEMS.names()}, '
                 "or give [system] pdb = 'file.pdb' with forcefield = [...]."
             )
         if self.pdb is not None and not Path(self.pdb).is_file():
             raise ConfigError(f"[system] pdb file not found: {self.pdb}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """"molecular" or "analytic"."""
+        return "molecular" if self.pdb is not None else SYSTEMS.info(self.name)["kind"]
+
+    @property
+    def default_map(self) -> str:
+        """The CG map a run of this system uses unless told otherwise."""
+        return "phi-psi" if self.pdb is not None else SYSTEMS.info(self.name)["default_map"]
 
 
 @dataclass
 class MapConfig:
-    """The CG map: 'phi-psi' (torsions), 'heavy-atoms' or 'backbone' (beads), 'split'."""
+    """The CG map (`[map]`): a registered name (`ccg.mapping.CG_MAPS`)."""
 
     cg: str = "phi-psi"
+    """phi-psi (torsions), heavy-atoms or backbone (beads), split (analytic systems)."""
     cg_frames: str | None = None
     """Bead maps: a trajectory of CG (or atomistic) frames used as the z proposal."""
 
-    def validate(self) -> None:
-        if self.cg not in CG_NAMES:
-            raise ConfigError(f'Unknown CG map "{self.cg}". Must be one of {list(CG_NAMES)}.')
+    def validate(self) -> MapConfig:
+        check_field_types(self, "map")
+        if self.cg not in CG_MAPS:
+            raise ConfigError(f'Unknown CG map "{self.cg}". Must be one of {CG_MAPS.names()}.')
         if self.cg_frames is not None and not Path(self.cg_frames).is_file():
             raise ConfigError(f"[map] cg_frames file not found: {self.cg_frames}")
-
-
-@dataclass
-class FlowConfig:
-    """Architecture of the conditional flow (see ccg.flows.build_flow)."""
-
-    backend: str = "nflows"
-    n_layers: int = 4
-    """Coupling layers (even). 4 beat 8 and 2 at equal wall time on alanine dipeptide: 8 gives
-    half the steps per minute and trained slower per step (experiments/ala2_train)."""
-    hidden: int = 128
-    n_blocks: int = 2
-    n_bins: int = 8
-    temperature_scaling: bool = True
-    tail_bound: float = 5.0
-    scale_after_layers: bool = True
-    """Widen linear dims by sqrt(T / T_ref) after the coupling layers instead of in the base,
-    so the splines act in units of each temperature's harmonic width (ccg.flows.base). With
-    linear_stiff_torsions it trained stably and raised alanine dipeptide's 600 K median ESS
-    from 0.40 to 0.64-0.72 in 20 minutes (three runs, two seeds); with ω on the circle three of
-    six runs had collapsed (experiments/ala2_train)."""
-    concentrate_circular: bool = True
-    """Stiff single-minimum circular dims (peptide ω, chiral half-range torsions) get a
-    wrapped-Cauchy base of their harmonic width instead of a uniform one (see
-    ccg.train.run.circular_concentration); free rotors stay uniform."""
-    circular_modes: bool = False
-    """Stiff circular dims with a second minimum behind a barrier (a peptide ω's cis state,
-    found by `ccg.train.base_modes.second_minima`) get a second base component there, weighted
-    by its harmonic population at each temperature (needs `concentrate_circular`)."""
-    linear_stiff_torsions: bool = True
-    """Torsion maps: model the torsions that are stiff with a single minimum at the reference
-    structure (a ±120° turn costs > 4 k_BT both ways: the peptide ω, the chiral CB and HA
-    torsions) as real coordinates with a Gaussian base of their harmonic width, like the
-    improper-style ones, instead of on the circle (ccg.train.run.build_model). On the circle a
-    narrow peak can be pushed against a spline's fixed point at ±π by one bad step and stay
-    there, tens of degrees off its minimum: two 20-minute alanine runs of seed 0 did so (loss
-    +4 and +7 nats, ω 40° off trans) while their ESS looked fine; with this, two seeds trained
-    without a jump and with a fifth of the gradient norms (experiments/ala2_train)."""
-    correlated_base: bool = False
-    """Correlate bonds/angles/impropers by the harmonic covariance at the reference structure
-    (off by default: it did not measurably help a 20-minute alanine dipeptide run)."""
-
-    def validate(self) -> None:
-        for name in ("n_layers", "hidden", "n_blocks", "n_bins"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"[flow] {name} must be a positive integer; got {value!r}.")
-        if self.circular_modes and self.linear_stiff_torsions:
-            raise ConfigError("[flow] circular_modes puts a second base component on the stiff "
-                              "torsions of the circle, which linear_stiff_torsions takes off it: "
-                              "set linear_stiff_torsions = false to use circular_modes.")
+        return self
 
 
 @dataclass
@@ -137,9 +107,10 @@ class TrainConfig:
     anneal_fraction: float = 0.0
     """Fraction of the run over which the lower temperature bound is annealed from t_max."""
     z_proposal: str = "adaptive"
-    """Torsion maps: "adaptive" (concentrated where the flow's own running estimates of F are
-    low, 30 % uniform; see AdaptiveTorusProposal) or "uniform" on the torus. Bead and analytic
-    maps ignore it (CG frames / the box)."""
+    """A registered z proposal (`ccg.training.proposals.Z_PROPOSALS`). Torsion maps:
+    "adaptive" (concentrated where the flow's own running estimates of F are low, 30 %
+    uniform; see AdaptiveTorusProposal) or "uniform" on the torus. Bead and analytic maps draw
+    from their CG frames / box either way."""
     z_sharpness: float = 0.5
     """Adaptive proposal: z ~ exp(-z_sharpness * beta F(z, T)) at each pair's own T; below 1
     it flattens the Boltzmann factor so the whole populated region gets training points."""
@@ -148,13 +119,16 @@ class TrainConfig:
     samples_per_z: int = 16
     """Flow samples per (z, T); the batch is n_z * samples_per_z."""
     steps: int | None = None
+    """Optimization steps (the run stops at `steps` or `minutes`, whichever comes first)."""
     minutes: float | None = None
+    """Wall-time budget of the optimization in minutes."""
     lr: float = 1e-3
-    """Peak learning rate of the cosine schedule. Safe at 1e-3 with `grad_clip_relative`:
-    without it, the 4-layer flow went unstable at 1e-3 in one 20-minute alanine run and one of
-    three screens (gradient norms 20 -> 80-180 for the rest of the run)."""
+    """Peak learning rate of the cosine schedule (stable at this value together with
+    `grad_clip_relative`)."""
     lr_final: float = 1e-5
+    """Learning rate at the end of the cosine schedule."""
     weight_decay: float = 0.0
+    """Adam weight decay."""
     grad_clip: float = 100.0
     """Largest gradient norm used (larger ones are scaled down to it)."""
     grad_clip_relative: float | None = 2.0
@@ -165,17 +139,17 @@ class TrainConfig:
     multiple of the median of the last 100 steps: a batch dominated by one extreme sample
     then moves nothing, where a clipped one still steers Adam along that sample's direction."""
     path_gradient: bool = False
-    """Reverse KL: differentiate log q only along the sample path (ccg.train.losses.path_log_q):
-    the same expected gradient, with less noise near the optimum, for one extra inverse pass
-    (1.9x the step). Off: from initialization it diverged on alanine dipeptide, where far from
-    p its own variance is large; meant for fine-tuning a trained flow."""
+    """Reverse KL: differentiate log q only along the sample path
+    (`ccg.training.losses.path_log_q`): the same expected gradient, with less noise near the
+    optimum, for one extra inverse pass. Far from p its own variance is large: meant for
+    fine-tuning a trained flow, not for training from initialization."""
     forward_weight: float = 0.0
     """Add this times an importance-weighted forward KL(p || q) per (z, T) to the reverse KL
-    (ccg.train.losses.ReverseKL): mass-covering, against the thin tails of reverse KL; one
+    (ccg.training.losses.ReverseKL): mass-covering, against the thin tails of reverse KL; one
     extra inverse pass per step."""
     renyi_alpha: float = 1.0
     """1: the reverse KL. Below 1, the Rényi bound of order alpha: each (z, T) group's samples
-    weighted by w^(1 - alpha), normalized (ccg.train.losses.ReverseKL); mass-covering towards
+    weighted by w^(1 - alpha), normalized (ccg.training.losses.ReverseKL); mass-covering towards
     alpha = 0, at no extra cost per step."""
     ema_decay: float | None = None
     """Keep an exponential moving average of the flow's parameters with this decay per step
@@ -187,11 +161,16 @@ class TrainConfig:
     max_nonfinite_fraction: float = 0.1
     """Abort when the running (20-step) fraction of non-finite samples exceeds this."""
     checkpoint_every: int = 200
+    """Steps between checkpoints (checkpoint.pt, written atomically)."""
     seed: int = 0
+    """Seed of every random draw of the run."""
     device: str = "cpu"
+    """"cpu" or "cuda[:N]"."""
     dtype: str = "float32"
+    """Training precision: "float32" or "float64"."""
 
-    def validate(self) -> None:
+    def validate(self) -> TrainConfig:
+        check_field_types(self, "train")
         for name in ("t_min", "t_max"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
@@ -210,8 +189,8 @@ class TrainConfig:
                 raise ConfigError(
                     f"[train] t_values must be a non-empty list of temperatures in [t_min, t_max]"
                     f" = [{self.t_min}, {self.t_max}] K; got {self.t_values!r}.")
-        if self.z_proposal not in ("uniform", "adaptive"):
-            raise ConfigError(f'[train] z_proposal must be "uniform" or "adaptive"; got '
+        if self.z_proposal not in Z_PROPOSALS:
+            raise ConfigError(f'[train] z_proposal must be one of {Z_PROPOSALS.names()}; got '
                               f'"{self.z_proposal}".')
         if not isinstance(self.z_sharpness, int | float) or not 0 < self.z_sharpness <= 1:
             raise ConfigError(f"[train] z_sharpness must be in (0, 1] (1: Boltzmann at each T); "
@@ -266,6 +245,7 @@ class TrainConfig:
             raise ConfigError(f'[train] dtype must be "float32" or "float64"; got "{self.dtype}".')
         if not self.device.startswith(("cpu", "cuda")):
             raise ConfigError(f'[train] device must be "cpu" or "cuda[:N]"; got "{self.device}".')
+        return self
 
     @property
     def reference_temperature(self) -> float:
@@ -282,16 +262,18 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> RunConfig:
+        """Validate every table and how they fit together; returns self."""
         self.system.validate()
         self.map.validate()
         self.flow.validate()
         self.train.validate()
-        molecular = self.system.pdb is not None or self.system.name == "alanine-dipeptide"
-        if molecular and self.map.cg == "split":
+        system_kind, map_kind = self.system.kind, CG_MAPS.info(self.map.cg)["systems"]
+        if system_kind == "molecular" and map_kind != "molecular":
             raise ConfigError(
-                'CG map "split" is for analytic systems; use "phi-psi" or "heavy-atoms".'
+                f'CG map "{self.map.cg}" is for analytic systems; use "phi-psi" or '
+                '"heavy-atoms".'
             )
-        if not molecular and self.map.cg != "split":
+        if system_kind == "analytic" and map_kind != "analytic":
             raise ConfigError(
                 f'Analytic system "{self.system.name}" takes [map] cg = "split" '
                 f'(z = the first coordinates); got "{self.map.cg}".'

@@ -19,13 +19,10 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from ccg.errors import TrainingError
 from ccg.io.atomic import atomic_torch_save, atomic_write_text
-from ccg.train.config import TrainConfig
-from ccg.train.proposals import TemperatureSampler
-
-
-class TrainingError(RuntimeError):
-    """Training cannot continue (too many non-finite samples, a bad checkpoint)."""
+from ccg.training.config import TrainConfig
+from ccg.training.proposals import TemperatureSampler
 
 
 def ess_per_group(log_w: torch.Tensor, n_groups: int) -> torch.Tensor:

@@ -169,7 +169,7 @@ def path_log_q(model: BackmappingModel, samples: FlowSamples) -> torch.Tensor:
     """
     context = model.context(samples.z, samples.temperature_k)
     with frozen_parameters(model.flow):
-        log_q = model.flow._log_prob(samples.r, context)
+        log_q = model.flow.log_prob(samples.r, context, validate=False)
     return log_q + (samples.log_q - log_q).detach()
 
 

@@ -8,14 +8,53 @@ row's training temperature [n] (K), which only temperature-aware proposals use.
 
 from __future__ import annotations
 
+import abc
 import math
+from pathlib import Path
 
 import torch
 
 from ccg._checks import check_finite, check_temperature
+from ccg.model import BackmappingModel
+from ccg.registry import Registry
+from ccg.systems.analytic import AnalyticSystem
+from ccg.training.md_proposal import proposal_frames
+
+T_SAMPLING = ("beta", "log", "uniform")
+"""How training temperatures are drawn (`TemperatureSampler`)."""
+
+Z_PROPOSALS: Registry = Registry("z proposal")
+"""Named z proposals (`[train] z_proposal`): builders `(model, **settings) -> ZProposal` with
+the keyword settings of `uniform_proposal`, registered at the end of this module."""
 
 
-class UniformTorus:
+class ZProposal(abc.ABC):
+    """A proposal rho(z) over CG space for training.
+
+    Subclasses implement `sample`; proposals that learn from the trainer's estimates override
+    `observe`, and those with state to checkpoint override `state_dict` / `load_state_dict`.
+    """
+
+    cg_dim: int
+
+    @abc.abstractmethod
+    def sample(self, n: int, generator: torch.Generator, dtype, device,
+               temperature_k: torch.Tensor | None = None) -> torch.Tensor:
+        """[n, cg_dim] CG points (temperature_k: each row's training T [n] in K, or None)."""
+
+    def observe(self, z: torch.Tensor, temperature_k: torch.Tensor,  # noqa: B027
+                log_w: torch.Tensor) -> None:
+        """Record a step's importance weights: z [n, d], T [n] (K), log_w [n, K] (no-op here)."""
+
+    def state_dict(self) -> dict:
+        """State to checkpoint (none here)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:  # noqa: B027
+        """Restore `state_dict()` output (nothing to restore here)."""
+
+
+class UniformTorus(ZProposal):
     """z uniform on [-pi, pi)^d (torsion CG maps)."""
 
     def __init__(self, cg_dim: int):
@@ -28,7 +67,7 @@ class UniformTorus:
         return (2 * math.pi * u - math.pi).to(dtype=dtype, device=device)
 
 
-class UniformBox:
+class UniformBox(ZProposal):
     """z uniform in a box [low, high] per dimension (analytic systems)."""
 
     def __init__(self, low, high):
@@ -48,7 +87,7 @@ class UniformBox:
         return (self.low + u * (self.high - self.low)).to(dtype=dtype, device=device)
 
 
-class FrameProposal:
+class FrameProposal(ZProposal):
     """z drawn uniformly from a fixed set of CG frames [N, cg_dim] (bead maps, CG samples)."""
 
     def __init__(self, frames: torch.Tensor):
@@ -82,9 +121,9 @@ class TemperatureSampler:
         check_temperature(t_max, "t_max")
         if t_min > t_max:
             raise ValueError(f"t_min ({t_min} K) is above t_max ({t_max} K); swap them.")
-        if mode not in ("beta", "log", "uniform"):
+        if mode not in T_SAMPLING:
             raise ValueError(f'Unknown temperature sampling "{mode}". Must be one of '
-                             "['beta', 'log', 'uniform'].")
+                             f"{list(T_SAMPLING)}.")
         self.t_min, self.t_max, self.mode = float(t_min), float(t_max), mode
         self.anneal_fraction = float(anneal_fraction)
         self.values = None
@@ -117,7 +156,7 @@ class TemperatureSampler:
         return t.to(dtype=dtype, device=device)
 
 
-class AdaptiveTorusProposal:
+class AdaptiveTorusProposal(ZProposal):
     """z on the torus, concentrated where the flow itself finds low free energy at each T.
 
     The trainer reports every step's per-(z, T) importance-sampling estimates of beta F
@@ -228,3 +267,31 @@ class AdaptiveTorusProposal:
 
     def load_state_dict(self, state: dict) -> None:
         self.beta_f, self.n_observed = state["beta_f"].clone(), int(state["n_observed"])
+
+
+@Z_PROPOSALS.register("uniform")
+def uniform_proposal(model: BackmappingModel, *, t_min: float, t_max: float,
+                     sharpness: float = 0.5, cg_frames: str | Path | None = None,
+                     seed: int = 0) -> ZProposal:
+    """z uniform over the CG space: on the torus (torsion maps), in the system's `cg_bounds`
+    box (analytic systems), or over CG frames (bead maps: the trajectory `cg_frames`, else
+    frames of a short OpenMM Langevin run at `t_max`; see `ccg.training.md_proposal`).
+    `t_min` and `sharpness` are for the adaptive proposal (K; the same keywords for every
+    entry of `Z_PROPOSALS`)."""
+    if bool(model.cg_map.z_circular.all()):
+        return UniformTorus(model.cg_dim)
+    if isinstance(model.system, AnalyticSystem):
+        low, high = model.system.cg_bounds
+        return UniformBox(low, high)
+    return FrameProposal(proposal_frames(model, cg_frames, t_max, seed=seed))
+
+
+@Z_PROPOSALS.register("adaptive")
+def adaptive_proposal(model: BackmappingModel, *, t_min: float, t_max: float,
+                      sharpness: float = 0.5, cg_frames: str | Path | None = None,
+                      seed: int = 0) -> ZProposal:
+    """Torsion maps: `AdaptiveTorusProposal` over [t_min, t_max] K (z | T where the flow finds
+    F low, z ~ exp(-sharpness beta F)); other CG spaces: as `uniform_proposal`."""
+    if not bool(model.cg_map.z_circular.all()):
+        return uniform_proposal(model, t_min=t_min, t_max=t_max, cg_frames=cg_frames, seed=seed)
+    return AdaptiveTorusProposal(model.cg_dim, t_min, t_max, sharpness=sharpness)

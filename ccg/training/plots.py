@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from ccg.io.atomic import atomic_path
 
@@ -20,14 +21,10 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
 def plot_training(metrics: dict, band_ess: list, path: str | Path, *,
                   t_range: tuple[float, float], n_bands: int = 3) -> Path:
     """Write a two-panel PNG: loss vs step, and ESS vs step per temperature band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     steps = np.asarray(metrics["step"], dtype=float)
     loss = np.asarray(metrics["loss"], dtype=float)
-    fig, (ax_loss, ax_ess) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    ax_loss, ax_ess = fig.subplots(1, 2)
     window = max(1, steps.size // 50)
     if steps.size:
         ax_loss.plot(steps, loss, color="0.8", lw=0.5, label="per step")
@@ -58,5 +55,4 @@ def plot_training(metrics: dict, band_ess: list, path: str | Path, *,
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120)
-    plt.close(fig)
     return Path(path)

@@ -10,12 +10,18 @@ whole CG space: pass --cg-frames for anything broader.
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import numpy as np
 import openmm
 import torch
 from openmm import unit
 
 from ccg._checks import check_temperature
+from ccg.io.trajectories import read_cg_frames
+
+logger = logging.getLogger(__name__)
 
 
 def langevin_frames(system, temperature_k: float, *, n_frames: int = 2000,
@@ -54,3 +60,14 @@ def langevin_cg_frames(system, cg_map, temperature_k: float, **kwargs) -> torch.
     """CG coordinates z [n_frames, cg_dim] (float64) of `langevin_frames`."""
     frames = torch.as_tensor(langevin_frames(system, temperature_k, **kwargs))
     return cg_map.coarse_grain(frames).detach()
+
+
+def proposal_frames(model, cg_frames: str | Path | None, temperature_k: float, *,
+                    seed: int = 0) -> torch.Tensor:
+    """CG frames z [N, cg_dim] for a bead map's z proposal: those of the trajectory
+    `cg_frames` (atomistic or CG atoms only), else of `langevin_frames` at `temperature_k`."""
+    if cg_frames is not None:
+        return read_cg_frames(cg_frames, model.cg_map, model.system)
+    logger.info("bead map without --cg-frames: proposing CG frames from a 200 ps OpenMM Langevin "
+                "run at %s K (force field only; see ccg.training.md_proposal)", temperature_k)
+    return langevin_cg_frames(model.system, model.cg_map, temperature_k, seed=seed)

@@ -1,7 +1,7 @@
 """Second minima of stiff torsions (a peptide ω's cis state) for the flow's circular base.
 
 A stiff circular dim gets a wrapped-Cauchy base around its reference value
-(`ccg.train.run.circular_concentration`). Some such torsions have a second minimum behind a
+(`ccg.training.base_init.circular_concentration`). Some such torsions have a second minimum behind a
 high barrier: the cis state of a peptide bond lies ~12 kJ/mol above trans in amber99sb-ildn
 (alanine dipeptide's C-terminal ω), so it holds ~0.7 % of the conditional density at 300 K but
 ~8 % at 600 K. A flow whose base puts (almost) nothing there cannot learn that state by reverse
@@ -27,7 +27,8 @@ from typing import NamedTuple
 
 import torch
 
-from ccg.constants import KB_KJMOL_PER_K
+from ccg.constants import beta_from_temperature
+from ccg.training.base_init import reference_hessian
 
 
 class SecondMode(NamedTuple):
@@ -99,11 +100,9 @@ def second_minima(cg_map, system, t_ref: float, stiff: torch.Tensor, circular: t
     """
     x_ref = torch.as_tensor(system.reference_positions, dtype=torch.float64)
     x_ref = x_ref.reshape(1, *system.event_shape)
-    from ccg.train.run import reference_hessian  # late: ccg.train.run imports this module
-
     with torch.no_grad():
         z0, r0, _ = cg_map.split(x_ref)
-    beta = 1.0 / (KB_KJMOL_PER_K * t_ref)
+    beta = beta_from_temperature(t_ref)
     curvature = reference_hessian(cg_map, system).diagonal()
     unit = 1.0 / torch.sqrt(beta * curvature.clamp_min(1e-6))  # one harmonic width per step
     unit = torch.where(circular & ~stiff, torch.full_like(unit, 0.3), unit.clamp(max=0.3))

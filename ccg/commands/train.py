@@ -1,0 +1,107 @@
+"""`ccg train`: train a backmapping flow data-free from the force field."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import ccg
+
+LOSS_RISE_WARNING = 2.0
+"""nats: `ccg train` warns when the final 200-step mean loss is this far above the run's best."""
+
+DEFAULT_MINUTES = 20.0
+"""The budget of `ccg train` when neither --minutes nor --steps (nor the config) gives one."""
+
+
+def add_parser(sub) -> None:
+    """Register `ccg train`."""
+    t, fc = ccg.TrainConfig, ccg.FlowConfig
+    p = sub.add_parser(
+        "train",
+        help="train a backmapping flow data-free from the force field",
+        description="Train q(r | z, T) by reverse KL against the atomistic energy (no MD data). "
+        "With no arguments: alanine dipeptide, CG = (phi, psi), T in [300, 600] K, "
+        f"{DEFAULT_MINUTES:g} minutes. Flags override the values of --config; the defaults "
+        "shown are those of an empty config.",
+    )
+    p.add_argument("--config", help="TOML file with [system], [map], [flow], [train] tables")
+    p.add_argument("--system", help=f"registered system: {', '.join(ccg.SYSTEMS.names())} "
+                   f"(default: {ccg.SystemConfig.name})")
+    p.add_argument("--cg", help=f"CG map: {', '.join(ccg.CG_MAPS.names())} (default: the "
+                   "system's own: phi-psi for molecules, split for analytic systems)")
+    p.add_argument("--cg-frames", help="bead maps: trajectory whose frames are the z proposal")
+    p.add_argument("--minutes", type=float,
+                   help=f"wall-time budget of the optimization (default: {DEFAULT_MINUTES:g})")
+    p.add_argument("--steps", type=int, help="number of optimization steps (default: none)")
+    p.add_argument("--t-min", type=float, help=f"lowest training temperature in K "
+                   f"(default: {t.t_min:g})")
+    p.add_argument("--t-max", type=float, help=f"highest training temperature in K "
+                   f"(default: {t.t_max:g})")
+    p.add_argument("--t-values", type=float, nargs="+", metavar="T",
+                   help="train only at these temperatures (K) instead of the whole range")
+    p.add_argument("--z-proposal", choices=ccg.Z_PROPOSALS.names(),
+                   help="torsion maps: z uniform on the torus, or adaptive (more z where the "
+                   f"flow's running estimate of F is low; default: {t.z_proposal})")
+    p.add_argument("--n-z", type=int, help=f"distinct (z, T) per step (default: {t.n_z})")
+    p.add_argument("--samples-per-z", type=int,
+                   help=f"flow samples per (z, T) (default: {t.samples_per_z})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default: {t.lr:g})")
+    p.add_argument("--backend", choices=ccg.FLOW_BACKENDS.names(),
+                   help=f"flow layers (default: {fc.backend})")
+    p.add_argument("--seed", type=int, help=f"random seed (default: {t.seed})")
+    p.add_argument("--device", help=f"cpu or cuda[:N] (default: {t.device})")
+    p.add_argument("--dtype", choices=["float32", "float64"],
+                   help=f"training precision (default: {t.dtype})")
+    p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> ccg.RunConfig:
+    """A RunConfig from --config (if any) overridden by the command-line flags (validated)."""
+    config = ccg.RunConfig.from_toml(args.config) if args.config else ccg.RunConfig()
+    overrides = {
+        ("system", "name"): args.system, ("map", "cg"): args.cg,
+        ("map", "cg_frames"): args.cg_frames, ("train", "minutes"): args.minutes,
+        ("train", "steps"): args.steps, ("train", "t_min"): args.t_min,
+        ("train", "t_max"): args.t_max, ("train", "t_values"): args.t_values,
+        ("train", "n_z"): args.n_z, ("train", "z_proposal"): args.z_proposal,
+        ("train", "samples_per_z"): args.samples_per_z, ("train", "lr"): args.lr,
+        ("flow", "backend"): args.backend, ("train", "seed"): args.seed,
+        ("train", "device"): args.device, ("train", "dtype"): args.dtype,
+    }
+    for (section, key), value in overrides.items():
+        if value is not None:
+            setattr(getattr(config, section), key, value)
+    if args.system and not args.cg:
+        config.system.validate()
+        config.map.cg = config.system.default_map
+    if config.train.steps is None and config.train.minutes is None:
+        config.train.minutes = DEFAULT_MINUTES
+    return config.validate()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate everything first, then train and report where the outputs are."""
+    config = config_from_args(args)
+    out = Path(args.out)
+    t = config.train
+    budget = f"{t.minutes} min" if t.minutes is not None else f"{t.steps} steps"
+    print(f"training {config.system.name} (cg = {config.map.cg}) over T in "
+          f"[{t.t_min}, {t.t_max}] K for {budget}, batch {t.n_z} x {t.samples_per_z}, "
+          f"on {t.device} -> {out}/")
+    _, summary = ccg.train(config, out, resume=args.resume, progress=not args.no_progress)
+    print(f"done: {summary['steps']} steps in {summary['train_time_s']:.0f} s, final loss "
+          f"{summary['final_loss']:.3f}, per-z ESS {summary['final_ess']:.2f}, "
+          f"{summary['nonfinite_samples']} non-finite samples excluded")
+    if summary["loss_rise_from_best"] > LOSS_RISE_WARNING:
+        print(f"warning: the loss ended {summary['loss_rise_from_best']:.1f} nats above its best "
+              f"(200-step means; best up to step {summary['best_loss_step']}). The flow has "
+              "probably jumped into a wrong state and stayed there, which the ESS cannot show: "
+              "look at its samples, and train again with another --seed.")
+    print(f"model:   {out / 'model.pt'}")
+    print(f"metrics: {out / 'metrics.json'}")
+    print(f"plot:    {out / 'training.png'}")
+    return 0

@@ -1,0 +1,24 @@
+"""The exceptions ccg raises for a problem the user can fix.
+
+Each message says what was expected, what was got, and how to fix it (which flag, key or
+argument to change). They all derive from `CCGError`, so a program can catch ccg's own errors
+in one place; the `ccg` command turns them into a one-paragraph message and exit code 2.
+"""
+
+from __future__ import annotations
+
+
+class CCGError(Exception):
+    """Base class of ccg's user-facing errors."""
+
+
+class ConfigError(CCGError, ValueError):
+    """A configuration that cannot be used (raised before any work starts)."""
+
+
+class ModelFileError(CCGError, ValueError):
+    """A model file that cannot be read (missing, corrupt, wrong format or version)."""
+
+
+class TrainingError(CCGError, RuntimeError):
+    """Training cannot continue (too many non-finite samples, a checkpoint that does not fit)."""

@@ -1,0 +1,158 @@
+"""Initializing the flow's base from the force field (no data): widths, correlations and
+concentrations of the coordinates r at the system's reference structure.
+
+- `base_scale`: per-dim base widths; bonds, angles and improper-style torsions get their
+  harmonic widths 1 / sqrt(beta d2U/dr2) at the reference structure;
+- `harmonic_scale_tril`: the Cholesky factor of the harmonic covariance of the linear dims;
+- `circular_concentration`: wrapped-Cauchy concentrations for circular dims that are stiff
+  with a single minimum (a peptide ω, a chiral half-range torsion); free rotors stay uniform;
+- `stiff_torsions`: the atom quadruples of those stiff torsions (to take them off the circle);
+- `conditional_moments`: for analytic systems, the exact mean and width of r | z.
+
+`ccg.training.base_modes.second_minima` finds second minima of stiff torsions (cis states).
+Energies in kJ/mol, temperatures in K, r in its own units (nm, rad).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ccg.constants import beta_from_temperature
+from ccg.systems.analytic import AnalyticSystem
+
+# Typical widths at 300 K of the fast internal coordinates (harmonic estimate sqrt(kT / k) for
+# amber-like force constants); the flow's base scales them by sqrt(T / 300 K).
+_WIDTH_300K = {"bond": 0.0035, "angle": 0.07, "improper": 0.2, "torsion": 1.0, "coord": 1.0}
+
+
+def _has_reference(system) -> bool:
+    """A molecular system with a reference structure (the base is initialized there)."""
+    return (system is not None and not isinstance(system, AnalyticSystem)
+            and system.reference_positions is not None)
+
+
+def base_scale(cg_map, t_ref: float, system=None) -> torch.Tensor:
+    """Per-dimension base widths [n_r] of the flow at t_ref (K).
+
+    Defaults by kind (harmonic estimates for amber-like force constants, scaled by
+    sqrt(T_ref / 300 K)). Analytic systems: the exact conditional widths of r | z. With a
+    molecular `system` that has reference positions, the widths of bonds, angles and improper
+    torsions are refined to the harmonic widths 1 / sqrt(beta d2U/dr_i2) at the reference
+    structure (clamped to 1/4..4 times the default).
+    """
+    factor = math.sqrt(t_ref / 300.0)
+    stiff = torch.tensor([kind in ("bond", "angle", "improper") for kind in cg_map.r_kinds])
+    widths = torch.tensor(
+        [_WIDTH_300K[kind] * (factor if kind in ("bond", "angle", "improper") else 1.0)
+         for kind in cg_map.r_kinds],
+        dtype=torch.float64,
+    )
+    if isinstance(system, AnalyticSystem):
+        return conditional_moments(system, t_ref)[1]
+    if not _has_reference(system):
+        return widths
+    curvature = reference_hessian(cg_map, system).diagonal()
+    beta = beta_from_temperature(t_ref)
+    harmonic = 1.0 / torch.sqrt(beta * curvature.clamp_min(1e-12))
+    refined = torch.minimum(torch.maximum(harmonic, widths / 4), widths * 4)
+    return torch.where(stiff & (curvature > 0), refined, widths)
+
+
+def harmonic_scale_tril(cg_map, system, t_ref: float, linear: torch.Tensor):
+    """Cholesky factor [n_lin, n_lin] of the harmonic covariance (beta H_ll)^-1 of the linear
+    r dims at the reference structure (z and the circular dims held fixed), or None when the
+    system has no reference structure or H_ll is not positive definite there."""
+    if not _has_reference(system):
+        return None
+    idx = torch.nonzero(linear).flatten()
+    hessian = reference_hessian(cg_map, system)[idx][:, idx]
+    beta = beta_from_temperature(t_ref)
+    factor, info = torch.linalg.cholesky_ex(beta * hessian)
+    if int(info) != 0:
+        return None
+    # (beta H)^-1 = (F F^T)^-1 = F^-T F^-1; its lower Cholesky factor is the flip of F^-T.
+    inv_t = torch.linalg.solve_triangular(factor, torch.eye(len(idx), dtype=factor.dtype),
+                                          upper=False).T
+    covariance = inv_t @ inv_t.T
+    tril, info = torch.linalg.cholesky_ex(covariance)
+    return None if int(info) != 0 else tril
+
+
+def circular_concentration(cg_map, system, t_ref: float, circular: torch.Tensor,
+                           *, rotor_kt: float = 4.0, max_rho: float = 0.95):
+    """Wrapped-Cauchy concentrations [n_r] of the flow's base on circular dims (0 elsewhere),
+    or None for systems without a reference structure.
+
+    A circular dim whose rotation by ±2π/3 at the reference structure costs more than
+    `rotor_kt` k_B T_ref both ways is stiff with a single minimum (a peptide ω, a chiral
+    half-range torsion): its base gets ρ = exp(-σ), σ = 1 / sqrt(β ∂²U/∂r²) its harmonic width,
+    so the flow starts near the right width instead of spread over the circle. Free rotors
+    (methyl groups: a 2π/3 turn is a symmetry) keep the uniform base (ρ = 0).
+    """
+    if not _has_reference(system):
+        return None
+    idx = torch.nonzero(circular).flatten()
+    rho = torch.zeros(len(circular), dtype=torch.float64)
+    if len(idx) == 0:
+        return rho
+    x_ref = torch.as_tensor(system.reference_positions, dtype=torch.float64)
+    x_ref = x_ref.reshape(1, *system.event_shape)
+    with torch.no_grad():
+        z0, r0, _ = cg_map.split(x_ref)
+        turns = torch.tensor([2 * math.pi / 3, -2 * math.pi / 3], dtype=torch.float64)
+        r = r0.repeat(2 * len(idx), 1)
+        rows = torch.arange(2 * len(idx))
+        dims = idx.repeat_interleave(2)
+        r[rows, dims] = torch.remainder(r[rows, dims] + turns.repeat(len(idx)) + math.pi,
+                                        2 * math.pi) - math.pi
+        x, _ = cg_map.merge(z0.expand(len(r), -1), r)
+        u0 = system.energy(x_ref)[0]
+        cost = (system.energy(x) - u0).reshape(len(idx), 2)
+    beta = beta_from_temperature(t_ref)
+    stiff = torch.nan_to_num(cost, nan=torch.inf).min(1).values * beta > rotor_kt
+    curvature = reference_hessian(cg_map, system).diagonal()[idx]
+    sigma = 1.0 / torch.sqrt(beta * curvature.clamp_min(1e-12))
+    value = torch.exp(-sigma).clamp(max=max_rho)
+    rho[idx] = torch.where(stiff & (curvature > 0), value, torch.zeros_like(value))
+    return rho
+
+
+def conditional_moments(system, t_ref: float, n_z: int = 16, n: int = 256):
+    """Analytic systems: mean and standard deviation [n_r] of r at t_ref (K), pooled over a
+    line of z across the training box (exact conditional samples; seeded, so deterministic)."""
+    low, high = (torch.as_tensor(b, dtype=torch.float64) for b in system.cg_bounds)
+    frac = torch.linspace(0.0, 1.0, n_z, dtype=torch.float64)[:, None]
+    z = (low + frac * (high - low)).repeat_interleave(n, dim=0)
+    gen = torch.Generator().manual_seed(0)
+    r = system.sample_conditional(z, t_ref, generator=gen)
+    return r.mean(dim=0), r.std(dim=0).clamp_min(1e-6)
+
+
+def reference_hessian(cg_map, system) -> torch.Tensor:
+    """Hessian d2U/dr2 [n_r, n_r] (kJ/mol per r unit^2) at the system's reference structure,
+    with z held at the reference's CG coordinates."""
+    x_ref = torch.as_tensor(system.reference_positions, dtype=torch.float64)
+    x_ref = x_ref.reshape(1, *system.event_shape)
+    with torch.no_grad():
+        z0, r0, _ = cg_map.split(x_ref)
+
+    def energy_of_r(r: torch.Tensor) -> torch.Tensor:
+        x, _ = cg_map.merge(z0, r[None])
+        return system.energy(x)[0]
+
+    return torch.autograd.functional.hessian(energy_of_r, r0[0]).detach()
+
+
+def stiff_torsions(cg_map, system, t_ref: float) -> list[tuple[int, ...]]:
+    """Atom quadruples of the circular (not chiral) r torsions of a `TorsionMap` that are stiff
+    with a single minimum at the reference structure: those `circular_concentration` gives a
+    concentrated base (a ±2π/3 turn costs more than 4 k_B T_ref both ways), e.g. peptide ω."""
+    rho = circular_concentration(cg_map, system, t_ref, cg_map.r_circular)
+    if rho is None:
+        return []
+    layout = cg_map.layout
+    first_torsion = layout.n_bonds + layout.n_angles
+    dims = torch.nonzero(rho > 0).flatten().tolist()
+    return [cg_map.zmatrix.rows[layout.r_torsion_rows[d - first_torsion]] for d in dims]

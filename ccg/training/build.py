@@ -1,0 +1,101 @@
+"""Building a run from a `RunConfig`: system, CG map, flow, z proposal.
+
+`build_model(config)` is the single place where a configuration becomes a `BackmappingModel`;
+each part comes from its registry (`SYSTEMS`, `CG_MAPS`, `FLOW_BACKENDS`, `Z_PROPOSALS`), so
+a new system, map, backend or proposal is one registered function or class next to its kind.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ccg.flows.build import build_flow
+from ccg.mapping.base import CG_MAPS, CGMap
+from ccg.mapping.torsion import TorsionMap
+from ccg.model import BackmappingModel
+from ccg.systems.analytic import AnalyticSystem
+from ccg.systems.base import System
+from ccg.systems.openmm_system import OpenMMSystem
+from ccg.systems.registry import SYSTEMS
+from ccg.training.base_init import (
+    base_scale,
+    circular_concentration,
+    conditional_moments,
+    harmonic_scale_tril,
+    stiff_torsions,
+)
+from ccg.training.base_modes import second_minima
+from ccg.training.config import RunConfig
+from ccg.training.proposals import Z_PROPOSALS, ZProposal
+
+
+def build_system(config: RunConfig) -> System:
+    """The system of `config.system`: a PDB with force-field files, or a registered name."""
+    sc = config.system
+    if sc.pdb is not None:
+        return OpenMMSystem.from_pdb(sc.pdb, tuple(sc.forcefield), **sc.options)
+    return SYSTEMS.resolve(sc.name)(**sc.options)
+
+
+def build_map(config: RunConfig, system: System) -> CGMap:
+    """The CG map of `config.map` (a registered name) for `system`."""
+    return CG_MAPS.resolve(config.map.cg)(system)
+
+
+def build_model(config: RunConfig) -> BackmappingModel:
+    """System + CG map + a freshly initialized flow, as configured (validated first).
+
+    The flow's base is initialized from the force field at the system's reference structure
+    (`ccg.training.base_init`); the model is on the CPU in float32.
+    """
+    config.validate()
+    system = build_system(config)
+    cg_map = build_map(config, system)
+    t_ref = config.train.reference_temperature
+    fc = config.flow
+    linear_stiff = fc.linear_stiff_torsions and isinstance(cg_map, TorsionMap)
+    if linear_stiff:  # the peptide omegas: unwrapped around the reference by the map
+        quads = stiff_torsions(cg_map, system, t_ref)
+        if quads:
+            named = dict(zip(cg_map.torsion_names, cg_map.torsion_atoms, strict=True))
+            cg_map = TorsionMap(system.topology, named, system.reference_positions,
+                                zmatrix=cg_map.zmatrix, stiff_torsions=quads)
+    # Chirality-constrained torsions live on [-pi, pi) like the free ones: the flow keeps them
+    # inside it, so every sample has the reference chirality (both ends are the planar,
+    # high-energy configuration). With linear_stiff_torsions they are real coordinates instead,
+    # ~20 harmonic widths from either end; a sample beyond one would have the mirror
+    # chirality and is excluded as non-finite (BackmappingModel.sample).
+    circular = cg_map.r_circular | cg_map.r_chiral
+    loc = cg_map.r_reference
+    if isinstance(system, AnalyticSystem):
+        loc = conditional_moments(system, t_ref)[0]
+    scale = base_scale(cg_map, t_ref, system)
+    if linear_stiff:  # the stiff chiral torsions: real coordinates t' with a Gaussian base
+        rho = circular_concentration(cg_map, system, t_ref, circular)
+        linear = cg_map.r_chiral & (rho > 0)
+        scale = torch.where(linear, -torch.log(rho.clamp_min(1e-12)), scale)
+        circular = circular & ~linear
+    tril = harmonic_scale_tril(cg_map, system, t_ref, ~circular) if fc.correlated_base else None
+    rho = circular_concentration(cg_map, system, t_ref, circular) if fc.concentrate_circular \
+        else None
+    modes = None
+    if rho is not None and fc.circular_modes:
+        found = second_minima(cg_map, system, t_ref, rho > 0, circular)
+        modes = [[m.dim, m.offset, m.energy_kt, m.log_ratio] for m in found] or None
+    flow = build_flow(
+        cg_map.n_r, cg_map.cg_feature_dim + 1, circular, loc, scale,
+        backend=fc.backend, n_layers=fc.n_layers, hidden=fc.hidden, n_blocks=fc.n_blocks,
+        n_bins=fc.n_bins, temperature_scaling=fc.temperature_scaling, tail_bound=fc.tail_bound,
+        scale_after_layers=fc.scale_after_layers, scale_tril=tril, circular_concentration=rho,
+        circular_modes=modes,
+    )
+    return BackmappingModel(system, cg_map, flow, t_ref=t_ref,
+                            t_range=(config.train.t_min, config.train.t_max))
+
+
+def build_proposal(config: RunConfig, model: BackmappingModel) -> ZProposal:
+    """The z proposal rho(z) of `config.train.z_proposal` for this model's CG space."""
+    t = config.train
+    return Z_PROPOSALS.resolve(t.z_proposal)(model, t_min=t.t_min, t_max=t.t_max,
+                                             sharpness=t.z_sharpness,
+                                             cg_frames=config.map.cg_frames, seed=t.seed)
