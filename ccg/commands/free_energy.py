@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--samples", type=int, default=256, help="flow samples per point")
     p.add_argument("--frames", help="evaluate at the CG frames of this trajectory instead")
     p.add_argument("--top", help="topology for coordinate-only --frames formats")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", default="fes.npz", help="output npz")
     p.add_argument("--plot", help="also write a PNG (surface for 2-D, profile for 1-D)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
