@@ -34,7 +34,7 @@ from ccg.free_energy.cg_model import FreeEnergyModel
 from ccg.free_energy.estimators import estimate_free_energy
 from ccg.free_energy.fit import FitConfig, ObservableSet, fit_free_energy_model
 from ccg.free_energy.langevin import simulate
-from ccg.io.atomic import atomic_torch_save, atomic_write_text
+from ccg.io.atomic import atomic_torch_save, atomic_write_text, load_torch_state
 from ccg.io.cg_model_file import load_cg_model, save_cg_model
 from ccg.io.model_file import load_model, save_model
 from ccg.model import BackmappingModel
@@ -181,7 +181,7 @@ class Cycle:
         if not path.is_file():
             raise FileNotFoundError(f"No cycle state to resume from at {path}. Run without "
                                     "--resume.")
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_torch_state(path, "cycle state")
         cycle = cls(load_model(out / "flow.pt"), explore, config, out, progress=progress)
         cycle.cg_model = load_cg_model(out / "cg_model.pt")
         cycle.iteration, cycle.elapsed_s = state["iteration"], state["elapsed_s"]

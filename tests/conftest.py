@@ -12,3 +12,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def rewrite_model_file(path, out, edit) -> None:
+    """Read a ccg model file, apply edit(header, tensors) (in place), write it to `out` (with a
+    fresh, valid checksum): a file that is intact as a container but altered in content."""
+    from ccg.io.tensor_file import read_tensor_file, write_tensor_file
+
+    header, tensors = read_tensor_file(path)
+    edit(header, tensors)
+    write_tensor_file(out, header, tensors)

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import rewrite_model_file
 from test_training import CONVERGENCE_FLOW, CONVERGENCE_TRAIN, _config, _trainer
 
 from ccg import build_proposal
@@ -110,10 +111,8 @@ def test_cg_model_file_round_trip_and_kind(torsion_cg_model, tmp_path):
     loaded = load_cg_model(path)
     z = torch.tensor([[-1.4, 1.2], [1.0, -0.5]], dtype=torch.float64)
     torch.testing.assert_close(loaded.beta_free_energy(z, 350.0), model.beta_free_energy(z, 350.0))
-    payload = torch.load(path, weights_only=False)
-    payload["format_version"] = 99
     bad = tmp_path / "v99.pt"
-    torch.save(payload, bad)
+    rewrite_model_file(path, bad, lambda header, _: header.update(format_version=99))
     with pytest.raises(ModelFileError, match="version 99"):
         load_cg_model(bad)
     garbage = tmp_path / "garbage.pt"

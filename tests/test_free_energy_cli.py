@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import rewrite_model_file
 
 from ccg import RunConfig, build_model
 from ccg.cli import main
@@ -94,10 +95,9 @@ def test_corrupt_model_file_is_a_model_file_error(torsion_model, tmp_path, capsy
 
 
 def test_wrong_format_version_is_a_model_file_error(torsion_model, tmp_path, capsys):
-    payload = torch.load(torsion_model, map_location="cpu", weights_only=False)
-    payload["format_version"] = FORMAT_VERSION + 1
     bad = tmp_path / "model.pt"
-    torch.save(payload, bad)
+    rewrite_model_file(torsion_model, bad,
+                       lambda header, _: header.update(format_version=FORMAT_VERSION + 1))
     with pytest.raises(ModelFileError, match=f"format version {FORMAT_VERSION + 1}"):
         read_model_file(bad)
     out = tmp_path / "fes.npz"

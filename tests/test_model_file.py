@@ -7,9 +7,11 @@ import os
 import stat
 
 import pytest
+import safetensors.torch
 import torch
+from conftest import rewrite_model_file
 
-from ccg import RunConfig, build_model
+from ccg import RunConfig, TrainingError, build_model, load_cg_model
 from ccg.io.atomic import atomic_path, atomic_torch_save, check_output_path
 from ccg.io.model_file import (
     FORMAT_VERSION,
@@ -18,6 +20,7 @@ from ccg.io.model_file import (
     read_model_file,
     save_model,
 )
+from ccg.systems import system_to_config
 from ccg.systems.analytic import DoubleWell2D
 from ccg.systems.openmm_system import OpenMMSystem
 
@@ -101,18 +104,77 @@ def test_load_in_float64(tmp_path):
                                model.log_prob_x(x, 400.0), rtol=0, atol=1e-4)
 
 
+def _legacy_payload(model) -> dict:
+    """What ccg 0.1 wrote with torch.save (format version 1)."""
+    path_payload = {
+        "format": "ccg-model", "format_version": 1, "ccg_version": "0.1.0",
+        "system": system_to_config(model.system), "map": model.cg_map.config(),
+        "flow": model.flow.config(),
+        "flow_state": {k: v.detach().cpu() for k, v in model.flow.state_dict().items()},
+        "t_ref": model.t_ref, "t_range": list(model.t_range), "metrics": {}, "run_config": {},
+    }
+    return path_payload
+
+
 def test_file_from_before_the_scale_tril_buffer_loads_unchanged(tmp_path):
-    """Files written before the base gained `scale_tril` (diagonal bases) still load, and
-    sample exactly as the model that was saved."""
+    """Files written before the base gained `scale_tril` (diagonal bases, ccg 0.1 pickles)
+    still load, safely and with a warning, and sample exactly as the model that was saved."""
     model, _ = _double_well_model()
-    path = save_model(tmp_path / "model.pt", model)
-    payload = torch.load(path, weights_only=False)
+    payload = _legacy_payload(model)
     removed = [k for k in payload["flow_state"] if k.endswith("scale_tril")]
     assert removed
     for key in removed:
         del payload["flow_state"][key]
+    path = tmp_path / "model.pt"
     torch.save(payload, path)
-    _assert_same_model(model, load_model(path), torch.linspace(-2.0, 2.0, 20)[:, None], 400.0)
+    with pytest.warns(UserWarning, match="ccg 0.1 model file"):
+        loaded = load_model(path)
+    _assert_same_model(model, loaded, torch.linspace(-2.0, 2.0, 20)[:, None], 400.0)
+
+
+class _RunsCode:
+    """A pickle that calls a function when it is loaded (what a malicious model file does)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_a_model_file_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "code-ran"
+    model, _ = _double_well_model()
+    payload = _legacy_payload(model)
+    payload["metrics"] = {"x": _RunsCode(marker)}
+    path = tmp_path / "model.pt"
+    torch.save(payload, path)
+    assert not marker.exists()
+    with pytest.raises(ModelFileError, match=r"Refused to load .*could run code"):
+        load_model(path)
+    with pytest.raises(ModelFileError, match="Refused to load"):
+        load_cg_model(path)
+    assert not marker.exists()
+    # the same object as a training checkpoint: refused too, nothing run
+    from ccg.training.trainer import read_checkpoint
+
+    torch.save({"step": 1, "modules": {}, "optimizer": _RunsCode(marker)}, path)
+    with pytest.raises(TrainingError, match="Refused to load"):
+        read_checkpoint(path)
+    assert not marker.exists()
+    # and pickle itself would have run it: the test object is live
+    import pickle
+
+    pickle.loads(pickle.dumps(_RunsCode(marker)))
+    assert marker.exists()
+
+
+def test_altered_model_file_fails_its_checksum(saved):
+    data = bytearray(saved.read_bytes())
+    data[-3] ^= 0xFF  # one byte of the last tensor
+    saved.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="fails its checksum"):
+        load_model(saved)
 
 
 # --- bad files: each gets its own clear error --------------------------------------------------
@@ -172,25 +234,20 @@ def test_trainer_checkpoint_is_not_a_model(tmp_path):
 
 
 def test_wrong_format_version(saved):
-    payload = torch.load(saved, weights_only=False)
-    payload["format_version"] = FORMAT_VERSION + 1
-    torch.save(payload, saved)
+    rewrite_model_file(saved, saved,
+                       lambda header, _: header.update(format_version=FORMAT_VERSION + 1))
     with pytest.raises(ModelFileError, match=f"format version {FORMAT_VERSION + 1}; this ccg"):
         load_model(saved)
 
 
 def test_missing_entry(saved):
-    payload = torch.load(saved, weights_only=False)
-    del payload["flow_state"]
-    torch.save(payload, saved)
+    rewrite_model_file(saved, saved, lambda _, tensors: tensors.clear())
     with pytest.raises(ModelFileError, match=r"missing the entries \['flow_state'\]"):
         read_model_file(saved)
 
 
 def test_weights_that_do_not_fit_the_flow(saved):
-    payload = torch.load(saved, weights_only=False)
-    payload["flow"]["hidden"] = 24
-    torch.save(payload, saved)
+    rewrite_model_file(saved, saved, lambda header, _: header["flow"].update(hidden=24))
     with pytest.raises(ModelFileError, match="stored weights do not fit the flow"):
         load_model(saved)
 
@@ -207,7 +264,7 @@ def _failing_save(obj, path, *args, **kwargs):
 
 def test_failed_save_leaves_no_file(tmp_path, monkeypatch):
     model, _ = _double_well_model()
-    monkeypatch.setattr(torch, "save", _failing_save)
+    monkeypatch.setattr(safetensors.torch, "save_file", _failing_save)
     with pytest.raises(OSError, match="No space left"):
         save_model(tmp_path / "model.pt", model)
     assert list(tmp_path.iterdir()) == []

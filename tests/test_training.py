@@ -632,7 +632,7 @@ def test_cli_train_writes_outputs_that_load(tmp_path, capsys):
     assert isinstance(model.system, DoubleWell2D)
     assert model.t_range == (300.0, 600.0) and model.metrics["steps"] == 30
     assert model.run_config["train"]["steps"] == 30
-    trained = torch.load(out / "checkpoint.pt", weights_only=False)["modules"]["flow"]
+    trained = torch.load(out / "checkpoint.pt", weights_only=True)["modules"]["flow"]
     for key, value in model.flow.state_dict().items():
         assert torch.equal(value, trained[key]), key
     z = torch.linspace(-3.0, 3.0, 64)[:, None]

@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--config", help="TOML file with [system], [map], [flow], [train] tables")
     p.add_argument("--system", help=f"registered system: {', '.join(ccg.SYSTEMS.names())} "
-                   f"(default: {ccg.SystemConfig.name})")
+                   "(default: alanine-dipeptide)")
     p.add_argument("--cg", help=f"CG map: {', '.join(ccg.CG_MAPS.names())} (default: the "
                    "system's own: phi-psi for molecules, split for analytic systems)")
     p.add_argument("--cg-frames", help="bead maps: trajectory whose frames are the z proposal")
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     t = config.train
     budget = f"{t.minutes} min" if t.minutes is not None else f"{t.steps} steps"
-    print(f"training {config.system.name} (cg = {config.map.cg}) over T in "
+    print(f"training {config.system.label} (cg = {config.map.cg}) over T in "
           f"[{t.t_min}, {t.t_max}] K for {budget}, batch {t.n_z} x {t.samples_per_z}, "
           f"on {t.device} -> {out}/")
     _, summary = ccg.train(config, out, resume=args.resume, progress=not args.no_progress)

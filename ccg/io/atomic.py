@@ -1,4 +1,5 @@
-"""Atomic file writes: write to a temporary file in the target folder, then rename.
+"""Atomic file writes: write to a temporary file in the target folder, then rename; and
+reading run states (checkpoints) back without executing code.
 
 A crash or an exception never leaves a partial or corrupt output behind.
 """
@@ -7,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+
+from ccg.errors import TrainingError
 
 
 def check_output_path(path: str | Path) -> Path:
@@ -65,3 +69,28 @@ def atomic_torch_save(obj: object, path: str | Path) -> None:
     """torch.save `obj` to `path` atomically."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def load_torch_state(path: str | Path, what: str = "checkpoint") -> object:
+    """A run state written by `atomic_torch_save` (a checkpoint), read on the CPU with
+    `torch.load(weights_only=True)`: plain data and tensors only, nothing executed.
+
+    Raises:
+        TrainingError: missing, unreadable, or holding objects that could run code (refused).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingError(f"No {what} to resume from at {path}. Run without --resume.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise TrainingError(
+            f"Refused to load {path}: it holds objects that are not plain data and tensors, so "
+            f"loading it could run code ({str(err).splitlines()[0]}). ccg's {what}s never do; "
+            "start afresh in a new --out folder."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise TrainingError(
+            f"The {what} {path} cannot be read ({type(err).__name__}: {err}); it may be "
+            "truncated. Start afresh in a new --out folder (or with --overwrite)."
+        ) from None

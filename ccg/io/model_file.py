@@ -1,14 +1,17 @@
 """Model files: one self-describing file per trained backmapping model.
 
-A model file (`model.pt`, written by torch.save, atomically) holds:
+A model file (`model.pt`, written atomically) is a safetensors file (`ccg.io.tensor_file`: no
+pickle, nothing executed on loading, a checksum) whose tensors are the flow's weights
+(`flow_state.<name>`) and whose JSON header holds:
 
 - `format` = "ccg-model", `format_version`, `ccg_version`;
-- `system`: what is needed to rebuild U(x) (for OpenMM systems the PDB text, force-field
-  names and createSystem options, or the serialized System);
-- `map`, `flow`: the configurations of the CG map and the flow, and `flow_state` (weights);
+- `system`: what is needed to rebuild U(x) (for OpenMM systems the serialized System, the PDB
+  text, force-field names and createSystem options);
+- `map`, `flow`: the configurations of the CG map and the flow;
 - `t_ref`, `t_range` (K), `metrics` (training summary) and `run_config`.
 
 `load_model(path)` validates all of it and rebuilds a ready-to-sample `BackmappingModel`.
+Files of ccg 0.1 (format version 1, a torch pickle) still load, safely and with a warning.
 """
 
 from __future__ import annotations
@@ -21,58 +24,54 @@ import torch
 from ccg._version import __version__
 from ccg.errors import ModelFileError
 from ccg.flows import flow_from_config
-from ccg.io.atomic import atomic_torch_save
+from ccg.io.tensor_file import read_tensor_file, split_state, write_tensor_file
 from ccg.mapping import map_from_config
 from ccg.model import BackmappingModel
 from ccg.systems.registry import system_from_config, system_to_config
 
 FORMAT = "ccg-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The version written: 2 = safetensors + JSON header (1 = a torch pickle, ccg 0.1)."""
+READABLE_VERSIONS = (1, 2)
 _REQUIRED = ("format", "format_version", "system", "map", "flow", "flow_state", "t_ref", "t_range")
 
 
-
-
-def save_model(path: str | Path, model, *, metrics: dict | None = None,
+def save_model(path: str | Path, model: BackmappingModel, *, metrics: dict | None = None,
                run_config: dict | None = None) -> Path:
-    """Write `model` (a BackmappingModel) to `path` atomically; returns the path."""
+    """Write `model` to `path` atomically (safetensors + JSON header); returns the path.
 
-    payload: dict[str, Any] = {
+    `metrics` and `run_config` (default: the model's own) are stored with it.
+    """
+    header: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "ccg_version": __version__,
         "system": system_to_config(model.system),
         "map": model.cg_map.config(),
         "flow": model.flow.config(),
-        "flow_state": {k: v.detach().cpu() for k, v in model.flow.state_dict().items()},
         "t_ref": model.t_ref,
         "t_range": list(model.t_range),
-        "metrics": metrics or {},
-        "run_config": run_config or {},
+        "metrics": model.metrics if metrics is None else metrics,
+        "run_config": model.run_config if run_config is None else run_config,
     }
-    atomic_torch_save(payload, path)
-    return Path(path)
+    tensors = {f"flow_state.{k}": v for k, v in model.flow.state_dict().items()}
+    return write_tensor_file(path, header, tensors)
 
 
 def read_model_file(path: str | Path) -> dict[str, Any]:
-    """Read and validate the raw payload of a model file."""
+    """Read and validate the raw payload of a model file: the header's entries plus
+    `flow_state` (the flow's state_dict)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Model file not found: {path}. Train one with `ccg train`.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises many types for corrupt files
-        raise ModelFileError(
-            f"{path} is not a readable ccg model file ({type(err).__name__}: {err}). "
-            "It may be truncated or corrupt; retrain or copy it again."
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    payload, tensors = read_tensor_file(path)
+    if tensors:
+        payload["flow_state"] = split_state(tensors, "flow_state")
+    if payload.get("format") != FORMAT:
         raise ModelFileError(
             f"{path} is not a ccg model file (expected format '{FORMAT}'). A training "
             "checkpoint.pt is not a model; use the model.pt next to it."
         )
     version = payload.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ModelFileError(
             f"{path} has model-file format version {version}; this ccg "
             f"({__version__}) reads version {FORMAT_VERSION}. Use the ccg version that "
@@ -85,9 +84,12 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
 
 
 def load_model(path: str | Path, *, device: str | torch.device = "cpu",
-               dtype: torch.dtype = torch.float32):
-    """Rebuild the `BackmappingModel` stored at `path` (validated), on `device`, in `dtype`."""
+               dtype: torch.dtype = torch.float32) -> BackmappingModel:
+    """Rebuild the `BackmappingModel` stored at `path` (validated), on `device`, in `dtype`.
 
+    Nothing in the file is executed. Raises FileNotFoundError for a missing file and
+    `ModelFileError` for anything that is not an intact ccg model file.
+    """
     payload = read_model_file(path)
     system = system_from_config(payload["system"])
     cg_map = map_from_config(payload["map"], system)

@@ -34,7 +34,7 @@ def build_system(config: RunConfig) -> System:
     sc = config.system
     if sc.pdb is not None:
         return OpenMMSystem.from_pdb(sc.pdb, tuple(sc.forcefield), **sc.options)
-    return SYSTEMS.resolve(sc.name)(**sc.options)
+    return SYSTEMS.resolve(sc.registered_name)(**sc.options)
 
 
 def build_map(config: RunConfig, system: System) -> CGMap:

@@ -38,15 +38,20 @@ from ccg.training.proposals import T_SAMPLING, Z_PROPOSALS
 __all__ = ["ConfigError", "FlowConfig", "MapConfig", "RunConfig", "SystemConfig", "TrainConfig"]
 
 
+DEFAULT_SYSTEM = "alanine-dipeptide"
+"""The system of a configuration that names none."""
+
+
 @dataclass
 class SystemConfig:
     """The target system (`[system]`): a registered `name` (`ccg.systems.SYSTEMS`), or a `pdb`
     with `forcefield` files."""
 
-    name: str = "alanine-dipeptide"
-    """A registered system: alanine-dipeptide, harmonic, double-well, mueller-brown."""
+    name: str | None = None
+    """A registered system: alanine-dipeptide (the default without a pdb), harmonic,
+    double-well, mueller-brown."""
     pdb: str | None = None
-    """A PDB file with all hydrogens (then `name` is ignored)."""
+    """A PDB file with all hydrogens (instead of a registered `name`)."""
     forcefield: list[str] = field(default_factory=lambda: ["amber99sbildn.xml"])
     """OpenMM force-field XML files for `pdb`."""
     options: dict[str, Any] = field(default_factory=dict)
@@ -54,7 +59,10 @@ class SystemConfig:
 
     def validate(self) -> SystemConfig:
         check_field_types(self, "system")
-        if self.pdb is None and self.name not in SYSTEMS:
+        if self.pdb is not None and self.name is not None:
+            raise ConfigError(f'[system] gives both name = "{self.name}" and pdb = '
+                              f'"{self.pdb}"; keep one of them.')
+        if self.pdb is None and self.registered_name not in SYSTEMS:
             raise ConfigError(
                 f'Unknown system "{self.name}". Must be one of {SYSTEMS.names()}, '
                 "or give [system] pdb = 'file.pdb' with forcefield = [...]."
@@ -64,14 +72,28 @@ class SystemConfig:
         return self
 
     @property
+    def registered_name(self) -> str:
+        """The registered system this configuration names (the default if none)."""
+        return self.name if self.name is not None else DEFAULT_SYSTEM
+
+    @property
+    def label(self) -> str:
+        """What to call the system in messages: the PDB file's name, or the system's."""
+        return Path(self.pdb).name if self.pdb is not None else self.registered_name
+
+    @property
     def kind(self) -> str:
         """"molecular" or "analytic"."""
-        return "molecular" if self.pdb is not None else SYSTEMS.info(self.name)["kind"]
+        if self.pdb is not None:
+            return "molecular"
+        return SYSTEMS.info(self.registered_name)["kind"]
 
     @property
     def default_map(self) -> str:
         """The CG map a run of this system uses unless told otherwise."""
-        return "phi-psi" if self.pdb is not None else SYSTEMS.info(self.name)["default_map"]
+        if self.pdb is not None:
+            return "phi-psi"
+        return SYSTEMS.info(self.registered_name)["default_map"]
 
 
 @dataclass
@@ -162,6 +184,8 @@ class TrainConfig:
     """Abort when the running (20-step) fraction of non-finite samples exceeds this."""
     checkpoint_every: int = 200
     """Steps between checkpoints (checkpoint.pt, written atomically)."""
+    checkpoint_minutes: float = 2.0
+    """Also write a checkpoint when this much wall time has passed since the last one."""
     seed: int = 0
     """Seed of every random draw of the run."""
     device: str = "cpu"
@@ -236,6 +260,9 @@ class TrainConfig:
             raise ConfigError(f"[train] steps must be >= 1; got {self.steps}.")
         if self.minutes is not None and self.minutes <= 0:
             raise ConfigError(f"[train] minutes must be > 0; got {self.minutes}.")
+        if not self.checkpoint_minutes > 0:
+            raise ConfigError(f"[train] checkpoint_minutes must be > 0; got "
+                              f"{self.checkpoint_minutes}.")
         if not isinstance(self.energy_cut, int | float) or not self.energy_cut > 0:
             raise ConfigError(f"[train] energy_cut must be > 0 (k_BT above the reference "
                               f"structure's energy); got {self.energy_cut!r}.")
@@ -250,6 +277,13 @@ class TrainConfig:
     @property
     def reference_temperature(self) -> float:
         return float(self.t_ref if self.t_ref is not None else self.t_min)
+
+
+RESUMABLE_CHANGES = frozenset({
+    ("train", "minutes"), ("train", "steps"), ("train", "checkpoint_every"),
+    ("train", "checkpoint_minutes"), ("train", "max_nonfinite_fraction"),
+})
+"""(table, key) pairs that may differ between a run and its resumption."""
 
 
 @dataclass
@@ -275,13 +309,41 @@ class RunConfig:
             )
         if system_kind == "analytic" and map_kind != "analytic":
             raise ConfigError(
-                f'Analytic system "{self.system.name}" takes [map] cg = "split" '
+                f'Analytic system "{self.system.label}" takes [map] cg = "split" '
                 f'(z = the first coordinates); got "{self.map.cg}".'
             )
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """The configuration as nested plain data (tables of keys), as TOML would give it."""
         return dataclasses.asdict(self)
+
+    def check_resumable(self, stored: dict[str, Any]) -> None:
+        """Raise ConfigError unless a run configured as `stored` (`to_dict()` output, saved
+        with its checkpoint) may be continued with this configuration.
+
+        Only the budget and the checkpointing may change on resume: `[train]` minutes and
+        steps (so the length of the learning-rate schedule, which follows them),
+        checkpoint_every, checkpoint_minutes and max_nonfinite_fraction. The system, CG map,
+        flow, temperatures and everything else must be the same; the message lists each
+        difference.
+        """
+        current = self.to_dict()
+        differences = []
+        for table in sorted(set(current) | set(stored)):
+            ours, theirs = current.get(table, {}), stored.get(table, {})
+            for key in sorted(set(ours) | set(theirs)):
+                if (table, key) in RESUMABLE_CHANGES or ours.get(key) == theirs.get(key):
+                    continue
+                differences.append(f"[{table}] {key}: {theirs.get(key)!r} in the run, "
+                                   f"{ours.get(key)!r} now")
+        if differences:
+            raise ConfigError(
+                "--resume continues a run only with its own configuration; these differ: "
+                + "; ".join(differences) + ". Only [train] minutes, steps, checkpoint_every, "
+                "checkpoint_minutes and max_nonfinite_fraction may change on resume. Use the "
+                "run's settings, or start a new run in another --out folder."
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:

@@ -17,7 +17,7 @@ from ccg.training.build import build_model, build_proposal
 from ccg.training.config import RunConfig
 from ccg.training.losses import ReverseKL
 from ccg.training.plots import plot_training
-from ccg.training.trainer import Trainer
+from ccg.training.trainer import Trainer, read_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -30,16 +30,28 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
         config: the run (validated here, before any work).
         out_dir: output folder (created): `model.pt` (the trained model), `checkpoint.pt`,
             `metrics.json` and `training.png`.
-        resume: continue from `out_dir/checkpoint.pt` (same configuration).
+        resume: continue from `out_dir/checkpoint.pt`; the configuration must be the run's
+            own except for the budget (`RunConfig.check_resumable`).
         progress: show a progress bar (stderr).
 
     Returns:
         The trained `BackmappingModel` (eval mode) and a summary dict (steps, times, final
         loss and ESS, non-finite samples, `loss_rise_from_best` in nats).
+
+    Raises:
+        ConfigError: an invalid configuration, or one that does not fit the checkpoint.
+        Interrupted: SIGINT / SIGTERM; the checkpoint holds the last finished step.
     """
     config.validate()
+    out = Path(out_dir)
+    if resume:  # before any work: the checkpoint exists and was written by this configuration
+        stored = read_checkpoint(out / "checkpoint.pt").get("metadata", {}).get("run_config")
+        if stored is not None:
+            config.check_resumable(stored)
     torch.manual_seed(config.train.seed)
     model = build_model(config)
+    logger.info("CG map %s: %d coordinates (%s); the flow samples %d more", config.map.cg,
+                model.cg_dim, ", ".join(model.cg_map.cg_names), model.cg_map.n_r)
     report_modes(model)
     proposal = build_proposal(config, model)
     loss = ReverseKL(model, energy_cut=config.train.energy_cut,
@@ -47,10 +59,10 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
                      forward_weight=config.train.forward_weight,
                      renyi_alpha=config.train.renyi_alpha,
                      group_size=config.train.samples_per_z)
-    trainer = Trainer(model, loss, proposal, config.train, out_dir, progress=progress)
+    trainer = Trainer(model, loss, proposal, config.train, out, progress=progress,
+                      metadata={"run_config": config.to_dict()})
     start = time.perf_counter()
     trainer.run(resume=resume)
-    out = Path(out_dir)
     summary = {
         "steps": trainer.step,
         "train_time_s": trainer.elapsed_s,

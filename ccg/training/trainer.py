@@ -4,8 +4,11 @@ Each step draws `n_z` pairs (z, T) from the proposals, repeats each `samples_per
 minimizes the loss over the batch. Repeating z gives a per-(z, T) effective sample size at no
 extra cost, which the progress bar and the metrics report. Non-finite samples are counted,
 excluded from the loss and reported; a running non-finite fraction above the configured
-threshold stops the run with an error. Checkpoints are written atomically; `resume=True`
-continues from the last one with the same step count, optimizer and random state.
+threshold stops the run with an error. Checkpoints are written atomically every
+`checkpoint_every` steps and every `checkpoint_minutes`, and read back without executing code
+(`torch.load(weights_only=True)`); `resume=True` continues from the last one with the same step
+count, optimizer and random state. SIGINT / SIGTERM end the current step, save a checkpoint
+and raise `ccg.errors.Interrupted`.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from ccg.errors import TrainingError
-from ccg.io.atomic import atomic_torch_save, atomic_write_text
+from ccg._signals import stop_requests
+from ccg.errors import Interrupted, TrainingError
+from ccg.io.atomic import atomic_torch_save, atomic_write_text, load_torch_state
 from ccg.training.config import TrainConfig
 from ccg.training.proposals import TemperatureSampler
 
@@ -51,10 +55,13 @@ class Trainer:
         config: the `TrainConfig` (validated here).
         out_dir: folder for checkpoint.pt and metrics.json (created).
         extra_modules: further modules whose parameters are optimized and checkpointed.
+        metadata: JSON-like data saved with every checkpoint (for example the run's
+            configuration, which `ccg.train` compares on resume); `read_checkpoint` returns it.
     """
 
     def __init__(self, model, loss, z_proposal, config: TrainConfig, out_dir, *,
-                 extra_modules: dict[str, torch.nn.Module] | None = None, progress: bool = True):
+                 extra_modules: dict[str, torch.nn.Module] | None = None, progress: bool = True,
+                 metadata: dict | None = None):
         config.validate()
         self.model, self.loss, self.z_proposal, self.config = model, loss, z_proposal, config
         self.out_dir = Path(out_dir)
@@ -86,6 +93,7 @@ class Trainer:
         self.skipped_steps = 0
         self.nonfinite_total = 0
         self.progress = progress
+        self.metadata = dict(metadata or {})
         self._recent_nonfinite: list[float] = []
 
     def cg_map_to_device(self) -> None:
@@ -110,17 +118,15 @@ class Trainer:
             "band_ess": self.band_ess,
             "skipped_steps": self.skipped_steps,
             "nonfinite_total": self.nonfinite_total,
+            "proposal": self.z_proposal.state_dict(),
+            "metadata": self.metadata,
         }
-        if hasattr(self.z_proposal, "state_dict"):
-            state["proposal"] = self.z_proposal.state_dict()
         atomic_torch_save(state, self.checkpoint_path)
 
     def load_checkpoint(self) -> None:
         path = self.checkpoint_path
-        if not path.is_file():
-            raise TrainingError(f"No checkpoint to resume from at {path}. Run without --resume.")
+        state = read_checkpoint(path)  # on the CPU: load_state_dict moves it to the devices
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
             for name, module in self.modules.items():
                 module.load_state_dict(state["modules"][name])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -132,7 +138,7 @@ class Trainer:
                 "interrupted run, or start afresh in a new --out folder."
             ) from None
         self.generator.set_state(state["generator"])
-        if "proposal" in state and hasattr(self.z_proposal, "load_state_dict"):
+        if state.get("proposal"):
             self.z_proposal.load_state_dict(state["proposal"])
         self.step, self.elapsed_s = state["step"], state["elapsed_s"]
         self.metrics, self.band_ess = state["metrics"], state["band_ess"]
@@ -189,8 +195,8 @@ class Trainer:
         temps_rep = temps.repeat_interleave(c.samples_per_z)
         self.optimizer.zero_grad(set_to_none=True)
         out = self.loss(z_rep, temps_rep, generator=self.generator)
-        if hasattr(self.z_proposal, "observe"):  # adaptive proposals learn where F is low
-            self.z_proposal.observe(z.detach(), temps.detach(), out.log_w.reshape(c.n_z, -1))
+        # adaptive proposals learn where F is low (a no-op for the others)
+        self.z_proposal.observe(z.detach(), temps.detach(), out.log_w.reshape(c.n_z, -1))
         out.loss.backward()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         skip_above = self.skip_threshold()
@@ -225,7 +231,11 @@ class Trainer:
         }
 
     def run(self, *, resume: bool = False) -> dict[str, list]:
-        """Train until `steps` or `minutes` (whichever first); returns the metrics."""
+        """Train until `steps` or `minutes` (whichever first); returns the metrics.
+
+        Raises:
+            Interrupted: on SIGINT / SIGTERM, after the current step and a checkpoint.
+        """
         c = self.config
         if resume:
             self.load_checkpoint()
@@ -234,25 +244,33 @@ class Trainer:
         bar = tqdm(total=total, initial=self.step, disable=not self.progress, unit="step",
                    desc="train", dynamic_ncols=True)
         self.model.flow.train()
-        try:
-            while self._progress() < 1.0:
-                start = time.perf_counter()
-                row = self.train_step()
-                self.step += 1
-                self.elapsed_s += time.perf_counter() - start
-                for key, value in row.items():
-                    self.metrics[key].append(value)
-                self.metrics["step"].append(self.step)
-                self.metrics["time_s"].append(self.elapsed_s)
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.3f}", ess=f"{row['ess']:.2f}",
-                                bad=self.nonfinite_total, refresh=False)
-                if self.step % c.checkpoint_every == 0:
-                    self.save_checkpoint()
-        finally:
-            bar.close()
-        self.save_checkpoint()
-        self.write_metrics()
+        last_save = time.perf_counter()
+        with stop_requests() as stop:
+            try:
+                while self._progress() < 1.0 and not stop.requested:
+                    start = time.perf_counter()
+                    row = self.train_step()
+                    self.step += 1
+                    self.elapsed_s += time.perf_counter() - start
+                    for key, value in row.items():
+                        self.metrics[key].append(value)
+                    self.metrics["step"].append(self.step)
+                    self.metrics["time_s"].append(self.elapsed_s)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", ess=f"{row['ess']:.2f}",
+                                    bad=self.nonfinite_total, refresh=False)
+                    due = time.perf_counter() - last_save >= 60.0 * c.checkpoint_minutes
+                    if self.step % c.checkpoint_every == 0 or due:
+                        self.save_checkpoint()
+                        last_save = time.perf_counter()
+            finally:
+                bar.close()
+            self.save_checkpoint()
+            self.write_metrics()
+            if stop.requested:
+                raise Interrupted(stop.signum, self.checkpoint_path,
+                                  f"stopped at step {self.step} by signal {stop.signum}; the "
+                                  f"checkpoint {self.checkpoint_path} holds this step")
         return self.metrics
 
     def apply_average(self) -> None:
@@ -292,3 +310,17 @@ class Trainer:
         payload = {"summary": summary, "history": self.metrics, "band_ess": self.band_ess}
         atomic_write_text(path, json.dumps(payload))
         return path
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A trainer checkpoint's state (on the CPU), read without executing code from the file.
+
+    Raises:
+        TrainingError: the file is missing, corrupt, not a trainer checkpoint, or holds
+            anything but plain data and tensors (a pickle that would run code is refused).
+    """
+    state = load_torch_state(path, "checkpoint")
+    if not isinstance(state, dict) or "step" not in state or "modules" not in state:
+        raise TrainingError(f"{path} is not a ccg training checkpoint; start afresh in a new "
+                            "--out folder.")
+    return state
