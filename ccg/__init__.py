@@ -14,7 +14,7 @@ from ccg._version import __version__
 from ccg.backmapping import BackmapResult, backmap, backmap_to_file, minimize_keeping_cg
 from ccg.constants import KB_KJMOL_PER_K, beta_from_temperature
 from ccg.cycle import Cycle, CycleConfig, run_cycle
-from ccg.errors import CCGError, ConfigError, ModelFileError, TrainingError
+from ccg.errors import CCGError, ConfigError, Interrupted, ModelFileError, TrainingError
 from ccg.flows import FLOW_BACKENDS, ConditionalFlow, FlowConfig, build_flow, make_context
 from ccg.free_energy.cg_model import FreeEnergyModel
 from ccg.free_energy.estimators import PointEstimates, estimate_free_energy
@@ -108,6 +108,7 @@ __all__ = [
     "FrameProposal",
     "FreeEnergyModel",
     "HarmonicFastModes",
+    "Interrupted",
     "JointReverseKL",
     "LangevinResult",
     "MapConfig",

@@ -135,3 +135,29 @@ def _describe(expected: object) -> str:
         return "a table"
     return {bool: "true or false", int: "an integer", float: "a number",
             str: "a string"}.get(expected, f"a {getattr(expected, '__name__', expected)}")
+
+
+def check_device(spec: object, flag: str = "device") -> torch.device:
+    """The torch.device for "auto" (CUDA when there is one, else the CPU), "cpu", "cuda" or
+    "cuda:N"; ConfigError naming `flag` for anything else or a CUDA device that is not there."""
+    text = str(spec).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise ConfigError(f'{flag} must be "auto", "cpu", "cuda" or "cuda:N"; got "{spec}".') \
+            from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f'{flag} must be "auto", "cpu", "cuda" or "cuda:N"; got "{spec}".')
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f'{flag} "{spec}" asks for a GPU, but this torch sees no CUDA device (torch '
+                f"{torch.__version__}, CUDA build: {torch.version.cuda or 'no'}). Use {flag} cpu "
+                "(or auto), or install a CUDA build of torch on a machine with a GPU."
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f'{flag} "{spec}": there are only {torch.cuda.device_count()} CUDA '
+                              f"devices (cuda:0 .. cuda:{torch.cuda.device_count() - 1}).")
+    return device

@@ -60,7 +60,8 @@ def backmap(model: BackmappingModel, z: torch.Tensor, temperature_k: float, *,
     check_temperature(temperature_k)
     check_finite(z, "CG frames")
     k = samples_per_frame
-    gen = torch.Generator().manual_seed(seed)
+    device = next(model.flow.parameters()).device
+    gen = torch.Generator(device).manual_seed(seed)
     for start in tqdm(range(0, z.shape[0], chunk_frames), disable=not progress, unit="chunk",
                       desc="backmap"):
         zc = z[start:start + chunk_frames]
@@ -68,9 +69,9 @@ def backmap(model: BackmappingModel, z: torch.Tensor, temperature_k: float, *,
         with torch.no_grad():
             s = model.sample(zc.repeat_interleave(k, dim=0), temperature_k, generator=gen)
         log_w = s.log_weights.double().reshape(n, k)
-        frame = torch.arange(start, start + n).repeat_interleave(k).reshape(n, k)
+        frame = torch.arange(start, start + n, device=device).repeat_interleave(k).reshape(n, k)
         if select == "all":
-            pick = torch.arange(n * k).reshape(n, k)
+            pick = torch.arange(n * k, device=device).reshape(n, k)
         else:
             if select == "best":
                 col = log_w.argmax(dim=1)
@@ -79,13 +80,13 @@ def backmap(model: BackmappingModel, z: torch.Tensor, temperature_k: float, *,
                 probs = torch.where(torch.isfinite(log_w).any(1, keepdim=True), probs,
                                     torch.full_like(probs, 1.0 / k))
                 col = torch.multinomial(probs, 1, generator=gen)[:, 0]
-            pick = (torch.arange(n) * k + col)[:, None]
+            pick = (torch.arange(n, device=device) * k + col)[:, None]
         idx = pick.reshape(-1)
-        yield {
-            "xyz": s.x.detach().reshape(n * k, -1, 3)[idx].float().numpy(),
-            "frame": frame.reshape(-1)[idx].numpy(),
-            "energy_kjmol": s.energy_kjmol.detach().double()[idx].numpy(),
-            "log_weight": log_w.reshape(-1)[idx].numpy(),
+        yield {  # one copy to the host per chunk
+            "xyz": s.x.detach().reshape(n * k, -1, 3)[idx].float().cpu().numpy(),
+            "frame": frame.reshape(-1)[idx].cpu().numpy(),
+            "energy_kjmol": s.energy_kjmol.detach().double()[idx].cpu().numpy(),
+            "log_weight": log_w.reshape(-1)[idx].cpu().numpy(),
         }
 
 
@@ -119,6 +120,12 @@ def minimize_keeping_cg(model: BackmappingModel, xyz_nm: np.ndarray, *, toleranc
     return out.astype(xyz_nm.dtype)
 
 
+def sidecar_path(out: str | Path) -> Path:
+    """The CSV sidecar of a backmapped trajectory: its whole name plus .csv."""
+    out = Path(out)
+    return out.with_name(out.name + ".csv")
+
+
 @dataclass
 class BackmapResult:
     """What `backmap_to_file` wrote: the trajectory, its CSV sidecar (frame, energy_kjmol,
@@ -137,7 +144,8 @@ def backmap_to_file(model: BackmappingModel, z: torch.Tensor, temperature_k: flo
     """Backmap CG frames z [N, cg_dim] at T and stream the atomistic frames to `out`.
 
     The format follows the extension (`TrajectoryWriter.FORMATS`: pdb, dcd, xtc, h5); a CSV
-    sidecar next to it (`out` with suffix .csv) holds each output frame's input frame index,
+    sidecar next to it (`sidecar_path(out)`: the whole name plus .csv, e.g. atoms.dcd.csv, so
+    outputs in two formats never share one) holds each output frame's input frame index,
     potential energy (kJ/mol) and log importance weight. Both are written to temporary files
     and renamed only when everything succeeded. `minimize` relaxes each frame with OpenMM
     holding the CG coordinates fixed (`minimize_keeping_cg`); the other arguments are those
@@ -147,7 +155,7 @@ def backmap_to_file(model: BackmappingModel, z: torch.Tensor, temperature_k: flo
     if out.suffix.lower() not in TrajectoryWriter.FORMATS:
         raise ValueError(f"Unsupported output format {out.suffix!r}; use one of "
                          f"{list(TrajectoryWriter.FORMATS)}.")
-    sidecar = out.with_suffix(".csv")
+    sidecar = sidecar_path(out)
     rows = []
     with atomic_path(out) as tmp_traj:
         writer = TrajectoryWriter(tmp_traj, model.system.topology)

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
+import signal
 import sys
+import threading
 
 import ccg
 from ccg.commands import COMMANDS
@@ -60,8 +63,26 @@ def _show_library_messages() -> None:
         logger.propagate = False
 
 
+class _Terminated(Exception):
+    """SIGTERM outside a training loop: unwinds like Ctrl-C, so temporary files go."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _resume_hint(argv: list[str]) -> str:
+    words = [w for w in argv if w != "--overwrite"]
+    if "--resume" not in words:
+        words.append("--resume")
+    return "ccg " + " ".join(shlex.quote(w) for w in words)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run `ccg` with `argv` (default: sys.argv[1:]); returns the exit code."""
+    """Run `ccg` with `argv` (default: sys.argv[1:]); returns the exit code: 0, 2 for an
+    error the user can fix (a one-paragraph message on stderr, nothing written), 128 + signal
+    for SIGINT / SIGTERM."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
@@ -71,11 +92,27 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     _show_library_messages()
+    previous = signal.getsignal(signal.SIGTERM)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
+    except ccg.Interrupted as stop:
+        where = f" The state is saved ({stop.checkpoint})." if stop.checkpoint else ""
+        print(f"ccg {args.command}: {stop}.{where} Continue with: {_resume_hint(argv)}",
+              file=sys.stderr)
+        return stop.exit_code
+    except (KeyboardInterrupt, _Terminated) as stop:
+        signum = signal.SIGTERM if isinstance(stop, _Terminated) else signal.SIGINT
+        print(f"ccg {args.command}: interrupted; no partial output was left.", file=sys.stderr)
+        return 128 + signum
     except (ccg.CCGError, ValueError, FileNotFoundError) as err:
         print(f"ccg {args.command}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,9 @@ from pathlib import Path
 
 import torch
 
+from ccg._signals import stop_requests
 from ccg.cycle_plots import plot_cycle
+from ccg.errors import ConfigError, Interrupted
 from ccg.free_energy.cg_model import FreeEnergyModel
 from ccg.free_energy.estimators import estimate_free_energy
 from ccg.free_energy.fit import FitConfig, ObservableSet, fit_free_energy_model
@@ -43,9 +45,13 @@ from ccg.training.config import RunConfig, TrainConfig
 from ccg.training.losses import ReverseKL
 from ccg.training.proposals import FrameProposal, ZProposal
 from ccg.training.run import train
-from ccg.training.trainer import Trainer
+from ccg.training.trainer import Trainer, read_checkpoint
 
 logger = logging.getLogger(__name__)
+
+
+CYCLE_RESUMABLE_CHANGES = frozenset({"iterations", "minutes", "tol_kt", "ess_target"})
+"""CycleConfig fields that may differ between a cycle and its resumption."""
 
 
 @dataclass
@@ -74,6 +80,18 @@ class CycleConfig:
     n_layers: int = 3
     n_members: int = 4
     seed: int = 0
+
+    def check_resumable(self, stored: dict) -> None:
+        """ConfigError naming each difference unless a cycle configured as `stored` may go on
+        with this configuration: only iterations, minutes, tol_kt and ess_target may change."""
+        current = dataclasses.asdict(self)
+        differences = [f"{key}: {stored.get(key)!r} in the run, {value!r} now"
+                       for key, value in current.items()
+                       if key not in CYCLE_RESUMABLE_CHANGES and stored.get(key) != value]
+        if differences:
+            raise ConfigError("--resume continues a cycle only with its own settings; these "
+                              "differ: " + "; ".join(differences) + ". Only iterations, "
+                              "minutes, tol and ess-target may change on resume.")
 
     def validate(self) -> CycleConfig:
         if not self.temperatures or any(t <= 0 for t in self.temperatures):
@@ -182,6 +200,7 @@ class Cycle:
             raise FileNotFoundError(f"No cycle state to resume from at {path}. Run without "
                                     "--resume.")
         state = load_torch_state(path, "cycle state")
+        config.check_resumable(state["config"])
         cycle = cls(load_model(out / "flow.pt"), explore, config, out, progress=progress)
         cycle.cg_model = load_cg_model(out / "cg_model.pt")
         cycle.iteration, cycle.elapsed_s = state["iteration"], state["elapsed_s"]
@@ -234,7 +253,9 @@ class Cycle:
                          lr=c.finetune_lr, lr_final=c.finetune_lr / 10,
                          t_values=(list(c.temperatures)
                                    if c.train_only_at_estimation_temperatures else None),
-                         checkpoint_every=10**9, seed=c.seed + 1000 * self.iteration + 1)
+                         checkpoint_every=10**9, checkpoint_minutes=10.0**9,
+                         seed=c.seed + 1000 * self.iteration + 1,
+                         device=str(next(self.model.flow.parameters()).device))
         trainer = Trainer(self.model, ReverseKL(self.model), FrameProposal(z_pool.float()), tc,
                           self.out / "finetune", progress=self.progress)
         trainer.run()
@@ -313,21 +334,44 @@ class Cycle:
         return row
 
     def run(self) -> list[dict]:
-        """Iterate until converged, `iterations` done, or the time budget would be exceeded."""
+        """Iterate until converged, `iterations` done, or the time budget would be exceeded.
+
+        Raises:
+            Interrupted: SIGINT / SIGTERM. The state of the last finished iteration is on disk
+                (saved after every iteration); a resumed run repeats the interrupted one.
+        """
         c = self.config
-        while self.iteration < c.iterations and not self.converged:
-            if c.minutes is not None and self.metrics:
-                last = self.metrics[-1]["wall_time_s"] / len(self.metrics)
-                if self.elapsed_s + last > 60 * c.minutes:
-                    logger.info("cycle: stopping before iteration %d: the next one (~%.0f s) "
-                                "would exceed --minutes %s", self.iteration + 1, last, c.minutes)
-                    break
-            row = self.step()
-            logger.info("iteration %d: median ESS %.2f (p10 %.2f), change of F_theta %.3f kT, "
-                        "%d points, %.2f M energy evaluations, %.0f s", row["iteration"],
-                        row["median_ess"], row["p10_ess"], row["delta_f_kt"], row["n_points"],
-                        row["energy_evaluations"] / 1e6, row["wall_time_s"])
+        with stop_requests() as stop:
+            while self.iteration < c.iterations and not self.converged:
+                if c.minutes is not None and self.metrics:
+                    last = self.metrics[-1]["wall_time_s"] / len(self.metrics)
+                    if self.elapsed_s + last > 60 * c.minutes:
+                        logger.info("cycle: stopping before iteration %d: the next one (~%.0f "
+                                    "s) would exceed --minutes %s", self.iteration + 1, last,
+                                    c.minutes)
+                        break
+                try:
+                    self._iterate()
+                except Interrupted as stopped:
+                    raise self._interrupted(stopped.signum) from None
+                if stop.requested:
+                    raise self._interrupted(stop.signum)
         return self.metrics
+
+    def _interrupted(self, signum: int) -> Interrupted:
+        state = self.out / "cycle_state.pt"
+        saved = (f"iteration {self.iteration} is saved in {state}" if self.iteration
+                 else "no iteration had finished")
+        return Interrupted(signum, state if self.iteration else None,
+                           f"stopped by signal {signum}; {saved}")
+
+    def _iterate(self) -> None:
+        """One iteration and its log line."""
+        row = self.step()
+        logger.info("iteration %d: median ESS %.2f (p10 %.2f), change of F_theta %.3f kT, "
+                    "%d points, %.2f M energy evaluations, %.0f s", row["iteration"],
+                    row["median_ess"], row["p10_ess"], row["delta_f_kt"], row["n_points"],
+                    row["energy_evaluations"] / 1e6, row["wall_time_s"])
 
 
 def run_cycle(out_dir: str | Path, config: CycleConfig | None = None, *,
@@ -350,12 +394,19 @@ def run_cycle(out_dir: str | Path, config: CycleConfig | None = None, *,
     """
     config = CycleConfig() if config is None else config
     out = Path(out_dir)
-    if resume:
-        flow_path = out / "flow.pt"
-        if not flow_path.is_file():
-            raise FileNotFoundError(f"Nothing to resume in {out} (no flow.pt). Run without "
-                                    "--resume.")
-        model = load_model(flow_path)
+    if resume and (out / "flow.pt").is_file():
+        model = load_model(out / "flow.pt")
+    elif resume and (out / "initial" / "checkpoint.pt").is_file():
+        # interrupted while training the initial flow: finish that first, as it was configured
+        stored = read_checkpoint(out / "initial" / "checkpoint.pt")["metadata"]["run_config"]
+        run_config = RunConfig.from_dict(stored).validate()
+        logger.info("resuming the initial flow's training in %s/", out / "initial")
+        model, summary = train(run_config, out / "initial", resume=True, progress=progress)
+        model.run_config, model.metrics = run_config.to_dict(), summary
+        resume = False  # no cycle iteration has finished yet
+    elif resume:
+        raise FileNotFoundError(f"Nothing to resume in {out} (no flow.pt, no "
+                                "initial/checkpoint.pt). Run without --resume.")
     elif init is not None:
         model = init
     else:

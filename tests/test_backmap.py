@@ -53,7 +53,7 @@ def test_torsion_backmap_round_trip(models, tmp_path, ext):
         # PDB/DCD keep 1e-3 A, XTC 1e-3 nm: torsions round-trip to that precision; the
         # in-memory frames are exact (test below)
         assert diff.max() < (2e-2 if ext == ".xtc" else 2e-3)
-    sidecar = np.loadtxt(out.with_suffix(".csv"), delimiter=",", skiprows=1)
+    sidecar = np.loadtxt(out.with_name(out.name + ".csv"), delimiter=",", skiprows=1)
     assert sidecar.shape == (ref.n_frames, 3) and np.isfinite(sidecar).all()
 
 
@@ -116,7 +116,7 @@ def test_bad_inputs_write_nothing(models, tmp_path, capsys):
     assert cases == [2] * len(cases)
     err = capsys.readouterr().err
     for fragment in ("do not match the model's CG atoms", "--top", "not found", "NaN",
-                     "does not exist", "samples_per_frame"):
+                     "does not exist", "--samples-per-frame"):
         assert fragment in err
     written = sorted(p.name for p in tmp_path.iterdir())
     assert written == ["frames.dcd", "nan.csv", "wrong.pdb"]

@@ -132,7 +132,11 @@ def test_free_energy_command_on_a_torsion_model(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fes.npz", "fes.png", "model.pt"]
     assert "%|" in capsys.readouterr().err
     assert main(["free-energy", str(tmp_path / "model.pt"), "--temperature", "300", "--grid",
-                 "4", "--samples", "8", "--out", str(out), "--no-progress"]) == 0
+                 "4", "--samples", "8", "--out", str(out), "--no-progress"]) == 2
+    assert "exists already" in capsys.readouterr().err  # a finished result is not replaced
+    assert main(["free-energy", str(tmp_path / "model.pt"), "--temperature", "300", "--grid",
+                 "4", "--samples", "8", "--out", str(out), "--no-progress",
+                 "--overwrite"]) == 0
     assert "%|" not in capsys.readouterr().err
     missing = main(["free-energy", str(tmp_path / "model.pt"), "--temperature", "300",
                     "--out", str(tmp_path / "nope" / "fes.npz")])

@@ -7,8 +7,15 @@ import argparse
 import torch
 
 import ccg
-from ccg.backmapping import SELECT_MODES
-from ccg.io.atomic import check_output_path
+from ccg._checks import check_temperature
+from ccg.backmapping import SELECT_MODES, sidecar_path
+from ccg.commands._common import (
+    add_overwrite,
+    add_resources,
+    apply_resources,
+    check_number,
+    check_output_file,
+)
 
 
 def add_parser(sub) -> None:
@@ -17,8 +24,8 @@ def add_parser(sub) -> None:
         "backmap", help="backmap a CG trajectory to atoms",
         description="Draw atomistic frames consistent with each CG frame at temperature T from "
         "the trained flow, and write them as a trajectory (format by extension: "
-        f"{', '.join(ccg.TrajectoryWriter.FORMATS)}) plus a CSV sidecar with per-frame potential "
-        "energy and log importance weight.",
+        f"{', '.join(ccg.TrajectoryWriter.FORMATS)}) plus a CSV sidecar (OUT.csv, e.g. "
+        "atoms.dcd.csv) with per-frame potential energy and log importance weight.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", help="model.pt written by `ccg train`")
     p.add_argument("--cg", required=True, help="CG input: a trajectory mdtraj reads (atomistic, "
@@ -34,16 +41,21 @@ def add_parser(sub) -> None:
                    help="relax each frame with OpenMM, holding the CG coordinates fixed")
     p.add_argument("--chunk", type=int, default=1024, help="CG frames per chunk")
     p.add_argument("--out", required=True, help="output trajectory (.pdb, .dcd, .xtc, .h5)")
+    add_overwrite(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_resources(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    out = check_output_path(args.out)
-    if out.suffix.lower() not in ccg.TrajectoryWriter.FORMATS:
-        raise ValueError(f"Unsupported output format {out.suffix!r}; use one of "
-                         f"{list(ccg.TrajectoryWriter.FORMATS)}.")
-    model = ccg.load_model(args.model)
+    check_temperature(args.temperature, "--temperature")
+    check_number(args.samples_per_frame, "--samples-per-frame", minimum=1)
+    check_number(args.chunk, "--chunk", minimum=1)
+    out = check_output_file(args.out, "--out", overwrite=args.overwrite,
+                            suffixes=ccg.TrajectoryWriter.FORMATS)
+    check_output_file(sidecar_path(out), "--out (its CSV sidecar)", overwrite=args.overwrite)
+    device = apply_resources(args)
+    model = ccg.load_model(args.model, device=device)
     z = ccg.read_cg_input(args.cg, model.cg_map, model.system, top=args.top,
                           degrees=args.degrees)
     result = ccg.backmap_to_file(model, z.to(torch.float32), args.temperature, out,

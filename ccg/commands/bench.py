@@ -7,6 +7,7 @@ import argparse
 import torch
 
 import ccg
+from ccg.commands._common import add_overwrite, check_output_file
 from ccg.io.atomic import atomic_write_text
 
 
@@ -16,9 +17,11 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("what", choices=["energy", "flow"], help="what to time")
     p.add_argument("--batch-sizes", default="256,1024,4096", help="comma-separated")
-    p.add_argument("--threads", type=int, default=1, help="torch/OpenMM threads")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch/OpenMM threads (1 by default, so tables compare across machines)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile")
     p.add_argument("--out", help="also write the table (markdown) to this file")
+    add_overwrite(p)
     p.set_defaults(func=run)
 
 
@@ -28,6 +31,10 @@ def run(args: argparse.Namespace) -> int:
     if not sizes or min(sizes) < 1:
         raise ValueError(f"Expected --batch-sizes as positive integers like 256,1024; got "
                          f"'{args.batch_sizes}'.")
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1; got {args.threads}.")
+    if args.out:
+        check_output_file(args.out, "--out", overwrite=args.overwrite)
     torch.set_num_threads(args.threads)
     if args.what == "energy":
         rows = ccg.benchmark_energy(ccg.alanine_dipeptide(), sizes, n_threads=args.threads,

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import ccg
+from ccg.commands._common import (
+    add_overwrite,
+    add_resources,
+    apply_resources,
+    check_output_folder,
+)
 
 
 def add_parser(sub) -> None:
@@ -51,8 +56,11 @@ def add_parser(sub) -> None:
                    help="convergence: median ESS")
     p.add_argument("--seed", type=int, default=c.seed, help="random seed")
     p.add_argument("--out", default="runs/cycle", help="output folder")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out after its last finished iteration")
+    add_overwrite(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_resources(p, device="cpu")
     p.set_defaults(func=run)
 
 
@@ -84,12 +92,16 @@ def _initial_run_config(args: argparse.Namespace) -> ccg.RunConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = _cycle_config(args)
-    out = Path(args.out)
+    out = check_output_folder(args.out, "--out", overwrite=args.overwrite, resume=args.resume,
+                              finished=("cg_model.pt", "flow.pt"),
+                              resumable=("cycle_state.pt", "initial/checkpoint.pt"))
+    device = apply_resources(args)
     init = run_config = None
     if args.init and not args.resume:
-        init = ccg.load_model(args.init)
+        init = ccg.load_model(args.init, device=device)
     elif not args.resume:
         run_config = _initial_run_config(args)
+        run_config.train.device = str(device)
     cycle = ccg.run_cycle(out, config, init=init, run_config=run_config,
                           cg_frames=args.cg_frames, resume=args.resume,
                           progress=not args.no_progress)

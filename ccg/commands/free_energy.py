@@ -11,11 +11,22 @@ import warnings
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 
 import ccg
 from ccg._checks import check_temperature
+from ccg.commands._common import (
+    add_overwrite,
+    add_resources,
+    apply_resources,
+    check_number,
+    check_output_file,
+)
 from ccg.constants import KB_KJMOL_PER_K
-from ccg.io.atomic import check_output_path
+from ccg.errors import ConfigError
+
+MAX_GRID_DIMS = 2
+"""A grid is for 1 or 2 CG dimensions; more go through --frames."""
 
 
 def add_parser(sub) -> None:
@@ -37,35 +48,42 @@ def add_parser(sub) -> None:
     p.add_argument("--top", help="topology for coordinate-only --frames formats")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--out", default="fes.npz", help="output npz")
-    p.add_argument("--plot", help="also write a PNG (surface for 2-D, profile for 1-D)")
+    p.add_argument("--plot", help="also write a picture (.png, .pdf, .svg; surface for 2-D, "
+                   "profile for 1-D)")
+    add_overwrite(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_resources(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     check_temperature(args.temperature, "--temperature")
-    out = check_output_path(args.out)
+    check_number(args.grid, "--grid", minimum=2)
+    check_number(args.samples, "--samples", minimum=2)
+    out = check_output_file(args.out, "--out", overwrite=args.overwrite, suffixes=(".npz",))
     if args.plot:
-        check_output_path(args.plot)
+        check_output_file(args.plot, "--plot", overwrite=args.overwrite,
+                          suffixes=(f".{s}" for s in Figure().canvas.get_supported_filetypes()))
+    device = apply_resources(args)
     if ccg.file_kind(args.model) == "cg":
         model = ccg.load_cg_model(args.model)
+        z = _frames_or_grid(args, model)
         t_min, t_max = model.t_range
         if not t_min <= args.temperature <= t_max:
             warnings.warn(f"T = {args.temperature} K is outside the CG model's fitted range "
                           f"[{t_min}, {t_max}] K; F_theta there is an extrapolation.",
                           stacklevel=2)
-        z = _frames(args, model)
         arrays = ccg.cg_model_arrays(model, args.temperature, z=z, n_grid=args.grid)
         ccg.save_free_energy(out, arrays)
         print(f"wrote {out}: F_theta at {arrays['F_kT'].size} points, {args.temperature} K, "
               f"F range {arrays['F_kT'].max():.1f} kT, ensemble spread (median) "
               f"{np.median(arrays['F_kT_err']):.3f} kT")
     else:
-        model = ccg.load_model(args.model)
-        z = _frames(args, model)
+        model = ccg.load_model(args.model, device=device)
+        z = _frames_or_grid(args, model)
         arrays = ccg.free_energy_arrays(model, args.temperature, z=z, n_grid=args.grid,
                                         n_samples=args.samples,
-                                        generator=torch.Generator().manual_seed(args.seed),
+                                        generator=torch.Generator(device).manual_seed(args.seed),
                                         progress=not args.no_progress)
         ccg.save_free_energy(out, arrays)
         ess = arrays["ess"]
@@ -78,8 +96,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _frames(args: argparse.Namespace, model) -> torch.Tensor | None:
-    """The CG frames of --frames (None: the grid)."""
-    if not args.frames:
-        return None
-    return ccg.read_cg_frames(args.frames, model.cg_map, model.system, top=args.top)
+def _frames_or_grid(args: argparse.Namespace, model) -> torch.Tensor | None:
+    """The CG frames of --frames, or None for the grid (checked: a torsion map of at most
+    MAX_GRID_DIMS dimensions; --plot needs the grid)."""
+    if args.frames:
+        if args.plot:
+            raise ConfigError("--plot draws a grid surface; with --frames there is none. Drop "
+                              "--plot, or drop --frames to evaluate on the grid.")
+        return ccg.read_cg_frames(args.frames, model.cg_map, model.system, top=args.top)
+    if not bool(model.cg_map.z_circular.all()):
+        raise ConfigError("A grid needs a torsion CG map (all CG coordinates periodic); this "
+                          "model's map has Cartesian/linear CG coordinates. Evaluate it at CG "
+                          "frames instead: --frames FILE.")
+    d = model.cg_dim
+    if d > MAX_GRID_DIMS:
+        raise ConfigError(
+            f"This model has {d} CG coordinates ({', '.join(model.cg_map.cg_names)}): a grid of "
+            f"--grid {args.grid} bins each is {args.grid}^{d} = {args.grid ** d:,} points. Grids "
+            f"are for 1 or 2 CG dimensions; evaluate at CG frames instead (--frames FILE, e.g. "
+            "a trajectory or `ccg simulate` output).")
+    return None

@@ -9,13 +9,15 @@ import platform
 import torch
 
 import ccg
+from ccg.commands._common import available_cores
 
 
 def add_parser(sub) -> None:
     """Register `ccg info`."""
     p = sub.add_parser("info", help="versions, device and the default system",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="auto", help="the device to report on: auto, cpu, cuda "
+                   "or cuda:N")
     p.set_defaults(func=run)
 
 
@@ -39,7 +41,8 @@ def info_text(device: str = "cpu") -> str:
         lines.append(f"  {name:<10} {_version(dist)}")
     cuda = torch.cuda.is_available()
     gpu = f"cuda available: {torch.cuda.get_device_name(0)}" if cuda else "cuda not available"
-    lines.append(f"device: {device} ({gpu}; torch threads {torch.get_num_threads()})")
+    lines.append(f"device: {device} ({gpu})")
+    lines.append(f"cores this process may use: {available_cores()} (the default of --threads)")
     if device.startswith("cuda") and not cuda:
         lines.append("  warning: --device cuda requested but no CUDA device is visible")
     lines.append("")

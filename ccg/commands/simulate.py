@@ -8,7 +8,14 @@ import torch
 
 import ccg
 from ccg._checks import check_temperature
-from ccg.io.atomic import check_output_path
+from ccg.commands._common import (
+    add_overwrite,
+    add_resources,
+    apply_resources,
+    check_number,
+    check_output_file,
+)
+from ccg.errors import ConfigError
 
 TABLES = (".npy", ".csv")
 """Output extensions for CG frames as a table (any CG map)."""
@@ -37,23 +44,34 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="cg.npy, cg.csv, or (bead maps) cg.dcd/.h5/...")
     p.add_argument("--top", help="bead maps with coordinate-only formats: also write the CG "
                    "topology (PDB) here")
+    add_overwrite(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_resources(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     check_temperature(args.temperature, "--temperature")
-    out = check_output_path(args.out)
-    cg_model = ccg.load_cg_model(args.model)
+    for flag, value in (("--steps", args.steps), ("--walkers", args.walkers),
+                        ("--save-every", args.save_every)):
+        check_number(value, flag, minimum=1)
+    check_number(args.dt, "--dt", above=0)
+    check_number(args.diffusion, "--diffusion", above=0)
+    out = check_output_file(args.out, "--out", overwrite=args.overwrite)
+    if args.top:
+        check_output_file(args.top, "--top", overwrite=args.overwrite, suffixes=(".pdb",))
+    device = apply_resources(args)
+    cg_model = ccg.load_cg_model(args.model).to(device)
+    cg_model.cg_map.to(device)
     if out.suffix.lower() not in TABLES and not isinstance(cg_model.cg_map, ccg.AtomSubsetMap):
-        raise ValueError(f"Output {out.name}: a torsion/coordinate CG model writes a table "
-                         f"({', '.join(TABLES)}); trajectory formats need a bead map.")
-    gen = torch.Generator().manual_seed(args.seed)
+        raise ConfigError(f"--out {out.name}: a torsion/coordinate CG model writes a table "
+                          f"({', '.join(TABLES)}); trajectory formats need a bead map.")
+    gen = torch.Generator(device).manual_seed(args.seed)
     result = ccg.simulate(cg_model, ccg.default_start(cg_model, args.walkers, gen),
                           args.temperature, args.steps, dt_ps=args.dt, diffusion=args.diffusion,
                           save_every=args.save_every, metropolis=not args.no_metropolis,
                           generator=gen, progress=not args.no_progress)
-    table = result.flat()
+    table = result.flat().cpu()
     ccg.write_cg_frames(out, table, cg_model.cg_map, cg_model.system, top=args.top)
     print(f"wrote {out}: {table.shape[0]} frames ({args.walkers} walkers x "
           f"{result.frames.shape[0]}) at {args.temperature} K, acceptance "

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import ccg
+from ccg.commands._common import (
+    add_overwrite,
+    add_resources,
+    apply_resources,
+    check_output_folder,
+)
 
 LOSS_RISE_WARNING = 2.0
 """nats: `ccg train` warns when the final 200-step mean loss is this far above the run's best."""
@@ -50,12 +55,17 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", choices=ccg.FLOW_BACKENDS.names(),
                    help=f"flow layers (default: {fc.backend})")
     p.add_argument("--seed", type=int, help=f"random seed (default: {t.seed})")
-    p.add_argument("--device", help=f"cpu or cuda[:N] (default: {t.device})")
     p.add_argument("--dtype", choices=["float32", "float64"],
                    help=f"training precision (default: {t.dtype})")
+    p.add_argument("--checkpoint-every", type=int, help=f"steps between checkpoints (default: "
+                   f"{t.checkpoint_every}; also every {t.checkpoint_minutes:g} minutes)")
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint.pt (same configuration; "
+                   "only minutes, steps and checkpointing may change)")
+    add_overwrite(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_resources(p, device=None)
     p.set_defaults(func=run)
 
 
@@ -70,7 +80,7 @@ def config_from_args(args: argparse.Namespace) -> ccg.RunConfig:
         ("train", "n_z"): args.n_z, ("train", "z_proposal"): args.z_proposal,
         ("train", "samples_per_z"): args.samples_per_z, ("train", "lr"): args.lr,
         ("flow", "backend"): args.backend, ("train", "seed"): args.seed,
-        ("train", "device"): args.device, ("train", "dtype"): args.dtype,
+        ("train", "dtype"): args.dtype, ("train", "checkpoint_every"): args.checkpoint_every,
     }
     for (section, key), value in overrides.items():
         if value is not None:
@@ -86,12 +96,16 @@ def config_from_args(args: argparse.Namespace) -> ccg.RunConfig:
 def run(args: argparse.Namespace) -> int:
     """Validate everything first, then train and report where the outputs are."""
     config = config_from_args(args)
-    out = Path(args.out)
+    device = apply_resources(args, config.train.device)
+    if args.device is not None:
+        config.train.device = args.device
+    out = check_output_folder(args.out, "--out", overwrite=args.overwrite, resume=args.resume,
+                              finished=("model.pt",), resumable=("checkpoint.pt",))
     t = config.train
     budget = f"{t.minutes} min" if t.minutes is not None else f"{t.steps} steps"
     print(f"training {config.system.label} (cg = {config.map.cg}) over T in "
           f"[{t.t_min}, {t.t_max}] K for {budget}, batch {t.n_z} x {t.samples_per_z}, "
-          f"on {t.device} -> {out}/")
+          f"on {device} ({args.threads} threads) -> {out}/")
     _, summary = ccg.train(config, out, resume=args.resume, progress=not args.no_progress)
     print(f"done: {summary['steps']} steps in {summary['train_time_s']:.0f} s, final loss "
           f"{summary['final_loss']:.3f}, per-z ESS {summary['final_ess']:.2f}, "

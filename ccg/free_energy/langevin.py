@@ -15,6 +15,7 @@ the equilibrium distribution, not the time scale: D sets the clock.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -64,9 +65,6 @@ def simulate(model, z0: torch.Tensor, temperature_k: float, n_steps: int, *, dt_
     Returns the frames every `save_every` steps (the first saved frame is after `save_every`
     steps). A warning is issued if T is outside the model's fitted temperature range.
     """
-    import warnings
-
-
     check_shape(z0, (model.cg_dim,), "z0", "cg_dim")
     check_finite(z0, "z0")
     check_temperature(temperature_k)
@@ -83,8 +81,9 @@ def simulate(model, z0: torch.Tensor, temperature_k: float, n_steps: int, *, dt_
         warnings.warn(f"T = {temperature_k} K is outside the CG model's fitted range "
                       f"[{t_min}, {t_max}] K; its free energies there are extrapolations.",
                       stacklevel=2)
-    circular = model.cg_map.z_circular.to(z0.device)
-    z = _wrap(z0.to(model.dtype), circular)
+    device = next(model.parameters()).device
+    circular = model.cg_map.z_circular.to(device)
+    z = _wrap(z0.to(device=device, dtype=model.dtype), circular)
     n_walkers = z.shape[0]
     b = torch.full((n_walkers,), model.t_ref / temperature_k, dtype=z.dtype, device=z.device)
     step = diffusion * dt_ps  # D dt; the noise variance per step is 2 D dt
@@ -92,7 +91,7 @@ def simulate(model, z0: torch.Tensor, temperature_k: float, n_steps: int, *, dt_
     kw = {"dtype": z.dtype, "device": z.device, "generator": generator}
     energy, grad = _energy_and_grad(model, z, b)
     frames, energies = [], []
-    accepted = 0
+    accepted = torch.zeros((), dtype=torch.long, device=z.device)  # no host sync per step
     for i in tqdm(range(1, n_steps + 1), disable=not progress, desc="CG Langevin", unit="step"):
         mean = z - step * grad
         proposal = _wrap(mean + sigma * torch.randn(z.shape, **kw), circular)
@@ -104,7 +103,7 @@ def simulate(model, z0: torch.Tensor, temperature_k: float, n_steps: int, *, dt_
             log_q_back = -(back**2).sum(1) / (4 * step)
             log_alpha = -(e_new - energy) + log_q_back - log_q_fwd
             accept = torch.log(torch.rand(n_walkers, **kw)) < log_alpha
-            accepted += int(accept.sum())
+            accepted += accept.sum()
             z = torch.where(accept[:, None], proposal, z)
             energy = torch.where(accept, e_new, energy)
             grad = torch.where(accept[:, None], g_new, grad)
@@ -116,7 +115,7 @@ def simulate(model, z0: torch.Tensor, temperature_k: float, n_steps: int, *, dt_
             frames.append(z.clone())
             energies.append(energy.clone())
     return LangevinResult(frames=torch.stack(frames), beta_f=torch.stack(energies),
-                          acceptance=accepted / (n_steps * n_walkers),
+                          acceptance=int(accepted) / (n_steps * n_walkers),
                           temperature_k=float(temperature_k), dt_ps=dt_ps, diffusion=diffusion,
                           save_every=save_every)
 
@@ -125,12 +124,15 @@ def default_start(cg_model, n: int, generator: torch.Generator) -> torch.Tensor:
     """Starting points [n, cg_dim] (float64) for `simulate`: uniform on the torus for torsion
     maps, the reference structure's CG coordinates for bead maps, uniform in the training box
     for analytic systems. `cg_model.system` is the system its map belongs to."""
-    d = cg_model.cg_dim
+    d, device = cg_model.cg_dim, generator.device
+    kw = {"generator": generator, "dtype": torch.float64, "device": device}
     if bool(cg_model.cg_map.z_circular.all()):
-        return (torch.rand(n, d, generator=generator, dtype=torch.float64) * 2 - 1) * math.pi
+        return (torch.rand(n, d, **kw) * 2 - 1) * math.pi
     ref = cg_model.system.reference_positions
     if ref is not None:
         x = torch.as_tensor(ref, dtype=torch.float64).reshape(1, *cg_model.system.event_shape)
-        return cg_model.cg_map.coarse_grain(x).reshape(1, d).repeat(n, 1)
-    low, high = (torch.as_tensor(b, dtype=torch.float64) for b in cg_model.system.cg_bounds)
-    return low + (high - low) * torch.rand(n, d, generator=generator, dtype=torch.float64)
+        z = cg_model.cg_map.coarse_grain(x.to(cg_model.cg_map.z_circular.device))
+        return z.reshape(1, d).repeat(n, 1).to(device)
+    low, high = (torch.as_tensor(b, dtype=torch.float64, device=device)
+                 for b in cg_model.system.cg_bounds)
+    return low + (high - low) * torch.rand(n, d, **kw)

@@ -188,8 +188,8 @@ class TrainConfig:
     """Also write a checkpoint when this much wall time has passed since the last one."""
     seed: int = 0
     """Seed of every random draw of the run."""
-    device: str = "cpu"
-    """"cpu" or "cuda[:N]"."""
+    device: str = "auto"
+    """Where to train: "auto" (the GPU when there is one), "cpu" or "cuda[:N]"."""
     dtype: str = "float32"
     """Training precision: "float32" or "float64"."""
 
@@ -270,8 +270,9 @@ class TrainConfig:
             raise ConfigError("[train] lr and lr_final must be > 0.")
         if self.dtype not in ("float32", "float64"):
             raise ConfigError(f'[train] dtype must be "float32" or "float64"; got "{self.dtype}".')
-        if not self.device.startswith(("cpu", "cuda")):
-            raise ConfigError(f'[train] device must be "cpu" or "cuda[:N]"; got "{self.device}".')
+        if not self.device.startswith(("auto", "cpu", "cuda")):
+            raise ConfigError(f'[train] device must be "auto", "cpu" or "cuda[:N]"; got '
+                              f'"{self.device}".')
         return self
 
     @property

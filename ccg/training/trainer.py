@@ -22,6 +22,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
+from ccg._checks import check_device
 from ccg._signals import stop_requests
 from ccg.errors import Interrupted, TrainingError
 from ccg.io.atomic import atomic_torch_save, atomic_write_text, load_torch_state
@@ -67,7 +68,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.modules = {"flow": model.flow, **(extra_modules or {})}
-        self.device = torch.device(config.device)
+        self.device = check_device(config.device, "[train] device")
         self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
         for module in self.modules.values():
             module.to(device=self.device, dtype=self.dtype)
