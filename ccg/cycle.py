@@ -154,10 +154,12 @@ class Cycle:
         if outside:
             raise ValueError(f"Estimation temperatures {outside} K are outside the flow's range "
                              f"[{t_lo}, {t_hi}] K; choose temperatures inside it.")
-        self.cg_model = FreeEnergyModel(
-            model.cg_map, t_ref=model.t_ref, t_range=(min(temps), max(temps)),
-            hidden=config.hidden, n_layers=config.n_layers, n_members=config.n_members,
-            system=model.system).double()
+        with torch.random.fork_rng():  # F_theta's initial weights from the cycle's seed
+            torch.manual_seed(config.seed)
+            self.cg_model = FreeEnergyModel(
+                model.cg_map, t_ref=model.t_ref, t_range=(min(temps), max(temps)),
+                hidden=config.hidden, n_layers=config.n_layers, n_members=config.n_members,
+                system=model.system).double()
         self.generator = torch.Generator().manual_seed(config.seed)
         self.data: ObservableSet | None = None
         self.iteration = 0

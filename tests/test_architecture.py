@@ -10,7 +10,7 @@ Layers (DESIGN.md), lowest first; a module imports only from its own layer or be
     3  ccg.training, ccg.free_energy, ccg.io, ccg.backmapping
     4  ccg.cycle, ccg.cycle_plots
     5  ccg (the public API, ccg/__init__.py)
-    6  ccg.cli, ccg.commands
+    6  ccg.cli, ccg.commands, ccg.__main__
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ LAYERS = {
     "ccg.training": 3, "ccg.free_energy": 3, "ccg.io": 3, "ccg.backmapping": 3,
     "ccg.cycle": 4, "ccg.cycle_plots": 4,
     "ccg": 5,
-    "ccg.cli": 6, "ccg.commands": 6,
+    "ccg.cli": 6, "ccg.commands": 6, "ccg.__main__": 6,
 }
 
 

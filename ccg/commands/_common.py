@@ -92,14 +92,14 @@ def check_output_file(path: str | Path, flag: str, *, overwrite: bool,
     """An output file path, checked before any work: a known extension, a writable folder
     with room, and (without --overwrite) no existing file of that name."""
     path = Path(path)
-    if suffixes is not None:
-        allowed = sorted(set(suffixes))
-        if path.suffix.lower() not in allowed:
-            raise ConfigError(f"{flag} {path.name}: unsupported extension "
-                              f"'{path.suffix or '(none)'}'; use one of {allowed}.")
+    allowed = None if suffixes is None else sorted(set(suffixes))
     if path.is_dir():
+        example = path / ("out" + (allowed[0] if allowed else ""))
         raise ConfigError(f"{flag} {path} is a folder; give a file name inside it "
-                          f"(e.g. {path / ('out' + (path.suffix or '.npz'))}).")
+                          f"(e.g. {example}).")
+    if allowed is not None and path.suffix.lower() not in allowed:
+        raise ConfigError(f"{flag} {path.name}: unsupported extension "
+                          f"'{path.suffix or '(none)'}'; use one of {allowed}.")
     check_writable_folder(path.parent if str(path.parent) else Path("."), flag)
     if path.exists() and not overwrite:
         raise ConfigError(f"{flag} {path} exists already. Nothing was changed. Use --overwrite "

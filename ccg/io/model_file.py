@@ -65,6 +65,12 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     payload, tensors = read_tensor_file(path)
     if tensors:
         payload["flow_state"] = split_state(tensors, "flow_state")
+    if payload.get("format") == "ccg-cg-model":
+        raise ModelFileError(
+            f"{path} is a CG model file (F_theta from `ccg cycle`): it gives free energies and "
+            "CG dynamics, not atoms. Give the flow model instead (model.pt from `ccg train`, or "
+            "flow.pt next to the cg_model.pt)."
+        )
     if payload.get("format") != FORMAT:
         raise ModelFileError(
             f"{path} is not a ccg model file (expected format '{FORMAT}'). A training "
