@@ -182,6 +182,13 @@ def api_page(slug: str) -> str:
         raise PluginError(f'Unknown API group "{slug}"; docs/hooks.py has {sorted(groups)}.')
     names = _ordered(slug, api_assignment())
     blocks = [groups[slug].intro, ""]
+    registries = [n for n in names if isinstance(getattr(ccg, n), ccg.Registry)]
+    if registries:  # what is registered now, for configurations and flags to name
+        blocks += ["| registry | names registered now |", "|---|---|"]
+        blocks += [f"| [`ccg.{n}`](#ccg.{n}) | "
+                   + ", ".join(f"`{k}`" for k in getattr(ccg, n).names()) + " |"
+                   for n in registries]
+        blocks.append("")
     for name in names:
         blocks.append(f"::: ccg.{name}\n")
     return "\n".join(blocks)

@@ -47,7 +47,11 @@ def _hooks():
     spec = importlib.util.spec_from_file_location("ccg_docs_hooks", DOCS / "hooks.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
+    path = list(sys.path)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = path  # it adds the repository and docs/ for mkdocs' sake
     return module
 
 
