@@ -51,8 +51,8 @@ def build_flow(
         loc, scale: [dim] reference values and widths at T_ref (r units; scale ignored on
             circular dims).
         backend: one of `FLOW_BACKENDS` ("nflows" or "normflows").
-        n_layers, hidden, n_blocks, n_bins, temperature_scaling, tail_bound,
-        scale_after_layers: the architecture; defaults from `FlowConfig`.
+        n_layers, hidden, n_blocks, n_bins, temperature_scaling, tail_bound, scale_after_layers:
+            the architecture; defaults from `FlowConfig`.
         scale_tril, circular_concentration, circular_modes: the base (see `ConditionalFlow`).
 
     Returns:
