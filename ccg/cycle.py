@@ -59,27 +59,45 @@ class CycleConfig:
     """Settings of `run_cycle`. Temperatures in K, times in minutes."""
 
     temperatures: list[float] = field(default_factory=lambda: [300.0, 400.0, 500.0, 600.0])
-    """Where observables are estimated (and F_theta is sampled)."""
+    """Where observables are estimated (and F_theta is sampled), K."""
     iterations: int = 6
+    """At most this many iterations."""
     minutes: float | None = None
+    """Time budget of the iterations (the next one is not started when it would exceed it)."""
     points_per_temperature: int = 192
+    """CG points estimated per temperature and iteration."""
     samples_per_point: int = 128
+    """Flow samples per point for the importance-sampling estimates."""
     explore_fraction: float = 0.5
+    """Share of the points from the exploration proposal; the rest come from F_theta."""
     finetune_steps: int = 300
+    """Reverse-KL steps of the flow per iteration, on the iteration's points."""
     finetune_lr: float = 2e-4
+    """Learning rate of the fine-tuning (cosine to a tenth of it)."""
     n_z: int = 64
+    """Fine-tuning: distinct (z, T) per step."""
     samples_per_z: int = 16
+    """Fine-tuning: flow samples per (z, T)."""
     train_only_at_estimation_temperatures: bool = False
     """Fine-tune the flow at `temperatures` only (temperature-transfer studies)."""
     langevin_steps: int = 2000
+    """CG Langevin steps per walker when F_theta proposes points."""
     langevin_walkers: int = 32
+    """CG Langevin walkers per temperature."""
     fit_steps: int = 1500
+    """F_theta fit steps in the first iteration (half of it in later ones, warm-started)."""
     tol_kt: float = 0.1
+    """Convergence: RMS change of F_theta on the points it proposed, in k_B T."""
     ess_target: float = 0.5
+    """Convergence: the median ESS on those points must reach this too."""
     hidden: int = 64
+    """Width of each F_theta ensemble member's MLP."""
     n_layers: int = 3
+    """Hidden layers of each member."""
     n_members: int = 4
+    """Ensemble members (their spread is F_theta's uncertainty)."""
     seed: int = 0
+    """Seed of every random draw of the cycle (and of F_theta's initial weights)."""
 
     def check_resumable(self, stored: dict) -> None:
         """ConfigError naming each difference unless a cycle configured as `stored` may go on

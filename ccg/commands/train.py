@@ -11,12 +11,11 @@ from ccg.commands._common import (
     apply_resources,
     check_output_folder,
 )
+from ccg.training.config import DEFAULT_MINUTES
 
 LOSS_RISE_WARNING = 2.0
 """nats: `ccg train` warns when the final 200-step mean loss is this far above the run's best."""
 
-DEFAULT_MINUTES = 20.0
-"""The budget of `ccg train` when neither --minutes nor --steps (nor the config) gives one."""
 
 
 def add_parser(sub) -> None:
@@ -88,8 +87,6 @@ def config_from_args(args: argparse.Namespace) -> ccg.RunConfig:
     if args.system and not args.cg:
         config.system.validate()
         config.map.cg = config.system.default_map
-    if config.train.steps is None and config.train.minutes is None:
-        config.train.minutes = DEFAULT_MINUTES
     return config.validate()
 
 

@@ -74,15 +74,21 @@ class FitConfig:
     """Optimization of F_theta: Adam with a cosine schedule on random minibatches."""
 
     steps: int = 2000
+    """Optimization steps."""
     lr: float = 3e-3
+    """Peak learning rate of the cosine schedule."""
     lr_final: float = 1e-5
+    """Final learning rate."""
     batch_size: int = 1024
+    """Points per minibatch (all of them when there are fewer)."""
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     """Weights of the value, force and energy terms."""
     floors: tuple[float, float, float] = (0.05, 0.1, 0.1)
     """Error floors in k_B T units: beta F, beta grad F (per CG unit), beta <U>."""
     min_ess: float = 0.02
+    """Points whose estimate has a lower ESS are left out of the fit."""
     seed: int = 0
+    """Seed of the minibatch draws."""
 
 
 def _group_shift(residual: torch.Tensor, weight: torch.Tensor, groups: torch.Tensor,

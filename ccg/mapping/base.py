@@ -80,11 +80,13 @@ def check_topology(topology: Any, n_atoms: int, what: str) -> None:
 class CGMap(torch.nn.Module, abc.ABC):
     """A CG map ξ(x) = z completed by coordinates r to a bijection x <-> (z, r).
 
-    Declared attributes (set by subclasses through `_declare`):
+    Attributes:
         event_shape: shape of one configuration x: (n_atoms, 3) in nm, or (dim,).
-        cg_dim: size of z.  n_r: size of r.  cg_feature_dim: size of `cg_features(z)`.
-        z_circular: BoolTensor [cg_dim]; r_circular: BoolTensor [n_r]: True for torsion-type
-            dims living on the circle [−π, π).
+        cg_dim: size of z.
+        n_r: size of r.
+        cg_feature_dim: size of `cg_features(z)`.
+        z_circular: BoolTensor [cg_dim], True for torsion-type CG dims on the circle [−π, π).
+        r_circular: BoolTensor [n_r], True for torsion-type r dims on the circle [−π, π).
         r_kinds: list of n_r strings in ("bond", "angle", "torsion", "improper", "coord");
             "improper" torsions are stiff branch torsions, unwrapped around their reference.
         r_reference: Tensor [n_r], r of the reference structure (float64).

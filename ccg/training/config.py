@@ -38,6 +38,9 @@ from ccg.training.proposals import T_SAMPLING, Z_PROPOSALS
 __all__ = ["ConfigError", "FlowConfig", "MapConfig", "RunConfig", "SystemConfig", "TrainConfig"]
 
 
+DEFAULT_MINUTES = 20.0
+"""The training budget of a configuration that gives neither steps nor minutes."""
+
 DEFAULT_SYSTEM = "alanine-dipeptide"
 """The system of a configuration that names none."""
 
@@ -143,7 +146,8 @@ class TrainConfig:
     steps: int | None = None
     """Optimization steps (the run stops at `steps` or `minutes`, whichever comes first)."""
     minutes: float | None = None
-    """Wall-time budget of the optimization in minutes."""
+    """Wall-time budget of the optimization in minutes (with neither `steps` nor `minutes`,
+    `validate` sets it to 20)."""
     lr: float = 1e-3
     """Peak learning rate of the cosine schedule (stable at this value together with
     `grad_clip_relative`)."""
@@ -235,7 +239,7 @@ class TrainConfig:
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"[train] {name} must be a positive integer; got {value!r}.")
         if self.steps is None and self.minutes is None:
-            raise ConfigError("[train] give steps, minutes, or both (the run stops at the first).")
+            self.minutes = DEFAULT_MINUTES  # stored with the run, so its budget is on record
         if not isinstance(self.forward_weight, int | float) or not self.forward_weight >= 0:
             raise ConfigError(f"[train] forward_weight must be >= 0; got {self.forward_weight!r}.")
         if self.grad_skip_relative is not None and not (
