@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     _show_library_messages()
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 prints (not errors)
+        sys.stdout = open(os.devnull, "w")
     previous = signal.getsignal(signal.SIGTERM)
     in_main_thread = threading.current_thread() is threading.main_thread()
     if in_main_thread:

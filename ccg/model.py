@@ -185,6 +185,12 @@ class BackmappingModel(torch.nn.Module):
             finite = finite & (r[:, chiral].abs() <= math.pi).all(dim=1)
         return FlowSamples(z, temperature, r, x, log_q, log_jac, energy, finite)
 
+    def forward(self, z: torch.Tensor, temperature_k: torch.Tensor | float, *,
+                generator: torch.Generator | None = None) -> FlowSamples:
+        """`sample` (the module's call, so that a `DistributedDataParallel` wrapper of the
+        model all-reduces the gradients of what it samples)."""
+        return self.sample(z, temperature_k, generator=generator)
+
     def log_prob_x(self, x: torch.Tensor, temperature_k: torch.Tensor | float) -> torch.Tensor:
         """log q(r(x) | z(x), T) [B] of given configurations, in the split coordinates."""
         z, r, _ = self.cg_map.split(x)

@@ -106,6 +106,8 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu",
         # flow's own diag(scale) factor is exactly what they used
         if key.endswith("standardize.scale_tril") and key not in state:
             state[key] = value
+    stored = next((v.dtype for v in state.values() if v.is_floating_point()), torch.float32)
+    flow.to(stored)  # load the weights exactly as stored, then cast to `dtype`
     try:
         flow.load_state_dict(state)
     except RuntimeError as err:

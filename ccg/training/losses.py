@@ -196,11 +196,14 @@ class ReverseKL:
             (Li & Turner 2016), which leans on the samples where p has more mass than q (the
             thin tails that cost ESS). No extra pass.
         group_size: rows per (z, T) group (consecutive rows), for the weights' normalization.
+        sampler: what draws the samples, called like the model (default: the model itself;
+            for data-parallel training its `DistributedDataParallel` wrapper).
     """
 
     def __init__(self, model: BackmappingModel, *, energy_cut: float = DEFAULT_ENERGY_CUT,
                  path_gradient: bool = False, forward_weight: float = 0.0,
-                 renyi_alpha: float = 1.0, group_size: int = 1):
+                 renyi_alpha: float = 1.0, group_size: int = 1,
+                 sampler: torch.nn.Module | None = None):
         if not (math.isfinite(forward_weight) and forward_weight >= 0):
             raise ValueError(f"Expected forward_weight >= 0; got {forward_weight}.")
         if not (math.isfinite(renyi_alpha) and 0.0 <= renyi_alpha <= 1.0):
@@ -211,6 +214,7 @@ class ReverseKL:
                 f"forward_weight and renyi_alpha < 1 need groups of >= 2 samples per (z, T) to "
                 f"normalize the weights; got group_size {group_size} (set samples_per_z >= 2).")
         self.model = model
+        self.sampler = model if sampler is None else sampler
         self.energy_cut = EnergyCut(model.system, energy_cut, n_fast=model.cg_map.n_r)
         self.path_gradient = bool(path_gradient)
         self.forward_weight = float(forward_weight)
@@ -219,7 +223,7 @@ class ReverseKL:
 
     def __call__(self, z: torch.Tensor, temperature_k, generator=None) -> LossOutput:
         """z [B, cg_dim], temperature_k [B] or a number (K); one flow sample per row."""
-        samples = self.model.sample(z, temperature_k, generator=generator)
+        samples = self.sampler(z, temperature_k, generator=generator)
         reduced = samples.beta * samples.energy_kjmol
         log_q = path_log_q(self.model, samples) if self.path_gradient else samples.log_q
         per_sample = self.energy_cut(reduced, samples.beta) - samples.log_jac + log_q

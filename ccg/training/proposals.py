@@ -46,6 +46,12 @@ class ZProposal(abc.ABC):
                 log_w: torch.Tensor) -> None:
         """Record a step's importance weights: z [n, d], T [n] (K), log_w [n, K] (no-op here)."""
 
+    @staticmethod
+    def reduce(values: torch.Tensor) -> torch.Tensor:
+        """Combine per-process statistics (identity; the trainer sets an all-reduce when
+        several processes train together)."""
+        return values
+
     def state_dict(self) -> dict:
         """State to checkpoint (none here)."""
         return {}
@@ -63,7 +69,8 @@ class UniformTorus(ZProposal):
     def sample(self, n: int, generator: torch.Generator, dtype, device,
                temperature_k: torch.Tensor | None = None) -> torch.Tensor:
         """[n, cg_dim] in rad (the same at every temperature)."""
-        u = torch.rand(n, self.cg_dim, generator=generator, dtype=torch.float64)
+        u = torch.rand(n, self.cg_dim, generator=generator, dtype=torch.float64,
+                       device=generator.device)
         return (2 * math.pi * u - math.pi).to(dtype=dtype, device=device)
 
 
@@ -83,8 +90,10 @@ class UniformBox(ZProposal):
     def sample(self, n: int, generator: torch.Generator, dtype, device,
                temperature_k: torch.Tensor | None = None) -> torch.Tensor:
         """[n, cg_dim] (the same at every temperature)."""
-        u = torch.rand(n, self.cg_dim, generator=generator, dtype=torch.float64)
-        return (self.low + u * (self.high - self.low)).to(dtype=dtype, device=device)
+        u = torch.rand(n, self.cg_dim, generator=generator, dtype=torch.float64,
+                       device=generator.device)
+        low, high = self.low.to(u.device), self.high.to(u.device)
+        return (low + u * (high - low)).to(dtype=dtype, device=device)
 
 
 class FrameProposal(ZProposal):
@@ -102,8 +111,9 @@ class FrameProposal(ZProposal):
     def sample(self, n: int, generator: torch.Generator, dtype, device,
                temperature_k: torch.Tensor | None = None) -> torch.Tensor:
         """[n, cg_dim] (the same at every temperature)."""
-        idx = torch.randint(self.frames.shape[0], (n,), generator=generator)
-        return self.frames[idx].to(dtype=dtype, device=device)
+        idx = torch.randint(self.frames.shape[0], (n,), generator=generator,
+                            device=generator.device)
+        return self.frames[idx.cpu()].to(dtype=dtype, device=device)
 
 
 class TemperatureSampler:
@@ -143,10 +153,11 @@ class TemperatureSampler:
     def sample(self, n: int, generator: torch.Generator, dtype, device, progress: float = 1.0):
         """[n] temperatures in K."""
         if self.values is not None:
-            idx = torch.randint(len(self.values), (n,), generator=generator)
-            return self.values[idx].to(dtype=dtype, device=device)
+            idx = torch.randint(len(self.values), (n,), generator=generator,
+                                device=generator.device)
+            return self.values.to(idx.device)[idx].to(dtype=dtype, device=device)
         low, high = self.lower_bound(progress), self.t_max
-        u = torch.rand(n, generator=generator, dtype=torch.float64)
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=generator.device)
         if self.mode == "beta":
             t = 1.0 / (1.0 / high + u * (1.0 / low - 1.0 / high))
         elif self.mode == "log":
@@ -196,31 +207,42 @@ class AdaptiveTorusProposal(ZProposal):
         self.n_observed = 0
         self._uniform = UniformTorus(cg_dim)
 
+    def _to(self, device: torch.device) -> None:
+        """Keep the running map on the device of the training tensors (no host copies)."""
+        if self.beta_f.device != device:
+            self.beta_f = self.beta_f.to(device)
+            self.inner_edges = self.inner_edges.to(device)
+
     def _bin_index(self, z: torch.Tensor) -> torch.Tensor:
         width = 2 * math.pi / self.n_bins
-        idx = torch.clamp(((z.double().cpu() + math.pi) / width).long(), 0, self.n_bins - 1)
-        flat = torch.zeros(z.shape[0], dtype=torch.long)
-        for d in range(self.cg_dim):
-            flat = flat * self.n_bins + idx[:, d]
-        return flat
+        idx = torch.clamp(((z.double() + math.pi) / width).long(), 0, self.n_bins - 1)
+        weights = self.n_bins ** torch.arange(self.cg_dim - 1, -1, -1, device=z.device)
+        return (idx * weights).sum(1)
 
     def _band_index(self, temperature_k: torch.Tensor) -> torch.Tensor:
         """Band 0 holds the highest temperatures."""
-        t = temperature_k.double().cpu()
-        return (t[:, None] < self.inner_edges[None, :]).sum(1)
+        t = temperature_k.double()
+        return (t[:, None] < self.inner_edges.to(t.device)[None, :]).sum(1)
 
     def observe(self, z: torch.Tensor, temperature_k: torch.Tensor, log_w: torch.Tensor) -> None:
-        """Record estimates: z [n, d], T [n] (K), log_w [n, K] of each (z, T)'s samples."""
+        """Record estimates: z [n, d], T [n] (K), log_w [n, K] of each (z, T)'s samples.
+
+        Sums and counts per cell go through `reduce` first (the trainer sets it to an
+        all-reduce when several processes train together), so every process keeps the same map.
+        """
+        self._to(z.device)
         k = log_w.shape[1]
-        beta_f = -(torch.logsumexp(log_w.double().cpu(), 1) - math.log(k))
+        beta_f = -(torch.logsumexp(log_w.double(), 1) - math.log(k))
         ok = torch.isfinite(beta_f)
-        cell = self._band_index(temperature_k[ok]) * self.beta_f.shape[1] + self._bin_index(z[ok])
+        cell = self._band_index(temperature_k) * self.beta_f.shape[1] + self._bin_index(z)
         flat = self.beta_f.view(-1)
-        sums = torch.zeros_like(flat).index_add_(0, cell, beta_f[ok])
-        counts = torch.zeros_like(flat).index_add_(0, cell, torch.ones_like(beta_f[ok]))
+        sums = torch.zeros_like(flat).index_add_(0, cell, torch.where(ok, beta_f, 0.0))
+        counts = torch.zeros_like(flat).index_add_(0, cell, ok.double())
+        sums, counts = self.reduce(sums), self.reduce(counts)
         hit = counts > 0
-        mean, old = sums[hit] / counts[hit], flat[hit]
-        flat[hit] = torch.where(torch.isnan(old), mean, self.decay * old + (1 - self.decay) * mean)
+        mean = sums / counts.clamp_min(1.0)
+        updated = torch.where(torch.isnan(flat), mean, self.decay * flat + (1 - self.decay) * mean)
+        flat.copy_(torch.where(hit, updated, flat))
         self.n_observed += 1
 
     def band_probabilities(self) -> torch.Tensor:
@@ -242,31 +264,39 @@ class AdaptiveTorusProposal(ZProposal):
 
     def sample(self, n: int, generator: torch.Generator, dtype, device,
                temperature_k: torch.Tensor | None = None) -> torch.Tensor:
-        """[n, cg_dim] in rad; with `temperature_k` [n] (K), row i is drawn for its own T."""
-        if self.n_observed < self.warmup or self.probabilities() is None:
+        """[n, cg_dim] in rad; with `temperature_k` [n] (K), row i is drawn for its own T.
+        Drawn on the generator's device."""
+        where = generator.device
+        if self.n_observed < self.warmup:
             return self._uniform.sample(n, generator, dtype, device)
+        self._to(where)
         if temperature_k is None:
-            probs = self.probabilities()[None, :].expand(n, -1)
+            average = self.probabilities()
+            if average is None:
+                return self._uniform.sample(n, generator, dtype, device)
+            probs = average[None, :].expand(n, -1)
         else:
             if temperature_k.shape != (n,):
                 raise ValueError(f"Expected temperature_k of shape [{n}] (K); got "
                                  f"{list(temperature_k.shape)}.")
-            probs = self.band_probabilities()[self._band_index(temperature_k)]
-        explore = torch.rand(n, generator=generator, dtype=torch.float64) < self.explore
+            probs = self.band_probabilities()[self._band_index(temperature_k.to(where))]
+        kw = {"generator": generator, "dtype": torch.float64, "device": where}
+        explore = torch.rand(n, **kw) < self.explore
         bins = torch.multinomial(probs, 1, replacement=True, generator=generator)[:, 0]
-        cells = torch.stack([(bins // self.n_bins ** (self.cg_dim - 1 - d)) % self.n_bins
-                             for d in range(self.cg_dim)], 1)
-        u = torch.rand(cells.shape, generator=generator, dtype=torch.float64)
+        powers = self.n_bins ** torch.arange(self.cg_dim - 1, -1, -1, device=where)
+        cells = (bins[:, None] // powers) % self.n_bins
+        u = torch.rand(cells.shape, **kw)
         z = -math.pi + (cells + u) * (2 * math.pi / self.n_bins)
-        z_uniform = self._uniform.sample(n, generator, torch.float64, torch.device("cpu"))
+        z_uniform = self._uniform.sample(n, generator, torch.float64, where)
         z = torch.where(explore[:, None], z_uniform, z)
         return z.to(dtype=dtype, device=device)
 
     def state_dict(self) -> dict:
-        return {"beta_f": self.beta_f.clone(), "n_observed": self.n_observed}
+        return {"beta_f": self.beta_f.cpu().clone(), "n_observed": self.n_observed}
 
     def load_state_dict(self, state: dict) -> None:
-        self.beta_f, self.n_observed = state["beta_f"].clone(), int(state["n_observed"])
+        self.beta_f = state["beta_f"].clone().to(self.beta_f.device)
+        self.n_observed = int(state["n_observed"])
 
 
 @Z_PROPOSALS.register("uniform")

@@ -9,10 +9,12 @@ import time
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from ccg.constants import KB_KJMOL_PER_K
 from ccg.io.model_file import save_model
 from ccg.model import BackmappingModel
+from ccg.training import distributed
 from ccg.training.build import build_model, build_proposal
 from ccg.training.config import RunConfig
 from ccg.training.losses import ReverseKL
@@ -43,6 +45,7 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
         Interrupted: SIGINT / SIGTERM; the checkpoint holds the last finished step.
     """
     config.validate()
+    ranks, device = distributed.setup(config.train.device)
     out = Path(out_dir)
     if resume:  # before any work: the checkpoint exists and was written by this configuration
         stored = read_checkpoint(out / "checkpoint.pt").get("metadata", {}).get("run_config")
@@ -54,13 +57,21 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
                 model.cg_dim, ", ".join(model.cg_map.cg_names), model.cg_map.n_r)
     report_modes(model)
     proposal = build_proposal(config, model)
+    dtype = torch.float64 if config.train.dtype == "float64" else torch.float32
+    model.flow.to(device=device, dtype=dtype)
+    model.cg_map.to(device=device)
+    sampler = None
+    if ranks.distributed:  # gradients all-reduced by PyTorch's DDP (buffers are constants)
+        sampler = DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None,
+            broadcast_buffers=False)
     loss = ReverseKL(model, energy_cut=config.train.energy_cut,
                      path_gradient=config.train.path_gradient,
                      forward_weight=config.train.forward_weight,
                      renyi_alpha=config.train.renyi_alpha,
-                     group_size=config.train.samples_per_z)
+                     group_size=config.train.samples_per_z, sampler=sampler)
     trainer = Trainer(model, loss, proposal, config.train, out, progress=progress,
-                      metadata={"run_config": config.to_dict()})
+                      metadata={"run_config": config.to_dict()}, device=device)
     start = time.perf_counter()
     trainer.run(resume=resume)
     summary = {
@@ -75,9 +86,10 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     summary["loss_rise_from_best"], summary["best_loss_step"] = trainer.loss_rise()
     trainer.apply_average()
     model.flow.eval()
-    save_model(out / "model.pt", model, metrics=summary, run_config=config.to_dict())
-    plot_training(trainer.metrics, trainer.band_ess, out / "training.png",
-                  t_range=model.t_range)
+    if ranks.main:  # one model file, one plot
+        save_model(out / "model.pt", model, metrics=summary, run_config=config.to_dict())
+        plot_training(trainer.metrics, trainer.band_ess, out / "training.png",
+                      t_range=model.t_range)
     summary["wall_s"] = time.perf_counter() - start
     return model, summary
 

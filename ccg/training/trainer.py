@@ -26,6 +26,7 @@ from ccg._checks import check_device
 from ccg._signals import stop_requests
 from ccg.errors import Interrupted, TrainingError
 from ccg.io.atomic import atomic_torch_save, atomic_write_text, load_torch_state
+from ccg.training import distributed
 from ccg.training.config import TrainConfig
 from ccg.training.proposals import TemperatureSampler
 
@@ -58,17 +59,27 @@ class Trainer:
         extra_modules: further modules whose parameters are optimized and checkpointed.
         metadata: JSON-like data saved with every checkpoint (for example the run's
             configuration, which `ccg.train` compares on resume); `read_checkpoint` returns it.
+        device: where to train (default: `config.device`).
+
+    Under torchrun (an initialized process group, `ccg.training.distributed`) every rank
+    draws its own (z, T) from its own random stream, the adaptive proposal's map is summed
+    over ranks, the stop, abort and checkpoint decisions use all-reduced values, and only rank
+    0 writes files; the gradients are averaged by the `DistributedDataParallel` wrapper that
+    the loss samples through (`ccg.train` sets it up).
     """
 
     def __init__(self, model, loss, z_proposal, config: TrainConfig, out_dir, *,
                  extra_modules: dict[str, torch.nn.Module] | None = None, progress: bool = True,
-                 metadata: dict | None = None):
+                 metadata: dict | None = None, device: torch.device | None = None):
         config.validate()
         self.model, self.loss, self.z_proposal, self.config = model, loss, z_proposal, config
+        self.ranks = distributed.current()
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.ranks.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         self.modules = {"flow": model.flow, **(extra_modules or {})}
-        self.device = check_device(config.device, "[train] device")
+        self.device = device if device is not None else check_device(config.device,
+                                                                      "[train] device")
         self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
         for module in self.modules.values():
             module.to(device=self.device, dtype=self.dtype)
@@ -84,7 +95,10 @@ class Trainer:
             config.t_min, config.t_max, config.t_sampling, config.anneal_fraction,
             values=config.t_values,
         )
-        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(
+            distributed.rank_seed(config.seed, self.ranks.rank))
+        if self.ranks.distributed:
+            z_proposal.reduce = distributed.all_reduce_sum
         self.step = 0
         self.elapsed_s = 0.0
         self.metrics: dict[str, list] = {
@@ -93,7 +107,7 @@ class Trainer:
         self.band_ess: list[list[float]] = []  # rows of (step, T, ess) subsampled
         self.skipped_steps = 0
         self.nonfinite_total = 0
-        self.progress = progress
+        self.progress = progress and self.ranks.main
         self.metadata = dict(metadata or {})
         self._recent_nonfinite: list[float] = []
 
@@ -108,6 +122,10 @@ class Trainer:
         return self.out_dir / "checkpoint.pt"
 
     def save_checkpoint(self) -> None:
+        """Write checkpoint.pt atomically (rank 0; every rank's random state is in it)."""
+        generators = distributed.gather_objects(self.generator.get_state())
+        if not self.ranks.main:
+            return
         state = {
             "step": self.step,
             "elapsed_s": self.elapsed_s,
@@ -115,6 +133,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "averages": {k: a.state_dict() for k, a in self.averages.items()},
             "generator": self.generator.get_state(),
+            "generators": generators,
             "metrics": self.metrics,
             "band_ess": self.band_ess,
             "skipped_steps": self.skipped_steps,
@@ -138,7 +157,14 @@ class Trainer:
                 f"Checkpoint {path} does not match this run ({err}). Use the same config as the "
                 "interrupted run, or start afresh in a new --out folder."
             ) from None
-        self.generator.set_state(state["generator"])
+        generators = state.get("generators", [state["generator"]])
+        if len(generators) == self.ranks.world:  # the same number of ranks: each its own
+            self.generator.set_state(generators[self.ranks.rank])
+        elif self.ranks.main:  # another number: rank 0 continues, the others start afresh
+            self.generator.set_state(state["generator"])
+        else:
+            self.generator.manual_seed(distributed.rank_seed(self.config.seed, self.ranks.rank)
+                                       + state["step"])
         if state.get("proposal"):
             self.z_proposal.load_state_dict(state["proposal"])
         self.step, self.elapsed_s = state["step"], state["elapsed_s"]
@@ -208,9 +234,12 @@ class Trainer:
                 average.update_parameters(self.modules[name])
         else:  # a non-finite gradient, or one batch far outside the recent norms
             self.skipped_steps += 1
-        n_bad = out.n_nonfinite
+        n_bad, n_all = out.n_nonfinite, out.finite.numel()
+        if self.ranks.distributed:  # every rank takes the same abort decision
+            counts = distributed.all_reduce_sum(torch.tensor([n_bad, n_all], dtype=torch.long))
+            n_bad, n_all = (int(v) for v in counts)
         self.nonfinite_total += n_bad
-        frac = n_bad / out.finite.numel()
+        frac = n_bad / n_all
         self._recent_nonfinite = [*self._recent_nonfinite, frac][-20:]
         if sum(self._recent_nonfinite) / len(self._recent_nonfinite) > c.max_nonfinite_fraction:
             raise TrainingError(
@@ -245,14 +274,14 @@ class Trainer:
         bar = tqdm(total=total, initial=self.step, disable=not self.progress, unit="step",
                    desc="train", dynamic_ncols=True)
         self.model.flow.train()
-        last_save = time.perf_counter()
+        saved_at = self.elapsed_s
         with stop_requests() as stop:
             try:
                 while self._progress() < 1.0 and not stop.requested:
                     start = time.perf_counter()
                     row = self.train_step()
                     self.step += 1
-                    self.elapsed_s += time.perf_counter() - start
+                    self.elapsed_s += self._agree(time.perf_counter() - start, stop)
                     for key, value in row.items():
                         self.metrics[key].append(value)
                     self.metrics["step"].append(self.step)
@@ -260,10 +289,10 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{row['loss']:.3f}", ess=f"{row['ess']:.2f}",
                                     bad=self.nonfinite_total, refresh=False)
-                    due = time.perf_counter() - last_save >= 60.0 * c.checkpoint_minutes
+                    due = self.elapsed_s - saved_at >= 60.0 * c.checkpoint_minutes
                     if self.step % c.checkpoint_every == 0 or due:
                         self.save_checkpoint()
-                        last_save = time.perf_counter()
+                        saved_at = self.elapsed_s
             finally:
                 bar.close()
             self.save_checkpoint()
@@ -273,6 +302,17 @@ class Trainer:
                                   f"stopped at step {self.step} by signal {stop.signum}; the "
                                   f"checkpoint {self.checkpoint_path} holds this step")
         return self.metrics
+
+    def _agree(self, seconds: float, stop) -> float:
+        """The step's duration and a pending stop request, made the same on every rank (the
+        longest duration; a signal anywhere stops all), so all ranks end at the same step."""
+        if not self.ranks.distributed:
+            return seconds
+        values = distributed.all_reduce_max(torch.tensor([seconds, float(stop.signum or 0)],
+                                                         dtype=torch.float64))
+        if values[1] > 0:
+            stop.signum = int(values[1])
+        return float(values[0])
 
     def apply_average(self) -> None:
         """Copy the moving averages of the parameters (`ema_decay`) into the live modules, for
@@ -298,7 +338,10 @@ class Trainer:
         best = int(torch.argmin(means))
         return float(means[-1] - means[best]), best + window
 
-    def write_metrics(self) -> Path:
+    def write_metrics(self) -> Path | None:
+        """Write metrics.json (rank 0; None elsewhere)."""
+        if not self.ranks.main:
+            return None
         path = self.out_dir / "metrics.json"
         summary = {
             "steps": self.step,
