@@ -17,6 +17,13 @@ from ccg.cycle import Cycle, CycleConfig, run_cycle
 from ccg.errors import CCGError, ConfigError, Interrupted, ModelFileError, TrainingError
 from ccg.flows import FLOW_BACKENDS, ConditionalFlow, FlowConfig, build_flow, make_context
 from ccg.free_energy.cg_model import FreeEnergyModel
+from ccg.free_energy.compare import (
+    histogram_free_energy,
+    kl_divergence,
+    rmse_after_shift,
+    shifted_difference,
+    state_populations,
+)
 from ccg.free_energy.estimators import PointEstimates, estimate_free_energy
 from ccg.free_energy.fit import FitConfig, ObservableSet, fit_free_energy_model
 from ccg.free_energy.langevin import LangevinResult, default_start, simulate
@@ -26,6 +33,7 @@ from ccg.free_energy.surface import (
     cg_model_arrays,
     free_energy_arrays,
     free_energy_surface,
+    grid_centers,
     grid_points,
     save_free_energy,
 )
@@ -157,7 +165,10 @@ __all__ = [
     "format_flow_table",
     "free_energy_arrays",
     "free_energy_surface",
+    "grid_centers",
     "grid_points",
+    "histogram_free_energy",
+    "kl_divergence",
     "load_cg_model",
     "load_model",
     "load_trajectory",
@@ -167,11 +178,14 @@ __all__ = [
     "plot_free_energy",
     "read_cg_frames",
     "read_cg_input",
+    "rmse_after_shift",
     "run_cycle",
     "save_cg_model",
     "save_free_energy",
     "save_model",
+    "shifted_difference",
     "simulate",
+    "state_populations",
     "torsion_map_for",
     "train",
     "write_cg_frames",

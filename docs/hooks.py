@@ -107,7 +107,9 @@ API_GROUPS = [
              ["estimate_free_energy", "PointEstimates", "free_energy_surface", "Surface",
               "grid_points", "free_energy_arrays", "cg_model_arrays", "save_free_energy",
               "plot_free_energy", "FreeEnergyModel", "ObservableSet", "fit_free_energy_model",
-              "simulate", "LangevinResult", "default_start"],
+              "simulate", "LangevinResult", "default_start", "grid_centers",
+              "histogram_free_energy", "rmse_after_shift", "shifted_difference",
+              "kl_divergence", "state_populations"],
              ("ccg.free_energy",)),
     ApiGroup("cycle", "The cycle",
              "CG model -> CG samples -> flow -> free energies -> CG model, until F_theta stops "
@@ -129,7 +131,7 @@ API_GROUPS = [
     ApiGroup("errors", "Errors",
              "The exceptions ccg raises for a problem the user can fix; the `ccg` command turns "
              "them into a one-paragraph message and exit code 2.",
-             ["CCGError", "ConfigError", "ModelFileError", "TrainingError"],
+             ["CCGError", "ConfigError", "ModelFileError", "TrainingError", "Interrupted"],
              ("ccg.errors",)),
 ]
 

@@ -8,8 +8,8 @@ main basins under p ∝ exp(-F) on the grid:
     alpha_R     phi < 0 and -150 deg <= psi <= 50 deg
     phi > 0     everything with phi > 0 (C7ax, alpha_L)
 
-With --langevin, CG Langevin samples of F_theta (`ccg.free_energy.langevin.simulate`, the code
-behind `ccg simulate`) are histogrammed on the same grid and compared with F_theta itself.
+With --langevin, CG Langevin samples of F_theta (`ccg.simulate`, the code behind
+`ccg simulate`) are histogrammed on the same grid and compared with F_theta itself.
 
 Usage:
     python experiments/ala2_cycle/evaluate.py runs/ala2_cycle/cg_model.pt \
@@ -19,54 +19,40 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ccg.free_energy.surface import cg_model_surface
-from ccg.io.atomic import atomic_path
-from ccg.io.cg_model_file import load_cg_model
+import ccg
 
 HERE = Path(__file__).resolve().parent
 REF_DIR = HERE.parent / "ala2_reference" / "data"
 
 
-def _compare_module():
-    spec = importlib.util.spec_from_file_location("compare", HERE.parent / "ala2_reference" /
-                                                  "compare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def basins(grid: np.ndarray) -> dict[str, np.ndarray]:
+    """The main basins of alanine dipeptide as masks on a (phi, psi) grid [2, N] (rad)."""
+    phi, psi = np.meshgrid(np.degrees(grid[0]), np.degrees(grid[1]), indexing="ij")
+    left = phi < 0
+    beta = left & ((psi > 50) | (psi < -150))
+    return {"C7eq/beta": beta, "alpha_R": left & ~beta, "phi>0": ~left}
 
 
 def basin_populations(f_kt: np.ndarray, grid: np.ndarray) -> dict[str, float]:
     """Populations (fractions) of C7eq/beta, alpha_R and phi > 0 under p ∝ exp(-F)."""
-    f = np.where(np.isfinite(f_kt), f_kt, np.inf)
-    p = np.exp(-(f - f.min()))
-    p /= p.sum()
-    phi, psi = np.meshgrid(np.degrees(grid[0]), np.degrees(grid[1]), indexing="ij")
-    left = phi < 0
-    beta = left & ((psi > 50) | (psi < -150))
-    return {"C7eq/beta": float(p[beta].sum()), "alpha_R": float(p[left & ~beta].sum()),
-            "phi>0": float(p[~left].sum())}
+    return ccg.state_populations(f_kt, basins(grid))
+
+
+def f_theta(cg_model, temperature: float, n_grid: int) -> dict[str, np.ndarray]:
+    """F_theta on the n_grid x n_grid torsion grid (the arrays of `ccg free-energy`)."""
+    return ccg.cg_model_arrays(cg_model, temperature, n_grid=n_grid)
 
 
 def reference_path(temperature: float, plain: bool = False) -> Path:
     """The REMD reference at T if there is one (and not `plain`), else the plain-MD one."""
     remd = REF_DIR / f"remd_ref_{temperature:.0f}K.npz"
     return remd if remd.is_file() and not plain else REF_DIR / f"ref_{temperature:.0f}K.npz"
-
-
-def histogram_f(frames: np.ndarray, n_grid: int) -> np.ndarray:
-    """-log of the normalized 2-D histogram on the grid's bins (inf where empty)."""
-    edges = np.linspace(-np.pi, np.pi, n_grid + 1)
-    counts, _, _ = np.histogram2d(frames[:, 0], frames[:, 1], bins=[edges, edges])
-    with np.errstate(divide="ignore"):
-        f = -np.log(counts / counts.sum())
-    return f - f[np.isfinite(f)].min()
 
 
 def plot_pair(ref: np.ndarray, model: np.ndarray, grid: np.ndarray, titles, path) -> None:
@@ -83,16 +69,13 @@ def plot_pair(ref: np.ndarray, model: np.ndarray, grid: np.ndarray, titles, path
         ax.contour(deg[0], deg[1], shown.T, levels=np.arange(1, 12), colors="w", linewidths=0.4)
         ax.set(title=title, xlabel="phi (deg)", ylabel="psi (deg)", aspect="equal")
     fig.colorbar(mesh, ax=axes[:2], label="F / k_B T", shrink=0.9)
-    diff = model - ref
-    sel = np.isfinite(diff) & (ref < 4)
-    diff = np.where(sel, diff - diff[sel].mean(), np.nan)
+    diff = ccg.shifted_difference(model, ref, ref < 4)
     mesh = axes[2].pcolormesh(deg[0], deg[1], diff.T, shading="nearest", cmap="RdBu_r",
                               vmin=-1, vmax=1)
     axes[2].set(title="difference (bins F_ref < 4 kT)", xlabel="phi (deg)",
                 aspect="equal")
     fig.colorbar(mesh, ax=axes[2], label="kT", shrink=0.9)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -117,17 +100,16 @@ def main() -> None:
                         "the two F_theta surfaces (bins where this one is < 4 kT)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    compare = _compare_module()
-    cg_model = load_cg_model(args.cg_model)
+    cg_model = ccg.load_cg_model(args.cg_model)
     print(f"{args.cg_model}: fitted over {cg_model.t_range} K; metrics {cg_model.metrics}")
     rows = []
     for t in args.temperatures:
         ref = np.load(reference_path(t, args.plain))
         grid, f_ref = ref["grid"], ref["F_kT"]
-        surface = cg_model_surface(cg_model, t, f_ref.shape[0])
+        surface = f_theta(cg_model, t, f_ref.shape[0])
         f_model = surface["F_kT"]
-        rmse = compare.rmse_after_shift(f_model, f_ref, f_ref < 4.0)
-        kl = compare.kl_divergence(f_ref, f_model)
+        rmse = ccg.rmse_after_shift(f_model, f_ref, f_ref < 4.0)
+        kl = ccg.kl_divergence(f_ref, f_model)
         pop_ref, pop_model = basin_populations(f_ref, grid), basin_populations(f_model, grid)
         rows.append((t, rmse, kl, pop_ref, pop_model))
         pops = ", ".join(f"{k} {100 * pop_model[k]:.1f} % (ref {100 * pop_ref[k]:.1f}, "
@@ -135,34 +117,32 @@ def main() -> None:
         print(f"T = {t:.0f} K ({reference_path(t, args.plain).name}): RMSE {rmse:.3f} kT over "
               f"{int((f_ref < 4).sum())} bins, KL(ref || {args.label}) {kl:.4f}; {pops}")
         if args.against:
-            other = cg_model_surface(load_cg_model(args.against), t, f_ref.shape[0])["F_kT"]
-            diff = compare.rmse_after_shift(f_model, other, f_model < 4.0)
+            other = f_theta(ccg.load_cg_model(args.against), t, f_ref.shape[0])["F_kT"]
+            diff = ccg.rmse_after_shift(f_model, other, f_model < 4.0)
             print(f"   vs {args.against} at {t:.0f} K: RMSE {diff:.3f} kT over "
                   f"{int((f_model < 4.0).sum())} bins")
         if args.plot_prefix:
             plot_pair(f_ref, f_model, grid, (f"reference {t:.0f} K", f"{args.label} {t:.0f} K"),
                       f"{args.plot_prefix}_{t:.0f}K.png")
     for t in args.langevin:
-        from ccg.free_energy.langevin import simulate
-
         gen = torch.Generator().manual_seed(0)
         z0 = (torch.rand(args.walkers, 2, generator=gen, dtype=torch.float64) * 2 - 1) * np.pi
         if args.start == "equilibrium":
-            fine = cg_model_surface(cg_model, t, 180)
+            fine = f_theta(cg_model, t, 180)
             p = torch.softmax(-torch.as_tensor(fine["F_kT"]).reshape(-1), 0)
             cell = torch.multinomial(p, args.walkers, replacement=True, generator=gen)
             ij = torch.stack([cell // 180, cell % 180], 1).double()
             z0 = -np.pi + (ij + torch.rand(ij.shape, generator=gen, dtype=torch.float64)) * (
                 2 * np.pi / 180)
         start = time.perf_counter()
-        run = simulate(cg_model, z0, t, args.langevin_steps, save_every=10, generator=gen,
+        run = ccg.simulate(cg_model, z0, t, args.langevin_steps, save_every=10, generator=gen,
                        diffusion=args.diffusion)
         wall = time.perf_counter() - start
         frames = run.frames[run.frames.shape[0] // 10:].reshape(-1, 2).numpy()  # 10 % burn-in
-        surface = cg_model_surface(cg_model, t, 36)
-        f_hist = histogram_f(frames, 36)
-        rmse = compare.rmse_after_shift(f_hist, surface["F_kT"], surface["F_kT"] < 4.0)
-        kl = compare.kl_divergence(surface["F_kT"], np.where(np.isfinite(f_hist), f_hist, 50.0))
+        surface = f_theta(cg_model, t, 36)
+        f_hist, _ = ccg.histogram_free_energy(frames, 36)
+        rmse = ccg.rmse_after_shift(f_hist, surface["F_kT"], surface["F_kT"] < 4.0)
+        kl = ccg.kl_divergence(surface["F_kT"], np.where(np.isfinite(f_hist), f_hist, 50.0))
         pop_h = basin_populations(f_hist, surface["grid"])
         pop_f = basin_populations(surface["F_kT"], surface["grid"])
         pops = ", ".join(f"{k} {100 * pop_h[k]:.1f} % (F_theta {100 * pop_f[k]:.1f})"

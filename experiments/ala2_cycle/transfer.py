@@ -19,9 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ccg.free_energy.cg_model import FreeEnergyModel
-from ccg.free_energy.fit import FitConfig, ObservableSet, fit_free_energy_model
-from ccg.io.cg_model_file import load_cg_model, save_cg_model
+import ccg
 
 
 def main() -> None:
@@ -35,27 +33,27 @@ def main() -> None:
     torch.set_num_threads(1)
     cycle_dir = Path(args.cycle_dir)
     state = torch.load(cycle_dir / "cycle_state.pt", map_location="cpu", weights_only=False)
-    data = ObservableSet(**state["data"])
+    data = ccg.ObservableSet(**state["data"])
     keep = torch.zeros(len(data), dtype=torch.bool)
     for t in args.train_temperatures:
         keep |= data.temperature_k == t
     subset = data.select(keep)
     print(f"{len(subset)} of {len(data)} points at {args.train_temperatures} K "
           f"(all temperatures in the run: {sorted(set(data.temperature_k.tolist()))})")
-    template = load_cg_model(cycle_dir / "cg_model.pt")
+    template = ccg.load_cg_model(cycle_dir / "cg_model.pt")
     cfg = template.config()
     torch.manual_seed(0)
-    model = FreeEnergyModel(template.cg_map, t_ref=cfg["t_ref"],
+    model = ccg.FreeEnergyModel(template.cg_map, t_ref=cfg["t_ref"],
                             t_range=(min(args.train_temperatures), max(args.train_temperatures)),
                             hidden=cfg["hidden"], n_layers=cfg["n_layers"],
                             n_members=cfg["n_members"]).double()
     start = time.perf_counter()
-    history = fit_free_energy_model(model, subset, FitConfig(steps=args.fit_steps),
+    history = ccg.fit_free_energy_model(model, subset, ccg.FitConfig(steps=args.fit_steps),
                                     progress=True)
     print(f"fit: {args.fit_steps} steps in {time.perf_counter() - start:.0f} s, final chi^2 "
           f"values {history['values'][-1]:.2f}, forces {history['forces'][-1]:.2f}, "
           f"energies {history['energies'][-1]:.2f}")
-    save_cg_model(args.out, model, template.system,
+    ccg.save_cg_model(args.out, model, template.system,
                   metrics={"train_temperatures": args.train_temperatures,
                            "n_points": len(subset), "source": str(cycle_dir)})
     print(f"wrote {args.out}; evaluate with: python experiments/ala2_cycle/evaluate.py "

@@ -8,7 +8,7 @@ Usage:
 Bins (phi, psi) on the same grid as `ccg free-energy` (bin centers -pi + (i + 1/2) 2 pi / N,
 'ij' indexing), F / k_B T = -log p, shifted to minimum 0 (empty bins: inf). The two halves of
 the run (in time) are analyzed separately; their RMSE over bins with F < 4 kT (after the best
-constant shift) is the convergence figure. Writes (atomically) an npz with F_kT, F_kT_half1,
+constant shift) is the convergence figure. Writes an npz with F_kT, F_kT_half1,
 F_kT_half2, grid, counts, temperature_k, n_samples, ns, halves_rmse_kt, phi_pos_population
 (and phi_pos_population_halves), and prints a summary line.
 """
@@ -19,22 +19,8 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from compare import rmse_after_shift
 
-from ccg.io.atomic import atomic_path
-
-
-def grid_centers(n: int) -> np.ndarray:
-    return -np.pi + (np.arange(n) + 0.5) * 2 * np.pi / n
-
-
-def free_energy_kt(phi_psi: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(F / kT [n, n] shifted to min 0 with inf for empty bins, counts [n, n])."""
-    edges = np.linspace(-np.pi, np.pi, n + 1)
-    counts, _, _ = np.histogram2d(phi_psi[:, 0], phi_psi[:, 1], bins=[edges, edges])
-    with np.errstate(divide="ignore"):
-        f = -np.log(counts / counts.sum())
-    return f - f[np.isfinite(f)].min(), counts
+import ccg
 
 
 def reference(phi_psi: np.ndarray, n_grid: int, temperature: float, ns: float,
@@ -42,15 +28,16 @@ def reference(phi_psi: np.ndarray, n_grid: int, temperature: float, ns: float,
     """The reference arrays of one temperature's (phi, psi) samples [n, 2] (rad), in time order."""
     phi_psi = np.asarray(phi_psi, dtype=np.float64)
     half = len(phi_psi) // 2
-    f_all, counts = free_energy_kt(phi_psi, n_grid)
-    f1, _ = free_energy_kt(phi_psi[:half], n_grid)
-    f2, _ = free_energy_kt(phi_psi[half:], n_grid)
+    f_all, counts = ccg.histogram_free_energy(phi_psi, n_grid)
+    f1, _ = ccg.histogram_free_energy(phi_psi[:half], n_grid)
+    f2, _ = ccg.histogram_free_energy(phi_psi[half:], n_grid)
     positive = phi_psi[:, 0] > 0
     return {
         "F_kT": f_all, "F_kT_half1": f1, "F_kT_half2": f2, "counts": counts,
-        "grid": np.stack([grid_centers(n_grid)] * 2), "temperature_k": np.array(temperature),
+        "grid": np.stack([ccg.grid_centers(n_grid).numpy()] * 2),
+        "temperature_k": np.array(temperature),
         "n_samples": np.array(len(phi_psi)), "ns": np.array(ns),
-        "halves_rmse_kt": np.array(rmse_after_shift(f1, f2, mask=f_all < cutoff_kt)),
+        "halves_rmse_kt": np.array(ccg.rmse_after_shift(f1, f2, f_all < cutoff_kt)),
         "halves_bins": np.array(int((f_all < cutoff_kt).sum())),
         "phi_pos_population": np.array(positive.mean()),
         "phi_pos_population_halves": np.array([positive[:half].mean(), positive[half:].mean()]),
@@ -58,8 +45,7 @@ def reference(phi_psi: np.ndarray, n_grid: int, temperature: float, ns: float,
 
 
 def write_reference(out: str | Path, arrays: dict[str, np.ndarray], label: str) -> None:
-    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+    np.savez(out, **arrays)
     halves = arrays["phi_pos_population_halves"]
     print(f"{out}: {float(arrays['temperature_k']):.0f} K, {int(arrays['n_samples'])} samples "
           f"({label}), halves RMSE {float(arrays['halves_rmse_kt']):.3f} kT over "

@@ -17,41 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ccg.io.atomic import atomic_path
-
-
-def rmse_after_shift(f_a: np.ndarray, f_b: np.ndarray, mask: np.ndarray) -> float:
-    """RMSE of f_a - f_b over `mask` (and finite entries) after the best constant shift."""
-    sel = mask & np.isfinite(f_a) & np.isfinite(f_b)
-    diff = f_a[sel] - f_b[sel]
-    return float(np.sqrt(np.mean((diff - diff.mean()) ** 2)))
-
-
-def kl_divergence(f_ref: np.ndarray, f_model: np.ndarray) -> float:
-    """KL(p_ref || p_model) of p ∝ exp(-F) on the grid (bins empty in the reference skipped)."""
-    p = np.exp(-np.where(np.isfinite(f_ref), f_ref, np.inf))
-    q = np.exp(-(f_model - np.nanmin(f_model)))
-    p, q = p / p.sum(), q / q.sum()
-    sel = p > 0
-    return float(np.sum(p[sel] * np.log(p[sel] / q[sel])))
+import ccg
 
 
 def phi_positive_population(f: np.ndarray, grid: np.ndarray) -> float:
-    """Probability of phi > 0 under p ∝ exp(-F) on the grid (axis 0 is phi; empty bins: 0)."""
-    p = np.exp(-np.where(np.isfinite(f), f - np.nanmin(np.where(np.isfinite(f), f, np.nan)),
-                         np.inf))
-    return float(p[grid[0] > 0].sum() / p.sum())
+    """Probability of phi > 0 under p ∝ exp(-F) on a (phi, psi) grid (axis 0 is phi)."""
+    return ccg.state_populations(f, {"phi > 0": phi_positive(f, grid)})["phi > 0"]
 
 
-def offsets_by_phi_sign(f_a: np.ndarray, f_b: np.ndarray, mask: np.ndarray,
-                        grid: np.ndarray) -> dict[str, tuple[float, int]]:
-    """Mean of f_a - f_b (after the best constant shift over `mask`) on the phi < 0 and
-    phi > 0 bins of `mask`, with their counts: where one side's free energy is off."""
-    sel = mask & np.isfinite(f_a) & np.isfinite(f_b)
-    diff = f_a - f_b - (f_a[sel] - f_b[sel]).mean()
-    positive = np.broadcast_to(grid[0][:, None] > 0, f_a.shape)
-    return {name: (float(diff[sel & side].mean()), int((sel & side).sum()))
-            for name, side in (("phi < 0", ~positive), ("phi > 0", positive))}
+def phi_positive(f: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Bool mask of the grid's phi > 0 bins, shaped like f."""
+    return np.broadcast_to(grid[0][:, None] > 0, f.shape)
 
 
 def main() -> None:
@@ -75,16 +51,19 @@ def main() -> None:
     if float(model["temperature_k"]) != float(ref["temperature_k"]):
         raise SystemExit("temperature mismatch between the two files")
     f_model, f_ref = model["F_kT"], ref["F_kT"]
-    rmse = rmse_after_shift(f_model, f_ref, f_ref < args.cutoff_kt)
-    kl = kl_divergence(f_ref, f_model)
+    rmse = ccg.rmse_after_shift(f_model, f_ref, f_ref < args.cutoff_kt)
+    kl = ccg.kl_divergence(f_ref, f_model)
     print(f"T = {float(ref['temperature_k']):.0f} K: RMSE {rmse:.3f} kT over "
           f"{int((f_ref < args.cutoff_kt).sum())} bins (F_ref < {args.cutoff_kt} kT), "
           f"KL(ref || {args.model_label}) {kl:.4f}, phi > 0 population ref "
           f"{100 * phi_positive_population(f_ref, ref['grid']):.2f} %, {args.model_label} "
           f"{100 * phi_positive_population(f_model, ref['grid']):.2f} %")
-    sides = offsets_by_phi_sign(f_model, f_ref, f_ref < args.cutoff_kt, ref["grid"])
+    diff = ccg.shifted_difference(f_model, f_ref, f_ref < args.cutoff_kt)
+    positive = phi_positive(f_ref, ref["grid"])
+    sides = {"phi < 0": diff[~positive], "phi > 0": diff[positive]}
     print("  mean F offset after the shift: " + ", ".join(
-        f"{name} {offset:+.3f} kT ({count} bins)" for name, (offset, count) in sides.items()))
+        f"{name} {np.nanmean(d):+.3f} kT ({int(np.isfinite(d).sum())} bins)"
+        for name, d in sides.items()))
     if args.plot:
         import matplotlib
 
@@ -103,8 +82,7 @@ def main() -> None:
             ax.set_xlabel("phi (deg)")
         axes[0].set_ylabel("psi (deg)")
         fig.colorbar(mesh, ax=axes, label="F / k_B T")
-        with atomic_path(args.plot) as tmp:
-            fig.savefig(tmp, dpi=120)
+        fig.savefig(args.plot, dpi=120)
         plt.close(fig)
         print(f"plot: {args.plot}")
 

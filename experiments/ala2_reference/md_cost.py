@@ -1,9 +1,9 @@
 """Energy evaluations vs MD steps for the same accuracy of F(phi, psi).
 
 For each temperature, MD sub-runs of increasing length are scored against a reference by the
-RMSE (kT) over bins with F_ref < 4 kT after the best constant shift (compare.py), and the MD
-cost needed to reach the RMSE that ccg's surface achieves against the same reference is read
-off (log-log interpolation between the bracketing sub-runs; first crossing).
+RMSE (kT) over bins with F_ref < 4 kT after the best constant shift (`ccg.rmse_after_shift`),
+and the MD cost needed to reach the RMSE that ccg's surface achieves against the same
+reference is read off (log-log interpolation between the bracketing sub-runs; first crossing).
 
 Two MD curves, each against a reference it shares no samples with:
 
@@ -37,10 +37,8 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from analyze import free_energy_kt
-from compare import kl_divergence, rmse_after_shift
 
-from ccg.io.atomic import atomic_path
+import ccg
 
 HERE = Path(__file__).resolve().parent
 FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
@@ -53,22 +51,15 @@ def ccg_cost() -> tuple[int, int]:
     return CCG_TRAIN_STEPS * CCG_BATCH, CCG_GRID * CCG_GRID * CCG_SAMPLES
 
 
-def filled_free_energy(phi_psi: np.ndarray, n_grid: int) -> tuple[np.ndarray, np.ndarray]:
-    """(F / kT with empty bins at half a count, counts) of samples [n, 2]."""
-    _, counts = free_energy_kt(phi_psi, n_grid)
-    f = -np.log(np.maximum(counts, 0.5) / counts.sum())
-    return f - f.min(), counts
-
-
 def score(phi_psi: np.ndarray, f_ref: np.ndarray, cutoff_kt: float) -> dict[str, float]:
     """RMSE (unvisited bins at half a count; and over visited bins only), KL(ref || sub-run),
     unvisited masked bins and phi > 0 population of a sub-run."""
-    f_sub, counts = filled_free_energy(phi_psi, f_ref.shape[0])
+    f_sub, counts = ccg.histogram_free_energy(phi_psi, f_ref.shape[0], pseudo_count=0.5)
     mask = f_ref < cutoff_kt
     return {
-        "rmse": rmse_after_shift(f_sub, f_ref, mask),
-        "rmse_visited": rmse_after_shift(f_sub, f_ref, mask & (counts > 0)),
-        "kl": kl_divergence(f_ref, f_sub),
+        "rmse": ccg.rmse_after_shift(f_sub, f_ref, mask),
+        "rmse_visited": ccg.rmse_after_shift(f_sub, f_ref, mask & (counts > 0)),
+        "kl": ccg.kl_divergence(f_ref, f_sub),
         "missing": int((mask & (counts == 0)).sum()),
         "phi_pos": float((phi_psi[:, 0] > 0).mean()),
     }
@@ -156,16 +147,16 @@ def main() -> None:
             first, second = remd_pp[:half], remd_pp[half:]
         else:
             first, second = parts[0], np.concatenate(parts[1:])
-        f_full, _ = free_energy_kt(remd_pp, CCG_GRID)
-        f_half1, _ = free_energy_kt(first, CCG_GRID)
-        f_half2, _ = free_energy_kt(second, CCG_GRID)
-        halves_rmse = rmse_after_shift(f_half1, f_half2, f_full < args.cutoff_kt)
+        f_full, _ = ccg.histogram_free_energy(remd_pp, CCG_GRID)
+        f_half1, _ = ccg.histogram_free_energy(first, CCG_GRID)
+        f_half2, _ = ccg.histogram_free_energy(second, CCG_GRID)
+        halves_rmse = ccg.rmse_after_shift(f_half1, f_half2, f_full < args.cutoff_kt)
         md = np.load(args.md.replace("{T}", tag))
         md_steps = round(float(md["dt_ps"]) * 1000)   # 1 fs steps per (phi, psi) sample
         f_ccg = np.load(args.fes.replace("{T}", tag))["F_kT"]
-        target_full = rmse_after_shift(f_ccg, f_full, f_full < args.cutoff_kt)
-        target_half2 = rmse_after_shift(f_ccg, f_half2, f_half2 < args.cutoff_kt)
-        kl_full, kl_half2 = kl_divergence(f_full, f_ccg), kl_divergence(f_half2, f_ccg)
+        target_full = ccg.rmse_after_shift(f_ccg, f_full, f_full < args.cutoff_kt)
+        target_half2 = ccg.rmse_after_shift(f_ccg, f_half2, f_half2 < args.cutoff_kt)
+        kl_full, kl_half2 = ccg.kl_divergence(f_full, f_ccg), ccg.kl_divergence(f_half2, f_ccg)
         plain = curve(md["phi_psi"].astype(np.float64), md_steps, f_full, args.cutoff_kt)
         rex = curve(first, remd_steps, f_half2, args.cutoff_kt)
         results[temperature] = (plain, rex, (target_full, target_half2), (kl_full, kl_half2),
@@ -241,8 +232,7 @@ def main() -> None:
                 ax.grid(True, which="both", alpha=0.3)
         axes[0][0].legend(fontsize=7)
         fig.tight_layout()
-        with atomic_path(args.plot) as tmp:
-            fig.savefig(tmp, dpi=120)
+        fig.savefig(args.plot, dpi=120)
         plt.close(fig)
         print(f"\nplot: {args.plot}")
 

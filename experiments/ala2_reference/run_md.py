@@ -1,5 +1,5 @@
 """Reference MD of exactly the ccg target: alanine dipeptide, amber99sbildn, vacuum, NoCutoff,
-no constraints (the system `ccg.systems.alanine_dipeptide()` builds).
+no constraints (the system `ccg.alanine_dipeptide()` builds).
 
 Langevin dynamics (LangevinMiddleIntegrator, 1 fs, friction 1/ps) on OpenMM's Reference
 platform (the fastest for 22 atoms on a CPU), started from the bundled minimized structure.
@@ -10,7 +10,7 @@ of the first and second halves of the run (analyze.py).
 Usage:
     python experiments/ala2_reference/run_md.py --temperature 300 --ns 100 --out ref_300K.npz
 
-Writes (atomically) an npz with:
+Writes an npz (complete or not at all) with:
     phi_psi [n, 2] float32 (rad), dt_ps (spacing), temperature_k, ns, seed,
     frames [m, 22, 3] float32 (nm) every frame_every steps (held-out MD frames for backmapping),
     wall_s, steps_per_s.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import mdtraj
 import numpy as np
@@ -27,8 +28,7 @@ import openmm
 from openmm import unit
 from tqdm.auto import tqdm
 
-from ccg.io.atomic import atomic_path
-from ccg.systems import alanine_dipeptide
+import ccg
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    system = alanine_dipeptide()
+    system = ccg.alanine_dipeptide()
     dt_fs = 1.0
     integrator = openmm.LangevinMiddleIntegrator(
         args.temperature * unit.kelvin, 1.0 / unit.picosecond, dt_fs * unit.femtosecond)
@@ -68,13 +68,15 @@ def main() -> None:
     traj = mdtraj.Trajectory(xyz, system.topology)
     phi = mdtraj.compute_phi(traj)[1][:, 0]
     psi = mdtraj.compute_psi(traj)[1][:, 0]
-    with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:
+    partial = Path(args.out).with_name(Path(args.out).name + ".partial")  # renamed when complete
+    with open(partial, "wb") as fh:
         np.savez_compressed(
             fh, phi_psi=np.stack([phi, psi], 1).astype(np.float32),
             dt_ps=np.array(args.save_every * dt_fs / 1000),
             temperature_k=np.array(args.temperature),
             ns=np.array(args.ns), seed=np.array(args.seed), frames=xyz[::per_frame],
             wall_s=np.array(wall), steps_per_s=np.array(n_steps / wall))
+    partial.replace(args.out)
     print(f"{args.out}: {args.ns} ns at {args.temperature} K in {wall:.0f} s "
           f"({n_steps / wall:,.0f} steps/s), {n_save} (phi, psi) samples, "
           f"{len(xyz[::per_frame])} frames")

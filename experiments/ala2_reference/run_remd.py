@@ -1,5 +1,5 @@
 """Temperature replica exchange (REMD) of exactly the ccg target: alanine dipeptide,
-amber99sbildn, vacuum, NoCutoff, no constraints (`ccg.systems.alanine_dipeptide()`).
+amber99sbildn, vacuum, NoCutoff, no constraints (`ccg.alanine_dipeptide()`).
 
 One OpenMM Context per temperature on the Reference platform (single-threaded), each with a
 LangevinMiddleIntegrator (1 fs, friction 1/ps) at its fixed temperature. Every `--exchange-ps`
@@ -21,7 +21,7 @@ between 450 and 600 K (3 intervals), so it holds 300, 450 and 600 K exactly:
 Usage:
     python experiments/ala2_reference/run_remd.py --ns 20 --seed 1 --out data/remd.npz
 
-Writes (atomically) an npz with:
+Writes an npz (complete or not at all) with:
     temperatures_k [n_T]; phi_psi [n_T, n, 2] float32 (rad), sample k of temperature i is the
     configuration at T_i after (k + 1) * exchange_ps of production (before that step's swap);
     energies_kjmol [n_T, n] float64 (potential energy of the same configurations);
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import mdtraj
 import numpy as np
@@ -46,8 +47,7 @@ import openmm
 from openmm import unit
 from tqdm.auto import tqdm
 
-from ccg.io.atomic import atomic_path
-from ccg.systems import alanine_dipeptide
+import ccg
 
 KB_KJ_PER_MOL_K = 0.0083144626181532
 """Boltzmann constant in kJ / (mol K) (R of the 2019 SI)."""
@@ -123,7 +123,7 @@ def main() -> None:
     if n_samples < 2:
         raise SystemExit("--ns too short for two samples")
 
-    system = alanine_dipeptide()
+    system = ccg.alanine_dipeptide()
     platform = openmm.Platform.getPlatformByName("Reference")
     reference = np.asarray(system.reference_positions, dtype=np.float64)
     quads = phi_psi_atoms(system.topology, reference)
@@ -189,7 +189,8 @@ def main() -> None:
     wall = time.perf_counter() - start
     total_steps = n_samples * steps_per_sample * n_temps
     acceptance = accepted / np.maximum(attempted, 1)
-    with atomic_path(args.out) as tmp, open(tmp, "wb") as fh:
+    partial = Path(args.out).with_name(Path(args.out).name + ".partial")  # renamed when complete
+    with open(partial, "wb") as fh:
         np.savez_compressed(
             fh, temperatures_k=temps, phi_psi=phi_psi, energies_kjmol=energies,
             replica_at=replica_at, accepted=accepted, attempted=attempted,
@@ -200,6 +201,7 @@ def main() -> None:
             equilibrate_ps=np.array(args.equilibrate_ps), ns=np.array(args.ns),
             seed=np.array(args.seed), wall_s=np.array(wall),
             steps_per_s=np.array(total_steps / wall))
+    partial.replace(args.out)
     print(f"{args.out}: {n_temps} replicas x {args.ns:g} ns in {wall:.0f} s "
           f"({total_steps / wall:,.0f} replica-steps/s), {n_samples} samples per temperature")
     print("ladder (K): " + ", ".join(f"{t:.1f}" for t in temps))

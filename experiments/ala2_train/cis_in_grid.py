@@ -14,8 +14,7 @@ import math
 
 import torch
 
-from ccg.free_energy.surface import free_energy_surface
-from ccg.io.model_file import load_model
+import ccg
 
 
 def _ess(log_w: torch.Tensor) -> float:
@@ -30,12 +29,12 @@ def main() -> None:
     parser.add_argument("--temperatures", type=float, nargs="+", default=[300.0, 600.0])
     parser.add_argument("--samples", type=int, default=256)
     args = parser.parse_args()
-    model = load_model(args.model)
+    model = ccg.load_model(args.model)
     stiff = model.flow.circular_concentration > 0
-    grid = -math.pi + (torch.arange(12) + 0.5) * 2 * math.pi / 12
+    grid = ccg.grid_centers(12).float()
     for temperature in args.temperatures:
-        surface = free_energy_surface(model, temperature, n_grid=12, n_samples=args.samples,
-                                  generator=torch.Generator().manual_seed(0))
+        surface = ccg.free_energy_surface(model, temperature, n_grid=12, n_samples=args.samples,
+                                          generator=torch.Generator().manual_seed(0))
         points = torch.nonzero(surface.f_kt < 4.0).tolist()
         full, trans, n_cis = [], [], []
         for i, j in points:

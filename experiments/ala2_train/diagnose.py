@@ -14,25 +14,9 @@ import argparse
 import math
 
 import torch
+from common import dim_names
 
-from ccg.free_energy.surface import free_energy_surface
-from ccg.io.model_file import load_model
-
-
-def _dim_names(model) -> list[str]:
-    """A readable name per r dim: 'bond i', 'angle i', or the placed atom of a torsion."""
-    split = next(m for m in model.cg_map.modules() if type(m).__name__ == "ICSplit")
-    zmatrix = next(m for m in model.cg_map.modules() if type(m).__name__ == "ZMatrix")
-    atoms = [f"{a.residue.name}-{a.name}" for a in model.system.topology.atoms]
-    first = split.n_bonds + split.n_angles
-    names = []
-    for d, kind in enumerate(split.r_kinds):
-        if d < first:
-            names.append(f"{kind} {d}")
-        else:
-            row = zmatrix.rows[int(split._r_index[d - first])]
-            names.append(f"{kind} of {atoms[row[0]]} about {atoms[row[1]]}-{atoms[row[2]]}")
-    return names
+import ccg
 
 
 def main() -> None:
@@ -43,13 +27,13 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4096)
     parser.add_argument("--top", type=int, default=5)
     args = parser.parse_args()
-    model = load_model(args.model)
-    names = _dim_names(model)
+    model = ccg.load_model(args.model)
+    names = dim_names(model)
     circular = model.flow.circular
-    centers = -math.pi + (torch.arange(12) + 0.5) * 2 * math.pi / 12
+    centers = ccg.grid_centers(12).float()
     for temperature in args.temperatures:
-        surface = free_energy_surface(model, temperature, n_grid=12, n_samples=256,
-                                  generator=torch.Generator().manual_seed(0))
+        surface = ccg.free_energy_surface(model, temperature, n_grid=12, n_samples=256,
+                                          generator=torch.Generator().manual_seed(0))
         ess = surface.estimates.ess.reshape(surface.shape)
         populated = torch.nonzero(surface.f_kt < 4)
         order = torch.argsort(ess[surface.f_kt < 4])

@@ -15,9 +15,7 @@ import math
 import numpy as np
 import torch
 
-from ccg.constants import KB_KJMOL_PER_K
-from ccg.io.model_file import load_model
-from ccg.training.losses import reference_energy
+import ccg
 
 
 def main() -> None:
@@ -27,13 +25,15 @@ def main() -> None:
     parser.add_argument("--temperatures", type=float, nargs="+", default=[300.0, 600.0])
     parser.add_argument("--samples", type=int, default=4096)
     args = parser.parse_args()
-    model = load_model(args.model)
-    u_ref = reference_energy(model.system)
+    model = ccg.load_model(args.model)
+    x_ref = torch.as_tensor(model.system.reference_positions, dtype=torch.float64)[None]
+    with torch.no_grad():
+        u_ref = float(model.system.energy(x_ref)[0])   # what [train] energy_cut is measured from
     z = torch.tensor([[math.radians(-75.0), math.radians(150.0)]]).repeat(args.samples, 1)
     for temperature in args.temperatures:
         with torch.no_grad():
             s = model.sample(z, temperature, generator=torch.Generator().manual_seed(1))
-        excess = ((s.energy_kjmol - u_ref) / (KB_KJMOL_PER_K * temperature)).double().numpy()
+        excess = ((s.energy_kjmol - u_ref) / (ccg.KB_KJMOL_PER_K * temperature)).double().numpy()
         log_w = s.log_weights.double().numpy()
         w = np.exp(log_w - log_w.max())
         order = np.argsort(excess)

@@ -30,44 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import dihedral, populated_ess
 
-from ccg.free_energy.surface import free_energy_surface, grid_points
-from ccg.io.model_file import load_model
-from ccg.mapping.zmatrix import dihedral
+import ccg
 
 OMEGAS = {"omega ACE": ("ACE-CH3", "ACE-C", "ALA-N", "ALA-CA"),
           "omega NME": ("ALA-CA", "ALA-C", "NME-N", "NME-C")}
-
-
-def _reference_populated(folder: Path, temperature: float, grid: int,
-                         cutoff_kt: float) -> torch.Tensor:
-    """[grid, grid] bool: reference F < cutoff at the grid points (bins of a 3x finer grid)."""
-    path = folder / f"remd_ref_{temperature:.0f}K.npz"
-    if not path.is_file():
-        raise SystemExit(f"No reference for {temperature:.0f} K: expected {path} (made by "
-                         "experiments/ala2_reference/run_remd.py).")
-    f_kt = np.load(path)["F_kT"]
-    if f_kt.shape != (3 * grid, 3 * grid):
-        raise SystemExit(f"Expected a {3 * grid} x {3 * grid} reference for a {grid} x {grid} "
-                         f"grid; got {f_kt.shape} in {path}.")
-    centres = f_kt[1::3, 1::3]
-    return torch.from_numpy(centres - centres.min() < cutoff_kt)
-
-
-def populated_ess(model, temperature: float, *, grid: int = 12, samples: int = 256,
-                  seed: int = 0, cutoff_kt: float = 4.0,
-                  reference_dir: Path | None = None) -> dict[str, float]:
-    """Median and 10th percentile of the per-point ESS over the populated grid points at one
-    temperature (K): {"populated", "median_ess", "p10_ess"}."""
-    surface = free_energy_surface(model, temperature, n_grid=grid, n_samples=samples,
-                              generator=torch.Generator().manual_seed(seed))
-    ess = surface.estimates.ess.reshape(surface.shape)
-    populated = surface.f_kt < cutoff_kt
-    if reference_dir is not None:
-        populated = _reference_populated(reference_dir, temperature, grid, cutoff_kt)
-    sel = ess[populated]
-    return {"populated": int(populated.sum()), "median_ess": float(sel.median()),
-            "p10_ess": float(torch.quantile(sel, 0.1)), "mask": populated}
 
 
 def peptide_omegas(model, temperature: float, populated: torch.Tensor, *,
@@ -76,7 +44,7 @@ def peptide_omegas(model, temperature: float, populated: torch.Tensor, *,
     `samples` flow samples at each populated point ([grid, grid] bool) at `temperature` (K)."""
     atoms = {f"{a.residue.name}-{a.name}": a.index for a in model.system.topology.atoms}
     grid = populated.shape[0]
-    z = grid_points(grid, 2)[populated.reshape(-1)].repeat_interleave(samples, 0)
+    z = ccg.grid_points(grid, 2)[populated.reshape(-1)].repeat_interleave(samples, 0)
     with torch.no_grad():
         x = model.sample(z.float(), temperature,
                          generator=torch.Generator().manual_seed(seed)).x.double()
@@ -105,7 +73,7 @@ def main() -> None:
     parser.add_argument("--last-iterate", action="store_true",
                         help="use the last step's weights from checkpoint.pt beside MODEL")
     args = parser.parse_args()
-    model = load_model(args.model)
+    model = ccg.load_model(args.model)
     if args.last_iterate:
         checkpoint = Path(args.model).with_name("checkpoint.pt")
         if not checkpoint.is_file():

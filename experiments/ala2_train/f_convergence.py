@@ -16,8 +16,7 @@ import math
 
 import torch
 
-from ccg.free_energy.estimators import estimate_free_energy
-from ccg.io.model_file import load_model
+import ccg
 
 POINTS_DEG = [(-150.0, 150.0), (-80.0, 70.0), (-75.0, -40.0), (60.0, 30.0), (60.0, -60.0),
               (70.0, 150.0)]
@@ -32,13 +31,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    model = load_model(args.model)
+    model = ccg.load_model(args.model)
     z = torch.tensor([[math.radians(a), math.radians(b)] for a, b in POINTS_DEG])
     head = " | ".join(f"βF ({n}) | ESS ({n})" for n in args.samples)
     print(f"| T (K) | (φ, ψ) (deg) | {head} |")
     print("|---" * (2 + 2 * len(args.samples)) + "|")
     for temperature in args.temperatures:
-        estimates = [estimate_free_energy(model, z, temperature, n_samples=n) for n in args.samples]
+        estimates = [ccg.estimate_free_energy(model, z, temperature, n_samples=n)
+                     for n in args.samples]
         for i, point in enumerate(POINTS_DEG):
             cells = " | ".join(f"{e.beta_f[i]:.3f} | {e.ess[i]:.3f}" for e in estimates)
             print(f"| {temperature:.0f} | ({point[0]:.0f}, {point[1]:.0f}) | {cells} |")

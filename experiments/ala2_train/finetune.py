@@ -6,7 +6,7 @@ Usage: python experiments/ala2_train/finetune.py MODEL --out DIR [--steps 400] [
 
 The run's own config (from the model file) with: `steps`, a cosine schedule from `lr` to
 lr / 10, and `renyi_alpha`. The adaptive z proposal restarts from uniform. Evaluated as
-evaluate.py does (its `populated_ess`).
+evaluate.py does (`populated_ess` of common.py).
 """
 
 from __future__ import annotations
@@ -14,13 +14,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from evaluate import populated_ess
+from common import populated_ess
 
-from ccg import build_proposal
-from ccg.io.model_file import load_model
-from ccg.training.config import RunConfig
-from ccg.training.losses import ReverseKL
-from ccg.training.trainer import Trainer
+import ccg
 
 
 def main() -> None:
@@ -34,15 +30,16 @@ def main() -> None:
     parser.add_argument("--temperatures", type=float, nargs="+", default=[300.0, 450.0, 600.0])
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = load_model(args.model)
-    config = RunConfig.from_dict(model.run_config)
+    model = ccg.load_model(args.model)
+    config = ccg.RunConfig.from_dict(model.run_config)
     train = config.train
     train.steps, train.minutes, train.lr, train.lr_final = args.steps, None, args.lr, args.lr / 10
     train.renyi_alpha = args.renyi_alpha
     config.validate()
-    loss = ReverseKL(model, energy_cut=train.energy_cut, renyi_alpha=train.renyi_alpha,
-                     group_size=train.samples_per_z)
-    Trainer(model, loss, build_proposal(config, model), train, args.out, progress=False).run()
+    loss = ccg.ReverseKL(model, energy_cut=train.energy_cut, renyi_alpha=train.renyi_alpha,
+                         group_size=train.samples_per_z)
+    proposal = ccg.build_proposal(config, model)
+    ccg.Trainer(model, loss, proposal, train, args.out, progress=False).run()
     for temperature in args.temperatures:
         row = populated_ess(model, temperature)
         print(f"renyi_alpha {args.renyi_alpha}, {args.steps} steps at lr {args.lr}: "

@@ -19,11 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from evaluate import _reference_populated
+from common import reference_populated
 
-from ccg.free_energy.surface import free_energy_surface
-from ccg.io.model_file import load_model
-from ccg.training.proposals import AdaptiveTorusProposal
+import ccg
 
 
 def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -35,10 +33,10 @@ def training_share(checkpoint: Path, model, temperature: float, grid: int) -> np
     """[grid, grid] share of the run's training z at `temperature` in each grid cell."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)["proposal"]
     t_min, t_max = model.t_range
-    proposal = AdaptiveTorusProposal(model.cg_dim, t_min, t_max)
+    proposal = ccg.AdaptiveTorusProposal(model.cg_dim, t_min, t_max)
     proposal.load_state_dict(state)
     n_bins = proposal.n_bins
-    band = int(proposal._band_index(torch.tensor([temperature]))[0])
+    band = int((temperature < proposal.inner_edges).sum())   # band 0: the highest T
     probs = proposal.band_probabilities()[band].reshape(n_bins, n_bins).numpy()
     probs = (1 - proposal.explore) * probs + proposal.explore / n_bins ** 2
     fold = n_bins // grid
@@ -55,16 +53,16 @@ def main() -> None:
     parser.add_argument("--reference-dir", type=Path)
     args = parser.parse_args()
     grid = 12
-    model = load_model(args.model)
-    surface = free_energy_surface(model, args.temperature, n_grid=grid, n_samples=256,
-                              generator=torch.Generator().manual_seed(args.seed))
+    model = ccg.load_model(args.model)
+    surface = ccg.free_energy_surface(model, args.temperature, n_grid=grid, n_samples=256,
+                                      generator=torch.Generator().manual_seed(args.seed))
     ess = surface.estimates.ess.reshape(surface.shape).numpy()
     f_kt = surface.f_kt.numpy()
     share = training_share(Path(args.model).with_name("checkpoint.pt"), model,
                            args.temperature, grid)
     populated = f_kt < args.cutoff_kt
     if args.reference_dir is not None:
-        populated = _reference_populated(args.reference_dir, args.temperature, grid,
+        populated = reference_populated(args.reference_dir, args.temperature, grid,
                                          args.cutoff_kt).numpy()
         ref = np.load(args.reference_dir / f"remd_ref_{args.temperature:.0f}K.npz")["F_kT"]
         f_kt = ref[1::3, 1::3] - ref[1::3, 1::3].min()

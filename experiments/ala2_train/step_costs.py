@@ -16,10 +16,7 @@ from collections.abc import Callable
 
 import torch
 
-from ccg import build_model, build_proposal
-from ccg.training.config import RunConfig
-from ccg.training.losses import ReverseKL
-from ccg.training.trainer import Trainer
+import ccg
 
 SETTINGS = {
     "8 layers": ({"n_layers": 8}, {}),
@@ -33,20 +30,21 @@ SETTINGS = {
 }
 
 
-def _trainer(flow: dict, train: dict, out: str) -> Trainer:
-    config = RunConfig()
+def _trainer(flow: dict, train: dict, out: str) -> ccg.Trainer:
+    config = ccg.RunConfig()
     config.train.steps = 1
     for key, value in flow.items():
         setattr(config.flow, key, value)
     for key, value in train.items():
         setattr(config.train, key, value)
     config.validate()
-    model = build_model(config)
-    loss = ReverseKL(model, energy_cut=config.train.energy_cut,
-                     path_gradient=config.train.path_gradient,
-                     forward_weight=config.train.forward_weight,
-                     group_size=config.train.samples_per_z)
-    return Trainer(model, loss, build_proposal(config, model), config.train, out, progress=False)
+    model = ccg.build_model(config)
+    loss = ccg.ReverseKL(model, energy_cut=config.train.energy_cut,
+                         path_gradient=config.train.path_gradient,
+                         forward_weight=config.train.forward_weight,
+                         group_size=config.train.samples_per_z)
+    proposal = ccg.build_proposal(config, model)
+    return ccg.Trainer(model, loss, proposal, config.train, out, progress=False)
 
 
 def time_interleaved(steps: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:

@@ -18,9 +18,9 @@ import argparse
 import math
 
 import torch
-from diagnose import _dim_names
+from common import dim_names
 
-from ccg.io.model_file import load_model
+import ccg
 
 
 def main() -> None:
@@ -34,8 +34,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=5)
     parser.add_argument("--seed", type=int, default=2)
     args = parser.parse_args()
-    model = load_model(args.model)
-    names = _dim_names(model)
+    model = ccg.load_model(args.model)
+    names = dim_names(model)
     circ = model.flow.circular
     z = torch.tensor([[math.radians(args.phi), math.radians(args.psi)]]).repeat(args.samples, 1)
     with torch.no_grad():

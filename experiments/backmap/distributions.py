@@ -37,7 +37,6 @@ import numpy as np
 import torch
 
 import ccg
-from ccg.io.model_file import load_model
 
 N_BINS = 50
 WIDEN = 0.10
@@ -186,7 +185,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     prefix = Path(args.out_prefix)
-    model = load_model(args.model)
+    model = ccg.load_model(args.model)
     top = model.system.topology
     x_md = np.load(args.md)["frames"]
     x64 = torch.as_tensor(x_md, dtype=torch.float64)

@@ -16,8 +16,7 @@ import argparse
 import numpy as np
 import torch
 
-from ccg import backmap
-from ccg.io.model_file import load_model
+import ccg
 
 
 def main() -> None:
@@ -29,14 +28,14 @@ def main() -> None:
     parser.add_argument("--samples-per-frame", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    model = load_model(args.model)
+    model = ccg.load_model(args.model)
     x = torch.as_tensor(np.load(args.md)["frames"], dtype=torch.float64)
     u_md = model.system.energy(x).numpy()
     z = model.cg_map.coarse_grain(x).float()
     print("| K (weighted) | MD mean U (sd) | backmapped mean U (sd) | difference | s.e. |")
     print("|---|---|---|---|---|")
     for k in args.samples_per_frame:
-        chunks = backmap(model, z, args.temperature, samples_per_frame=k, seed=args.seed)
+        chunks = ccg.backmap(model, z, args.temperature, samples_per_frame=k, seed=args.seed)
         xs = np.concatenate([c["xyz"] for c in chunks])
         u = model.system.energy(torch.as_tensor(xs, dtype=torch.float64)).numpy()
         se = np.sqrt(u.var() / len(u) + u_md.var() / len(u_md))

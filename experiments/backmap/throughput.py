@@ -35,7 +35,7 @@ import mdtraj
 import numpy as np
 import torch
 
-from ccg.io.model_file import load_model
+import ccg
 
 
 def ccg_command() -> list[str]:
@@ -123,7 +123,7 @@ def main() -> None:
     rows = []
     try:
         for model_path in args.models:
-            model = load_model(model_path)
+            model = ccg.load_model(model_path)
             inputs = write_inputs(workdir, args.md, args.frames, args.input, model)
             startup = min(timed_run(backmap_cmd(model_path, inputs, "1", 1, args, workdir),
                                     args.threads, 1)[:2] for _ in range(2))
