@@ -1,5 +1,9 @@
-"""`python -m ccg ...` runs the `ccg` command (also under `torchrun -m ccg ...`)."""
+"""`python -m ccg ...` runs the `ccg` command (also under `torchrun -m ccg ...`).
 
-from ccg.cli import main
+The command line is run as a module (ccg/cli.py's `__main__` block) rather than imported, so
+the package's entry point does not import the command-line layer.
+"""
 
-raise SystemExit(main())
+import runpy
+
+runpy.run_module("ccg.cli", run_name="__main__", alter_sys=True)
