@@ -172,6 +172,8 @@ class ConditionalFlow(nn.Module, abc.ABC):
         scale_after_layers: with `temperature_scaling`, apply that factor to the linear dims
             after the layers (base N(0, 1)) instead of in the base.
         tail_bound: spline interval half-width on linear dims, in standardized units.
+        spline: "ccg" (the branch-free `ccg.flows.spline.rq_spline`) or "nflows" (nflows'
+            reference function); the nflows backend's choice, the same map to 1e-12.
         scale_tril: optional [n_lin, n_lin] lower-triangular factor correlating the linear dims
             at T_ref (replaces diag(scale); n_lin = number of non-circular dims, in order).
         circular_concentration: optional [dim] wrapped-Cauchy concentrations ρ in [0, 1) of the
@@ -202,6 +204,7 @@ class ConditionalFlow(nn.Module, abc.ABC):
         temperature_scaling: bool,
         tail_bound: float,
         scale_after_layers: bool,
+        spline: str = "ccg",
         scale_tril: torch.Tensor | Sequence[Sequence[float]] | None = None,
         circular_concentration: torch.Tensor | Sequence[float] | None = None,
         circular_modes: Sequence[Sequence[float]] | None = None,
@@ -254,6 +257,9 @@ class ConditionalFlow(nn.Module, abc.ABC):
         self.hidden = hidden
         self.n_blocks = n_blocks
         self.n_bins = n_bins
+        if spline not in ("ccg", "nflows"):
+            raise ValueError(f'Expected spline "ccg" or "nflows"; got {spline!r}.')
+        self.spline = spline
         self.temperature_scaling = bool(temperature_scaling)
         self.scale_after_layers = bool(scale_after_layers)
         self.tail_bound = float(tail_bound)
@@ -309,6 +315,7 @@ class ConditionalFlow(nn.Module, abc.ABC):
             "hidden": self.hidden,
             "n_blocks": self.n_blocks,
             "n_bins": self.n_bins,
+            "spline": self.spline,
             "temperature_scaling": self.temperature_scaling,
             "scale_after_layers": self.scale_after_layers,
             "tail_bound": self.tail_bound,

@@ -38,6 +38,7 @@ def build_flow(
     temperature_scaling: bool = FlowConfig.temperature_scaling,
     tail_bound: float = FlowConfig.tail_bound,
     scale_after_layers: bool = FlowConfig.scale_after_layers,
+    spline: str = FlowConfig.spline,
     scale_tril: torch.Tensor | Sequence[Sequence[float]] | None = None,
     circular_concentration: torch.Tensor | Sequence[float] | None = None,
     circular_modes: Sequence[Sequence[float]] | None = None,
@@ -51,9 +52,17 @@ def build_flow(
         loc, scale: [dim] reference values and widths at T_ref (r units; scale ignored on
             circular dims).
         backend: one of `FLOW_BACKENDS` ("nflows" or "normflows").
-        n_layers, hidden, n_blocks, n_bins, temperature_scaling, tail_bound, scale_after_layers:
-            the architecture; defaults from `FlowConfig`.
-        scale_tril, circular_concentration, circular_modes: the base (see `ConditionalFlow`).
+        n_layers: coupling layers (even); the architecture's defaults are `FlowConfig`'s.
+        hidden: conditioner width.
+        n_blocks: residual blocks per conditioner.
+        n_bins: spline bins.
+        temperature_scaling: widen linear dims by sqrt(T / T_ref).
+        tail_bound: spline interval half-width on linear dims (standardized units).
+        scale_after_layers: apply that widening after the layers.
+        spline: "ccg" (branch-free) or "nflows" (the reference function).
+        scale_tril: optional Cholesky factor of the linear dims' base (see `ConditionalFlow`).
+        circular_concentration: optional wrapped-Cauchy concentrations of circular dims.
+        circular_modes: optional second base components (see `ConditionalFlow`).
 
     Returns:
         A float32 flow at the identity map (cast with `.double()` / `.to(device)`).
@@ -61,7 +70,8 @@ def build_flow(
     return FLOW_BACKENDS.resolve(backend)(
         dim, context_dim, circular, loc, scale, n_layers=n_layers, hidden=hidden,
         n_blocks=n_blocks, n_bins=n_bins, temperature_scaling=temperature_scaling,
-        tail_bound=tail_bound, scale_after_layers=scale_after_layers, scale_tril=scale_tril,
+        tail_bound=tail_bound, scale_after_layers=scale_after_layers, spline=spline,
+        scale_tril=scale_tril,
         circular_concentration=circular_concentration, circular_modes=circular_modes,
     )
 

@@ -30,6 +30,10 @@ class FlowConfig:
     """Widen linear dims like a harmonic system, by sqrt(T / T_ref)."""
     tail_bound: float = 5.0
     """Spline interval half-width on linear dims, in standardized units (identity beyond)."""
+    spline: str = "ccg"
+    """nflows backend: "ccg", the branch-free spline of `ccg.flows.spline` (no host sync, so
+    the step compiles and captures whole), or "nflows", nflows' own function (the reference;
+    equal to 1e-12). The normflows backend has its own splines and ignores this."""
     scale_after_layers: bool = True
     """Apply the sqrt(T / T_ref) widening after the coupling layers instead of in the base, so
     the splines act in units of each temperature's harmonic width (`ccg.flows.base`)."""
@@ -72,6 +76,8 @@ class FlowConfig:
         if isinstance(self.tail_bound, bool) or not isinstance(self.tail_bound, int | float) \
                 or not self.tail_bound > 0:
             raise ConfigError(f"[flow] tail_bound must be > 0; got {self.tail_bound!r}.")
+        if self.spline not in ("ccg", "nflows"):
+            raise ConfigError(f'[flow] spline must be "ccg" or "nflows"; got "{self.spline}".')
         if self.circular_modes and self.linear_stiff_torsions:
             raise ConfigError("[flow] circular_modes puts a second base component on the stiff "
                               "torsions of the circle, which linear_stiff_torsions takes off it: "

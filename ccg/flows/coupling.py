@@ -4,10 +4,12 @@ All layers act in internal units (circular dims in [-π, π], linear dims standa
 follow the ccg convention: `forward(x, context)` maps base -> data, `inverse(y, context)` maps
 data -> base, and both return (output [B, dim], log|det| of the applied map [B]).
 
-The spline math is nflows' (`rational_quadratic_spline`); the conditioner is nflows' `ResidualNet`.
-Linear dims use the spline with identity tails outside [-tail_bound, tail_bound] exactly as
-nflows' `unconstrained_rational_quadratic_spline` defines it, evaluated without its boolean
-masking (see `linear_tail_spline`).
+The spline is the rational-quadratic spline of nflows: by default computed by ccg's branch-free
+`ccg.flows.spline.rq_spline` (no host sync: the step compiles whole), or by nflows' own
+`rational_quadratic_spline` (`spline="nflows"`, the reference it is tested against). The
+conditioner is nflows' `ResidualNet`. Linear dims use the spline with identity tails outside
+[-tail_bound, tail_bound] exactly as nflows' `unconstrained_rational_quadratic_spline` defines
+it, evaluated without its boolean masking (see `linear_tail_spline`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from torch.nn import functional as F
 
 from ccg.flows.base import FLOW_BACKENDS, PI, ConditionalFlow, wrap_angle
 from ccg.flows.layout import coupling_stack
+from ccg.flows.spline import rq_spline
+
+SPLINES = {"ccg": rq_spline, "nflows": rational_quadratic_spline}
+"""The spline implementations: ccg's branch-free one and nflows' reference."""
 
 # softplus^-1(1 - min_derivative): an unnormalized derivative of 0 from the network means slope 1.
 _IDENTITY_DERIVATIVE = math.log(math.expm1(1.0 - DEFAULT_MIN_DERIVATIVE))
@@ -38,6 +44,7 @@ def linear_tail_spline(
     *,
     inverse: bool,
     tail_bound: float,
+    spline=rq_spline,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """nflows' RQ spline on [-tail_bound, tail_bound] with identity tails outside.
 
@@ -49,12 +56,13 @@ def linear_tail_spline(
     Args:
         x: [B, n] inputs; widths, heights: [B, n, K] unnormalized; derivatives: [B, n, K - 1]
             unnormalized inner-knot derivatives.
+        spline: the spline function (`SPLINES`).
     Returns:
         (y [B, n], log|dy/dx| [B, n]); 0 in the tails.
     """
     inside = (x >= -tail_bound) & (x <= tail_bound)
     derivatives = F.pad(derivatives, (1, 1), value=_IDENTITY_DERIVATIVE)  # slope 1 at the ends
-    y, logdet = rational_quadratic_spline(
+    y, logdet = spline(
         x.clamp(-tail_bound, tail_bound), widths, heights, derivatives, inverse=inverse,
         left=-tail_bound, right=tail_bound, bottom=-tail_bound, top=tail_bound,
     )
@@ -98,7 +106,7 @@ class RQSplineCoupling(nn.Module):
     Args:
         transform: BoolTensor [dim], True on the dims this layer transforms.
         circular: BoolTensor [dim].
-        context_dim, hidden, n_blocks, n_bins, tail_bound: see `ConditionalFlow`.
+        context_dim, hidden, n_blocks, n_bins, tail_bound, spline: see `ConditionalFlow`.
     """
 
     def __init__(
@@ -111,8 +119,10 @@ class RQSplineCoupling(nn.Module):
         n_blocks: int = 2,
         n_bins: int = 8,
         tail_bound: float = 5.0,
+        spline: str = "ccg",
     ) -> None:
         super().__init__()
+        self.spline = SPLINES[spline]
         for name, sel in [
             ("id_circ", ~transform & circular),
             ("id_lin", ~transform & ~circular),
@@ -153,7 +163,7 @@ class RQSplineCoupling(nn.Module):
         if len(self.tr_circ):
             d = pc[..., 2 * k :] + _IDENTITY_DERIVATIVE
             d = torch.cat([d, d[..., :1]], dim=-1)  # slope at π tied to slope at -π
-            yc, ldc = rational_quadratic_spline(
+            yc, ldc = self.spline(
                 x[:, self.tr_circ].clamp(-PI, PI),
                 pc[..., :k],
                 pc[..., k : 2 * k],
@@ -174,6 +184,7 @@ class RQSplineCoupling(nn.Module):
                 pl[..., 2 * k :] + _IDENTITY_DERIVATIVE,
                 inverse=inverse,
                 tail_bound=self.tail_bound,
+                spline=self.spline,
             )
             y[:, self.tr_lin] = yl
             logdet = logdet + ldl.sum(dim=1)
@@ -204,7 +215,7 @@ class NflowsFlow(ConditionalFlow):
             self.n_layers,
             lambda mask, circular: RQSplineCoupling(
                 mask, circular, self.context_dim, hidden=self.hidden, n_blocks=self.n_blocks,
-                n_bins=self.n_bins, tail_bound=self.tail_bound,
+                n_bins=self.n_bins, tail_bound=self.tail_bound, spline=self.spline,
             ),
             CircularShift,
         )

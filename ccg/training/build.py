@@ -86,7 +86,8 @@ def build_model(config: RunConfig) -> BackmappingModel:
         cg_map.n_r, cg_map.cg_feature_dim + 1, circular, loc, scale,
         backend=fc.backend, n_layers=fc.n_layers, hidden=fc.hidden, n_blocks=fc.n_blocks,
         n_bins=fc.n_bins, temperature_scaling=fc.temperature_scaling, tail_bound=fc.tail_bound,
-        scale_after_layers=fc.scale_after_layers, scale_tril=tril, circular_concentration=rho,
+        scale_after_layers=fc.scale_after_layers, spline=fc.spline, scale_tril=tril,
+        circular_concentration=rho,
         circular_modes=modes,
     )
     return BackmappingModel(system, cg_map, flow, t_ref=t_ref,
