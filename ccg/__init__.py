@@ -72,7 +72,12 @@ from ccg.systems import (
     make_analytic,
 )
 from ccg.systems.benchmark import benchmark_energy, format_energy_table
-from ccg.training.benchmark import benchmark_flow_backends, format_flow_table
+from ccg.training.benchmark import (
+    benchmark_flow_backends,
+    benchmark_training,
+    format_flow_table,
+    format_training_table,
+)
 from ccg.training.build import build_map, build_model, build_proposal, build_system
 from ccg.training.config import MapConfig, RunConfig, SystemConfig, TrainConfig
 from ccg.training.losses import ForwardKL, JointReverseKL, ReverseKL
@@ -149,6 +154,7 @@ __all__ = [
     "backmap_to_file",
     "benchmark_energy",
     "benchmark_flow_backends",
+    "benchmark_training",
     "beta_from_temperature",
     "build_flow",
     "build_map",
@@ -163,6 +169,7 @@ __all__ = [
     "fit_free_energy_model",
     "format_energy_table",
     "format_flow_table",
+    "format_training_table",
     "free_energy_arrays",
     "free_energy_surface",
     "grid_centers",

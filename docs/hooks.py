@@ -76,7 +76,8 @@ API_GROUPS = [
              ["train", "build_model", "build_system", "build_map", "build_proposal", "Trainer",
               "ReverseKL", "ForwardKL", "JointReverseKL", "ZProposal", "UniformTorus",
               "AdaptiveTorusProposal", "UniformBox", "FrameProposal", "TemperatureSampler",
-              "benchmark_flow_backends", "format_flow_table"],
+              "benchmark_flow_backends", "format_flow_table", "benchmark_training",
+              "format_training_table"],
              ("ccg.training",)),
     ApiGroup("model", "The model and units",
              "System + CG map + flow = the backmapping model; the protocols its parts satisfy; "

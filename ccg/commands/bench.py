@@ -7,19 +7,28 @@ import argparse
 import torch
 
 import ccg
+from ccg._checks import check_device
 from ccg.commands._common import add_overwrite, check_output_file
 from ccg.io.atomic import atomic_write_text
 
 
 def add_parser(sub) -> None:
     """Register `ccg bench`."""
-    p = sub.add_parser("bench", help="benchmarks (energy, flow)",
+    p = sub.add_parser("bench", help="benchmarks (energy, flow, train)",
+                       description="Time torch against OpenMM energies (energy), the parts of a "
+                       "training step per flow backend (flow), or the whole training step per "
+                       "device, batch size and compile mode, side by side (train).",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("what", choices=["energy", "flow"], help="what to time")
+    p.add_argument("what", choices=["energy", "flow", "train"], help="what to time")
     p.add_argument("--batch-sizes", default="256,1024,4096", help="comma-separated")
     p.add_argument("--threads", type=int, default=1,
                    help="torch/OpenMM threads (1 by default, so tables compare across machines)")
-    p.add_argument("--compile", action="store_true", help="also time torch.compile")
+    p.add_argument("--compile", action="store_true",
+                   help="energy: also time torch.compile; train: compare eager with the "
+                   "compiled flow")
+    p.add_argument("--devices", default="cpu", help="train: comma-separated devices "
+                   "(cpu, cuda, cuda:N)")
+    p.add_argument("--repeats", type=int, default=5, help="train: timed steps per setting")
     p.add_argument("--out", help="also write the table (markdown) to this file")
     add_overwrite(p)
     p.set_defaults(func=run)
@@ -40,8 +49,14 @@ def run(args: argparse.Namespace) -> int:
         rows = ccg.benchmark_energy(ccg.alanine_dipeptide(), sizes, n_threads=args.threads,
                                     compile=args.compile)
         table = ccg.format_energy_table(rows)
-    else:
+    elif args.what == "flow":
         table = ccg.format_flow_table(ccg.benchmark_flow_backends(sizes, n_threads=args.threads))
+    else:
+        devices = [str(check_device(d.strip(), "--devices")) for d in args.devices.split(",")
+                   if d.strip()]
+        modes = ("none", "flow") if args.compile else ("none",)
+        table = ccg.format_training_table(ccg.benchmark_training(
+            sizes, devices=devices, compile_modes=modes, repeats=args.repeats))
     print(table)
     if args.out:
         atomic_write_text(args.out, table + "\n")

@@ -1,18 +1,23 @@
-"""Timing of a reverse-KL training step and of its parts, for `ccg bench flow`.
+"""Timing of the training step, for `ccg bench flow` (its parts, per flow backend) and
+`ccg bench train` (the real `Trainer.train_step` per device, batch size and compile mode).
 
-All numbers come from one process, measured back to back, so the ratios between flow backends
-and between the parts of a step are meaningful on a noisy machine.
+All numbers come from one process, measured back to back (interleaved where several settings
+are compared), so the ratios are meaningful on a noisy machine.
 """
 
 from __future__ import annotations
 
+import statistics
+import tempfile
 import time
+from collections.abc import Sequence
 
 import torch
 
-from ccg.training.build import build_model
+from ccg.training.build import build_model, build_proposal
 from ccg.training.config import RunConfig
 from ccg.training.losses import ReverseKL
+from ccg.training.trainer import Trainer
 
 
 def _timeit(fn, repeats: int) -> float:
@@ -103,4 +108,77 @@ def format_flow_table(rows: list[dict]) -> str:
             f"{r['flow_s']:.3f} | {r['internal_coordinates_s']:.4f} | {r['energy_s']:.4f} | "
             f"{r['backward_s']:.3f} | {r['step_vs_first']:.2f} |"
         )
+    return "\n".join(lines)
+
+
+def _trainer(batch_size: int, device: str, compile_mode: str, folder: str,
+             samples_per_z: int = 16) -> Trainer:
+    """The default run's trainer (alanine dipeptide, (phi, psi)) at one batch size."""
+    config = RunConfig()
+    config.train.steps = 10**9
+    config.train.n_z = max(1, batch_size // samples_per_z)
+    config.train.samples_per_z = samples_per_z
+    config.train.device, config.train.compile = device, compile_mode
+    config.train.checkpoint_every = config.train.checkpoint_minutes = 10**9
+    torch.manual_seed(0)
+    model = build_model(config)
+    loss = ReverseKL(model, energy_cut=config.train.energy_cut, group_size=samples_per_z)
+    return Trainer(model, loss, build_proposal(config, model), config.train, folder,
+                   progress=False)
+
+
+def _synchronized(step, device: str) -> float:
+    start = time.perf_counter()
+    step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def benchmark_training(batch_sizes: Sequence[int] = (1024,), *, devices: Sequence[str] = ("cpu",),
+                       compile_modes: Sequence[str] = ("none", "flow"), repeats: int = 5,
+                       warmup: int = 3) -> list[dict]:
+    """Seconds per `Trainer.train_step` of the default run (proposal, flow, X(z, r), energy,
+    loss, backward, clipping, Adam), for every device x batch size x compile mode.
+
+    The settings of one (device, batch size) are timed interleaved, step by step, after
+    `warmup` steps (the first of which, compiling, is reported as `first_step_s`); rows give
+    the median step, samples/s and the ratio to the eager step of the same device and batch.
+    """
+    rows = []
+    for device in devices:
+        for batch_size in batch_sizes:
+            with tempfile.TemporaryDirectory() as folder:
+                trainers = {mode: _trainer(batch_size, device, mode, folder)
+                            for mode in compile_modes}
+                first = {}
+                for mode, trainer in trainers.items():
+                    first[mode] = _synchronized(trainer.train_step, device)
+                    for _ in range(warmup - 1):
+                        trainer.train_step()
+                times: dict[str, list[float]] = {mode: [] for mode in trainers}
+                for _ in range(repeats):
+                    for mode, trainer in trainers.items():
+                        times[mode].append(_synchronized(trainer.train_step, device))
+            eager = statistics.median(times["none"]) if "none" in times else None
+            for mode, values in times.items():
+                step = statistics.median(values)
+                rows.append({
+                    "device": device, "batch_size": batch_size, "compile": mode,
+                    "step_s": step, "samples_per_s": batch_size / step,
+                    "first_step_s": first[mode],
+                    "vs_eager": None if eager is None else step / eager,
+                })
+    return rows
+
+
+def format_training_table(rows: list[dict]) -> str:
+    """Markdown table of `benchmark_training` rows."""
+    lines = ["| device | B | compile | step (ms) | samples/s | first step (s) | vs eager |",
+             "|---|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        ratio = "" if r["vs_eager"] is None else f"{r['vs_eager']:.2f}"
+        lines.append(f"| {r['device']} | {r['batch_size']} | {r['compile']} | "
+                     f"{1e3 * r['step_s']:.1f} | {r['samples_per_s']:,.0f} | "
+                     f"{r['first_step_s']:.1f} | {ratio} |")
     return "\n".join(lines)

@@ -38,6 +38,9 @@ from ccg.training.proposals import T_SAMPLING, Z_PROPOSALS
 __all__ = ["ConfigError", "FlowConfig", "MapConfig", "RunConfig", "SystemConfig", "TrainConfig"]
 
 
+COMPILE_MODES = ("none", "flow")
+"""What `[train] compile` can ask for."""
+
 DEFAULT_MINUTES = 20.0
 """The training budget of a configuration that gives neither steps nor minutes."""
 
@@ -192,6 +195,9 @@ class TrainConfig:
     """Also write a checkpoint when this much wall time has passed since the last one."""
     seed: int = 0
     """Seed of every random draw of the run."""
+    compile: str = "none"
+    """"flow": `torch.compile` the flow's transforms (`ConditionalFlow.compile_transforms`;
+    the first steps pay the compilation); "none": eager."""
     device: str = "auto"
     """Where to train: "auto" (the GPU when there is one), "cpu" or "cuda[:N]"."""
     dtype: str = "float32"
@@ -272,6 +278,9 @@ class TrainConfig:
                               f"structure's energy); got {self.energy_cut!r}.")
         if self.lr <= 0 or self.lr_final <= 0:
             raise ConfigError("[train] lr and lr_final must be > 0.")
+        if self.compile not in COMPILE_MODES:
+            raise ConfigError(f'[train] compile must be one of {list(COMPILE_MODES)}; got '
+                              f'"{self.compile}".')
         if self.dtype not in ("float32", "float64"):
             raise ConfigError(f'[train] dtype must be "float32" or "float64"; got "{self.dtype}".')
         if not self.device.startswith(("auto", "cpu", "cuda")):

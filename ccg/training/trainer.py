@@ -83,6 +83,8 @@ class Trainer:
         self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
         for module in self.modules.values():
             module.to(device=self.device, dtype=self.dtype)
+        if config.compile == "flow":
+            model.flow.compile_transforms(dynamic=False)
         self.cg_map_to_device()
         params = [p for m in self.modules.values() for p in m.parameters()]
         self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
