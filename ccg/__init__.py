@@ -37,6 +37,7 @@ from ccg.free_energy.surface import (
     grid_points,
     save_free_energy,
 )
+from ccg.free_energy.validation import HeldOutScore, held_out_scores, predicts_within_noise
 from ccg.io.cg_model_file import file_kind, load_cg_model, save_cg_model
 from ccg.io.model_file import load_model, save_model
 from ccg.io.trajectories import (
@@ -121,6 +122,7 @@ __all__ = [
     "FrameProposal",
     "FreeEnergyModel",
     "HarmonicFastModes",
+    "HeldOutScore",
     "Interrupted",
     "JointReverseKL",
     "LangevinResult",
@@ -174,6 +176,7 @@ __all__ = [
     "free_energy_surface",
     "grid_centers",
     "grid_points",
+    "held_out_scores",
     "histogram_free_energy",
     "kl_divergence",
     "load_cg_model",
@@ -183,6 +186,7 @@ __all__ = [
     "make_context",
     "minimize_keeping_cg",
     "plot_free_energy",
+    "predicts_within_noise",
     "read_cg_frames",
     "read_cg_input",
     "rmse_after_shift",

@@ -10,9 +10,13 @@ One iteration:
 3. **estimate** beta F, grad_z F and <U>_z at the z by importance sampling through the flow;
 4. **refit** F_theta on all estimates so far (warm start).
 
-It stops when F_theta changed by less than `tol_kt` (RMS over the points F_theta proposed, after
-the best shift per temperature) *and* the median ESS there reaches `ess_target`, or after
-`iterations`, or when the time budget would be exceeded. After every iteration `flow.pt`,
+Before the refit, the current F_theta is scored on the new estimates, which it was not fitted
+to (`ccg.free_energy.validation`): the reduced chi-square of values, mean forces and <U>_z
+against their standard errors, per temperature. The cycle stops when F_theta predicts the new
+points within their own statistical error (every chi-square <= `chi2_max`) at every
+estimation temperature and their median ESS reaches `ess_target`, or when the budget ends
+(`minutes`, or `iterations`). A change between two fits is reported too, but two fits can
+agree and both be off: it is not a stopping rule. After every iteration `flow.pt`,
 `cg_model.pt`, `cycle_state.pt` (for `--resume`), `metrics.json` and `cycle.png` are written
 atomically into the output folder.
 """
@@ -36,6 +40,7 @@ from ccg.free_energy.cg_model import FreeEnergyModel
 from ccg.free_energy.estimators import estimate_free_energy
 from ccg.free_energy.fit import FitConfig, ObservableSet, fit_free_energy_model
 from ccg.free_energy.langevin import simulate
+from ccg.free_energy.validation import held_out_scores, predicts_within_noise
 from ccg.io.atomic import atomic_torch_save, atomic_write_text, load_torch_state
 from ccg.io.cg_model_file import load_cg_model, save_cg_model
 from ccg.io.model_file import load_model, save_model
@@ -50,7 +55,7 @@ from ccg.training.trainer import Trainer, read_checkpoint
 logger = logging.getLogger(__name__)
 
 
-CYCLE_RESUMABLE_CHANGES = frozenset({"iterations", "minutes", "tol_kt", "ess_target"})
+CYCLE_RESUMABLE_CHANGES = frozenset({"iterations", "minutes", "chi2_max", "ess_target"})
 """CycleConfig fields that may differ between a cycle and its resumption."""
 
 
@@ -60,8 +65,9 @@ class CycleConfig:
 
     temperatures: list[float] = field(default_factory=lambda: [300.0, 400.0, 500.0, 600.0])
     """Where observables are estimated (and F_theta is sampled), K."""
-    iterations: int = 6
-    """At most this many iterations."""
+    iterations: int | None = None
+    """At most this many iterations (default: as many as `minutes` allows; 6 without a time
+    budget)."""
     minutes: float | None = None
     """Time budget of the iterations (the next one is not started when it would exceed it)."""
     points_per_temperature: int = 192
@@ -86,8 +92,9 @@ class CycleConfig:
     """CG Langevin walkers per temperature."""
     fit_steps: int = 1500
     """F_theta fit steps in the first iteration (half of it in later ones, warm-started)."""
-    tol_kt: float = 0.1
-    """Convergence: RMS change of F_theta on the points it proposed, in k_B T."""
+    chi2_max: float = 1.5
+    """Convergence: the largest held-out reduced chi-square (values, mean forces, <U>_z) at
+    every temperature: F_theta predicts estimates it was not fitted to within their noise."""
     ess_target: float = 0.5
     """Convergence: the median ESS on those points must reach this too."""
     hidden: int = 64
@@ -101,7 +108,8 @@ class CycleConfig:
 
     def check_resumable(self, stored: dict) -> None:
         """ConfigError naming each difference unless a cycle configured as `stored` may go on
-        with this configuration: only iterations, minutes, tol_kt and ess_target may change."""
+        with this configuration: only iterations, minutes, chi2_max and ess_target may
+        change."""
         current = dataclasses.asdict(self)
         differences = [f"{key}: {stored.get(key)!r} in the run, {value!r} now"
                        for key, value in current.items()
@@ -109,7 +117,7 @@ class CycleConfig:
         if differences:
             raise ConfigError("--resume continues a cycle only with its own settings; these "
                               "differ: " + "; ".join(differences) + ". Only iterations, "
-                              "minutes, tol and ess-target may change on resume.")
+                              "minutes, chi2-max and ess-target may change on resume.")
 
     def validate(self) -> CycleConfig:
         if not self.temperatures or any(t <= 0 for t in self.temperatures):
@@ -118,6 +126,8 @@ class CycleConfig:
                      "finetune_steps", "n_z", "samples_per_z", "langevin_steps",
                      "langevin_walkers", "fit_steps"):
             value = getattr(self, name)
+            if name == "iterations" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Expected {name} as a positive integer; got {value!r}.")
         if self.samples_per_point < 2:
@@ -126,7 +136,16 @@ class CycleConfig:
             raise ValueError(f"explore_fraction must be in [0, 1]; got {self.explore_fraction}.")
         if self.minutes is not None and self.minutes <= 0:
             raise ValueError(f"minutes must be > 0; got {self.minutes}.")
+        if not self.chi2_max > 0:
+            raise ValueError(f"chi2_max must be > 0; got {self.chi2_max}.")
         return self
+
+    @property
+    def max_iterations(self) -> int | float:
+        """`iterations`, else unlimited with a time budget, else 6."""
+        if self.iterations is not None:
+            return self.iterations
+        return math.inf if self.minutes is not None else 6
 
 
 def _training_evaluations(model) -> int | None:
@@ -334,6 +353,8 @@ class Cycle:
         z_v, t_v = new.z[visited], new.temperature_k[visited]
         with torch.no_grad():
             before = self.cg_model.beta_free_energy(z_v, t_v)
+        # the current F_theta against estimates it was not fitted to (none before the first fit)
+        scores = held_out_scores(self.cg_model, new) if self.data is not None else []
         self.data = new if self.data is None else ObservableSet.cat([self.data, new])
         row.update(self.refit())
         change = self.change_on(z_v, t_v, before) if self.iteration > 0 else math.inf
@@ -343,9 +364,11 @@ class Cycle:
             "median_ess_by_T": {str(t): float(new.ess[visited & (new.temperature_k == t)].median())
                                 for t in c.temperatures},
             "delta_f_kt": change, "n_points": len(self.data),
+            "held_out": {str(score.temperature_k): score.as_dict() for score in scores},
         })
         self.iteration += 1
-        self.converged = change < c.tol_kt and row["median_ess"] >= c.ess_target
+        self.converged = (predicts_within_noise(scores, c.chi2_max)
+                          and row["median_ess"] >= c.ess_target)
         self.elapsed_s += time.perf_counter() - start
         row.update({"energy_evaluations": self.evaluations, "wall_time_s": self.elapsed_s,
                     "converged": self.converged})
@@ -362,7 +385,7 @@ class Cycle:
         """
         c = self.config
         with stop_requests() as stop:
-            while self.iteration < c.iterations and not self.converged:
+            while self.iteration < c.max_iterations and not self.converged:
                 if c.minutes is not None and self.metrics:
                     last = self.metrics[-1]["wall_time_s"] / len(self.metrics)
                     if self.elapsed_s + last > 60 * c.minutes:
@@ -388,10 +411,14 @@ class Cycle:
     def _iterate(self) -> None:
         """One iteration and its log line."""
         row = self.step()
-        logger.info("iteration %d: median ESS %.2f (p10 %.2f), change of F_theta %.3f kT, "
-                    "%d points, %.2f M energy evaluations, %.0f s", row["iteration"],
-                    row["median_ess"], row["p10_ess"], row["delta_f_kt"], row["n_points"],
-                    row["energy_evaluations"] / 1e6, row["wall_time_s"])
+        held_out = "; ".join(
+            f"{float(t):g} K chi2 {s['chi2_values']:.2f}/{s['chi2_forces']:.2f}/"
+            f"{s['chi2_energies']:.2f}, RMS {s['rms_kt']:.3f} kT"
+            for t, s in row["held_out"].items()) or "none yet"
+        logger.info("iteration %d: median ESS %.2f (p10 %.2f), held-out error of F_theta "
+                    "(values/forces/<U>): %s; %d points, %.2f M energy evaluations, %.0f s",
+                    row["iteration"], row["median_ess"], row["p10_ess"], held_out,
+                    row["n_points"], row["energy_evaluations"] / 1e6, row["wall_time_s"])
 
 
 def run_cycle(out_dir: str | Path, config: CycleConfig | None = None, *,

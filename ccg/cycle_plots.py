@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +12,8 @@ from ccg.io.atomic import atomic_path
 
 
 def plot_cycle(cycle, path: str | Path) -> Path:
-    """Metrics per iteration (ESS, change of F_theta, evaluations) and, for 2-D torsion maps,
-    F_theta at each estimation temperature; written atomically as one PNG."""
+    """Metrics per iteration (ESS, F_theta's held-out chi-square, evaluations) and, for 2-D
+    torsion maps, F_theta at each estimation temperature; written atomically as one PNG."""
     rows = cycle.metrics
     temps = list(cycle.config.temperatures)
     surfaces = cycle.cg_model.cg_dim == 2 and bool(cycle.cg_model.cg_map.z_circular.all())
@@ -29,11 +28,15 @@ def plot_cycle(cycle, path: str | Path) -> Path:
     ax.set(xlabel="iteration", ylabel="median ESS (proposed points)", ylim=(0, 1))
     ax.legend(fontsize=7)
     ax = axes[0, 1]
-    change = [r["delta_f_kt"] if math.isfinite(r["delta_f_kt"]) else np.nan for r in rows]
-    if np.isfinite(change).any():
-        ax.semilogy(it, change, marker="o")
-        ax.axhline(cycle.config.tol_kt, color="k", lw=0.6, ls="--")
-    ax.set(xlabel="iteration", ylabel="RMS change of F_theta (kT)")
+    for t in temps:
+        values = [r.get("held_out", {}).get(str(t), {}).get("chi2_values", np.nan) for r in rows]
+        forces = [r.get("held_out", {}).get(str(t), {}).get("chi2_forces", np.nan) for r in rows]
+        if np.isfinite(values).any():
+            line = ax.semilogy(it, values, marker="o", label=f"{t:g} K values")[0]
+            ax.semilogy(it, forces, marker="x", ls=":", color=line.get_color())
+    ax.axhline(cycle.config.chi2_max, color="k", lw=0.6, ls="--")
+    ax.axhline(1.0, color="k", lw=0.4, ls=":")
+    ax.set(xlabel="iteration", ylabel="held-out reduced chi2 (o values, x forces)")
     ax = axes[0, 2]
     ax.plot(it, [r["energy_evaluations"] / 1e6 for r in rows], marker="o")
     ax.set(xlabel="iteration", ylabel="energy evaluations (M)")

@@ -110,7 +110,8 @@ API_GROUPS = [
               "plot_free_energy", "FreeEnergyModel", "ObservableSet", "fit_free_energy_model",
               "simulate", "LangevinResult", "default_start", "grid_centers",
               "histogram_free_energy", "rmse_after_shift", "shifted_difference",
-              "kl_divergence", "state_populations"],
+              "kl_divergence", "state_populations", "held_out_scores", "HeldOutScore",
+              "predicts_within_noise"],
              ("ccg.free_energy",)),
     ApiGroup("cycle", "The cycle",
              "CG model -> CG samples -> flow -> free energies -> CG model, until F_theta stops "

@@ -24,7 +24,7 @@ def _small_cycle(iterations: int) -> CycleConfig:
     return CycleConfig(temperatures=[300.0, 600.0], iterations=iterations,
                        points_per_temperature=64, samples_per_point=256, finetune_steps=20,
                        n_z=32, samples_per_z=8, langevin_steps=200, langevin_walkers=16,
-                       fit_steps=800, hidden=64, n_layers=2, n_members=2, tol_kt=0.02)
+                       fit_steps=800, hidden=64, n_layers=2, n_members=2)
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,10 @@ def test_cycle_recovers_the_double_well_free_energy_and_resumes(double_well_flow
     assert "NaN" not in text and "Infinity" not in text  # strict JSON
     rows = json.loads(text)["iterations"]
     assert rows[0]["delta_f_kt"] is None  # no previous fit to compare with
+    assert rows[0]["held_out"] == {}  # nor a fitted F_theta to score
+    # iteration 2 scores iteration 1's F_theta on the new estimates, at both temperatures
+    assert set(rows[1]["held_out"]) == {"300.0", "600.0"}
+    assert all(s["n_points"] > 10 and s["chi2_values"] > 0 for s in rows[1]["held_out"].values())
     assert [r["iteration"] for r in rows] == [1, 2]
     assert rows[1]["energy_evaluations"] > rows[0]["energy_evaluations"]
     assert math.isfinite(rows[1]["delta_f_kt"]) and rows[1]["median_ess"] > 0.9

@@ -20,9 +20,11 @@ def add_parser(sub) -> None:
         "cycle", help="the cycle: fit a CG free-energy model F_theta(z, T) and refine the flow",
         description="Iterate: sample z from F_theta (Langevin) and an exploration proposal -> "
         "fine-tune the flow on those z -> estimate beta F, mean forces and <U>_z there -> refit "
-        "F_theta; until F_theta changes less than --tol on the visited points and their median "
-        "ESS reaches --ess-target. Writes flow.pt, cg_model.pt, metrics.json, cycle.png into "
-        "--out after every iteration (--resume continues). Without --init a flow is first "
+        "F_theta; until F_theta predicts the new estimates (which it was not fitted to) within "
+        "their statistical error at every temperature (--chi2-max) and their median ESS "
+        "reaches --ess-target, or the budget ends (--minutes, --iterations). Writes flow.pt, "
+        "cg_model.pt, metrics.json, cycle.png into --out after every iteration (--resume "
+        "continues). Without --init a flow is first "
         "trained as `ccg train` would (--initial-minutes).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--init", help="flow model.pt to start from (from `ccg train`)")
@@ -34,7 +36,8 @@ def add_parser(sub) -> None:
     p.add_argument("--temperatures", type=float, nargs="+", metavar="T",
                    default=c.temperatures, help="estimation temperatures (K)")
     p.add_argument("--iterations", type=int, default=c.iterations,
-                   help="at most this many iterations")
+                   help="at most this many iterations (default: as many as --minutes allows; "
+                   "6 without --minutes)")
     p.add_argument("--minutes", type=float, help="time budget of the iterations")
     p.add_argument("--points", type=int, default=c.points_per_temperature,
                    help="points per temperature per iter.")
@@ -50,8 +53,9 @@ def add_parser(sub) -> None:
                    help="fine-tune the flow only at --temperatures (transfer studies)")
     p.add_argument("--fit-steps", type=int, default=c.fit_steps,
                    help="F_theta fit steps (first iter.)")
-    p.add_argument("--tol", type=float, default=c.tol_kt,
-                   help="convergence: change of F_theta (kT)")
+    p.add_argument("--chi2-max", type=float, default=c.chi2_max,
+                   help="convergence: F_theta's largest held-out reduced chi-square (values, "
+                   "forces, <U>) at every temperature")
     p.add_argument("--ess-target", type=float, default=c.ess_target,
                    help="convergence: median ESS")
     p.add_argument("--seed", type=int, default=c.seed, help="random seed")
@@ -71,7 +75,8 @@ def _cycle_config(args: argparse.Namespace) -> ccg.CycleConfig:
         explore_fraction=args.explore_fraction, finetune_steps=args.finetune_steps,
         finetune_lr=args.finetune_lr,
         train_only_at_estimation_temperatures=args.finetune_at_estimation_temperatures,
-        fit_steps=args.fit_steps, tol_kt=args.tol, ess_target=args.ess_target, seed=args.seed,
+        fit_steps=args.fit_steps, chi2_max=args.chi2_max, ess_target=args.ess_target,
+        seed=args.seed,
     ).validate()
 
 
@@ -106,12 +111,20 @@ def run(args: argparse.Namespace) -> int:
                           cg_frames=args.cg_frames, resume=args.resume,
                           progress=not args.no_progress)
     if cycle.metrics:
-        state = "converged" if cycle.converged else "not converged"
         initial = cycle.initial_evaluations
         extra = "" if initial is None else f" (+ {initial / 1e6:.2f} M for the initial flow)"
-        print(f"{state} after {cycle.iteration} iterations, "
-              f"{cycle.evaluations / 1e6:.2f} M energy evaluations{extra}, "
-              f"{cycle.elapsed_s:.0f} s")
+        held_out = cycle.metrics[-1]["held_out"]
+        worst = max((max(s["chi2_values"], s["chi2_forces"], s["chi2_energies"])
+                     for s in held_out.values()), default=float("nan"))
+        if cycle.converged:
+            state = (f"converged: F_theta predicts new estimates within their noise at every "
+                     f"temperature (largest held-out chi2 {worst:.2f} <= {config.chi2_max:g})")
+        else:
+            state = (f"not converged (largest held-out chi2 {worst:.2f}, target "
+                     f"{config.chi2_max:g}; median ESS {cycle.metrics[-1]['median_ess']:.2f}, "
+                     f"target {config.ess_target:g})")
+        print(f"{state}; {cycle.iteration} iterations, {cycle.evaluations / 1e6:.2f} M energy "
+              f"evaluations{extra}, {cycle.elapsed_s:.0f} s")
     print(f"flow:     {out / 'flow.pt'}\nCG model: {out / 'cg_model.pt'}\n"
           f"metrics:  {out / 'metrics.json'}\nplot:     {out / 'cycle.png'}")
     return 0
