@@ -8,7 +8,7 @@ Layers (DESIGN.md), lowest first; a module imports only from its own layer or be
     1  ccg.systems, ccg.mapping, ccg.flows
     2  ccg.model
     3  ccg.training, ccg.free_energy, ccg.io, ccg.backmapping
-    4  ccg.cycle, ccg.cycle_plots
+    4  ccg.cycle
     5  ccg (the public API, ccg/__init__.py)
     6  ccg.cli, ccg.commands, ccg.__main__
 """
@@ -31,7 +31,7 @@ LAYERS = {
     "ccg.systems": 1, "ccg.mapping": 1, "ccg.flows": 1,
     "ccg.model": 2,
     "ccg.training": 3, "ccg.free_energy": 3, "ccg.io": 3, "ccg.backmapping": 3,
-    "ccg.cycle": 4, "ccg.cycle_plots": 4,
+    "ccg.cycle": 4,
     "ccg": 5,
     "ccg.cli": 6, "ccg.commands": 6, "ccg.__main__": 6,
 }
