@@ -15,12 +15,19 @@ Supported (compiled exactly, float64 agrees with OpenMM's Reference platform to 
 - HarmonicBondForce      E = k/2 (r - r0)^2
 - HarmonicAngleForce     E = k/2 (theta - theta0)^2
 - PeriodicTorsionForce   E = k (1 + cos(n phi - phi0))
-- NonbondedForce (NoCutoff, no parameter offsets): Coulomb ONE_4PI_EPS0 q_i q_j / r plus
-  Lennard-Jones 4 eps ((sigma/r)^12 - (sigma/r)^6) with Lorentz-Berthelot combination over all
-  pairs that are not exceptions; exceptions with their own (chargeProd, sigma, epsilon).
+- NonbondedForce (NoCutoff or CutoffNonPeriodic, no parameter offsets): Coulomb
+  ONE_4PI_EPS0 q_i q_j / r plus Lennard-Jones 4 eps ((sigma/r)^12 - (sigma/r)^6) with
+  Lorentz-Berthelot combination over all pairs that are not exceptions; exceptions with their
+  own (chargeProd, sigma, epsilon). CutoffNonPeriodic as OpenMM's Reference platform computes
+  it: see `NonbondedTerm`.
+- GBSAOBCForce and the CustomGBForce of OpenMM's implicit/obc2.xml and implicit/gbn2.xml:
+  `ccg.systems._gb_terms`.
 
-Anything else raises `UnsupportedForce` from `compile_force`, and the caller evaluates that force
-with OpenMM instead.
+`TORCH_FORCES` maps an OpenMM force class name to its compiler (a `TorchTerm` subclass whose
+constructor takes the force); each term registers itself next to its class. Anything not in
+the table, or a force whose settings a compiler cannot reproduce exactly, raises
+`UnsupportedForce` from `compile_force`, and the caller evaluates that force with OpenMM
+instead.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ import torch
 from openmm import unit
 from torch import nn
 
+from ccg.registry import Registry
+
 _EPSILON0 = 1e-6 * 8.8541878128e-12 / (1.602176634e-19 * 1.602176634e-19 * 6.02214076e23)
 ONE_4PI_EPS0 = 1.0 / (4.0 * math.pi * _EPSILON0)
 """Coulomb constant 1/(4 pi eps0) in kJ mol^-1 nm e^-2, computed exactly as OpenMM 8.6 does
@@ -41,6 +50,10 @@ ONE_4PI_EPS0 = 1.0 / (4.0 * math.pi * _EPSILON0)
 
 class UnsupportedForce(Exception):
     """Raised by `compile_force` when a force cannot be compiled exactly; carries the reason."""
+
+
+TORCH_FORCES: Registry = Registry("torch-compiled OpenMM force")
+"""OpenMM force class name -> `TorchTerm` subclass compiling it (`cls(force)`)."""
 
 
 def atom_major(x: torch.Tensor) -> torch.Tensor:
@@ -117,6 +130,7 @@ class TorchTerm(nn.Module):
         return int(getattr(self, self._index_names[0]).shape[0])
 
 
+@TORCH_FORCES.register("HarmonicBondForce")
 class HarmonicBondTerm(TorchTerm):
     """E = sum k/2 (r - r0)^2 over bonds; r0 in nm, k in kJ/mol/nm^2."""
 
@@ -143,6 +157,7 @@ class HarmonicBondTerm(TorchTerm):
         return (half_k[:, None] * dr * dr).sum(0)
 
 
+@TORCH_FORCES.register("HarmonicAngleForce")
 class HarmonicAngleTerm(TorchTerm):
     """E = sum k/2 (theta - theta0)^2 over angles i-j-k (j the vertex); theta in rad.
 
@@ -176,6 +191,7 @@ class HarmonicAngleTerm(TorchTerm):
         return (half_k[:, None] * dtheta * dtheta).sum(0)
 
 
+@TORCH_FORCES.register("PeriodicTorsionForce")
 class PeriodicTorsionTerm(TorchTerm):
     """E = sum k (1 + cos(n phi - phi0)) over torsion terms i-j-k-l.
 
@@ -217,35 +233,61 @@ class PeriodicTorsionTerm(TorchTerm):
         return (k_torsion[:, None] * (1.0 + torch.cos(n[:, None] * phi - phase[:, None]))).sum(0)
 
 
-class NonbondedNoCutoffTerm(TorchTerm):
-    """Coulomb + Lennard-Jones over all interacting pairs, NoCutoff.
+_NONBONDED_METHODS = {
+    openmm.NonbondedForce.NoCutoff: "NoCutoff",
+    openmm.NonbondedForce.CutoffNonPeriodic: "CutoffNonPeriodic",
+    openmm.NonbondedForce.CutoffPeriodic: "CutoffPeriodic",
+    openmm.NonbondedForce.Ewald: "Ewald",
+    openmm.NonbondedForce.PME: "PME",
+    openmm.NonbondedForce.LJPME: "LJPME",
+}
+
+
+@TORCH_FORCES.register("NonbondedForce")
+class NonbondedTerm(TorchTerm):
+    """Coulomb + Lennard-Jones over all interacting pairs, NoCutoff or CutoffNonPeriodic.
 
     Per pair: E = c / r + (a12 / r^6 - a6) / r^6 with c = ONE_4PI_EPS0 q_i q_j,
     a12 = 4 eps sigma^12, a6 = 4 eps sigma^6. Regular pairs (not exceptions) combine
     sigma = (sigma_i + sigma_j)/2, eps = sqrt(eps_i eps_j); exceptions use their own chargeProd,
     sigma, epsilon, and those with chargeProd = epsilon = 0 are excluded. Pairs that contribute
     nothing are dropped when compiling.
+
+    CutoffNonPeriodic (OpenMM's Reference platform, `ReferenceLJCoulombIxn`): a regular pair
+    interacts only where r <= r_c, with the reaction-field Coulomb
+    c (1/r + k_rf r^2 - c_rf), k_rf = (eps_rf - 1) / ((2 eps_rf + 1) r_c^3),
+    c_rf = 3 eps_rf / ((2 eps_rf + 1) r_c), eps_rf = `getReactionFieldDielectric()`; its
+    Lennard-Jones is multiplied by OpenMM's switching function
+    S = 1 - 10 t^3 + 15 t^4 - 6 t^5, t = (r - r_s) / (r_c - r_s) for r > r_s when
+    `getUseSwitchingFunction()`. Exceptions keep the plain Coulomb + Lennard-Jones form at
+    every distance (no cutoff, no reaction field, no switch). A non-periodic force has no
+    dispersion correction.
     """
 
-    _index_names = ("i", "j")
-    _param_names = ("coulomb", "a12", "a6")
+    _index_names = ("i", "j", "ei", "ej")
+    _param_names = ("coulomb", "a12", "a6", "e_coulomb", "e_a12", "e_a6")
 
     def __init__(self, force: openmm.NonbondedForce) -> None:
         super().__init__()
         method = force.getNonbondedMethod()
-        if method != openmm.NonbondedForce.NoCutoff:
-            names = {
-                openmm.NonbondedForce.CutoffNonPeriodic: "CutoffNonPeriodic",
-                openmm.NonbondedForce.CutoffPeriodic: "CutoffPeriodic",
-                openmm.NonbondedForce.Ewald: "Ewald",
-                openmm.NonbondedForce.PME: "PME",
-                openmm.NonbondedForce.LJPME: "LJPME",
-            }
+        if method not in (openmm.NonbondedForce.NoCutoff, openmm.NonbondedForce.CutoffNonPeriodic):
             raise UnsupportedForce(
-                f"its nonbonded method is {names.get(method, method)} (only NoCutoff compiles)"
+                f"its nonbonded method is {_NONBONDED_METHODS.get(method, method)} "
+                "(NoCutoff and CutoffNonPeriodic compile)"
             )
         if force.getNumParticleParameterOffsets() or force.getNumExceptionParameterOffsets():
             raise UnsupportedForce("it has parameter offsets (global parameters)")
+        self.cutoff = method == openmm.NonbondedForce.CutoffNonPeriodic
+        self.r_cut = _md(force.getCutoffDistance())
+        self.switch = self.cutoff and bool(force.getUseSwitchingFunction())
+        self.r_switch = _md(force.getSwitchingDistance())
+        eps_rf = float(force.getReactionFieldDielectric())
+        self.k_rf = self.r_cut**-3 * (eps_rf - 1.0) / (2.0 * eps_rf + 1.0)
+        self.c_rf = (1.0 / self.r_cut) * (3.0 * eps_rf) / (2.0 * eps_rf + 1.0)
+        if self.switch and not 0.0 <= self.r_switch < self.r_cut:
+            raise UnsupportedForce(
+                f"its switching distance {self.r_switch} nm is not in [0, cutoff {self.r_cut} nm)"
+            )
         n = force.getNumParticles()
         params = np.array(
             [[_md(v) for v in force.getParticleParameters(p)] for p in range(n)], dtype=np.float64
@@ -271,53 +313,81 @@ class NonbondedNoCutoffTerm(TorchTerm):
         pair_q = charge[pi] * charge[pj]
         pair_s = 0.5 * (sigma[pi] + sigma[pj])
         pair_e = np.sqrt(epsilon[pi] * epsilon[pj])
-
-        i = np.concatenate([pi, np.asarray(exc_i, dtype=np.int64)])
-        j = np.concatenate([pj, np.asarray(exc_j, dtype=np.int64)])
-        q = np.concatenate([pair_q, exc_q])
-        s = np.concatenate([pair_s, exc_s])
-        eps = np.concatenate([pair_e, exc_e])
-        active = (q != 0.0) | (eps != 0.0)
-        s6 = s[active] ** 6
+        exc_q_arr = np.asarray(exc_q, dtype=np.float64)
+        exc_s_arr = np.asarray(exc_s, dtype=np.float64)
+        exc_e_arr = np.asarray(exc_e, dtype=np.float64)
+        exc_i_arr = np.asarray(exc_i, dtype=np.int64)
+        exc_j_arr = np.asarray(exc_j, dtype=np.int64)
+        if not self.cutoff:  # one list: regular pairs and exceptions have the same form
+            pi, pj = np.concatenate([pi, exc_i_arr]), np.concatenate([pj, exc_j_arr])
+            pair_q = np.concatenate([pair_q, exc_q_arr])
+            pair_s = np.concatenate([pair_s, exc_s_arr])
+            pair_e = np.concatenate([pair_e, exc_e_arr])
+            exc_i_arr = exc_j_arr = np.zeros(0, dtype=np.int64)
+            exc_q_arr = exc_s_arr = exc_e_arr = np.zeros(0)
+        active = (pair_q != 0.0) | (pair_e != 0.0)
+        s6 = pair_s[active] ** 6
+        e_s6 = exc_s_arr**6
         self._register(
-            i=i[active],
-            j=j[active],
-            coulomb=ONE_4PI_EPS0 * q[active],
-            a12=4.0 * eps[active] * s6 * s6,
-            a6=4.0 * eps[active] * s6,
+            i=pi[active],
+            j=pj[active],
+            coulomb=ONE_4PI_EPS0 * pair_q[active],
+            a12=4.0 * pair_e[active] * s6 * s6,
+            a6=4.0 * pair_e[active] * s6,
+            ei=exc_i_arr,
+            ej=exc_j_arr,
+            e_coulomb=ONE_4PI_EPS0 * exc_q_arr,
+            e_a12=4.0 * exc_e_arr * e_s6 * e_s6,
+            e_a6=4.0 * exc_e_arr * e_s6,
         )
 
-    def forward(self, xt: torch.Tensor) -> torch.Tensor:
-        i, j, coulomb, a12, a6 = self._cast(xt)
-        d = _displacement(xt, i, j)
-        inv_r2 = 1.0 / (d * d).sum(0)
+    @property
+    def n_interactions(self) -> int:
+        """Number of atom pairs evaluated (regular pairs and exceptions)."""
+        return int(self.i.shape[0] + self.ei.shape[0])
+
+    @staticmethod
+    def _plain(inv_r2, coulomb, a12, a6) -> torch.Tensor:
         inv_r6 = inv_r2 * inv_r2 * inv_r2
-        pair = coulomb[:, None] * inv_r2.sqrt() + (a12[:, None] * inv_r6 - a6[:, None]) * inv_r6
-        return pair.sum(0)
+        return coulomb[:, None] * inv_r2.sqrt() + (a12[:, None] * inv_r6 - a6[:, None]) * inv_r6
+
+    def forward(self, xt: torch.Tensor) -> torch.Tensor:
+        i, j, ei, ej, coulomb, a12, a6, e_coulomb, e_a12, e_a6 = self._cast(xt)
+        d = _displacement(xt, i, j)
+        r2 = (d * d).sum(0)
+        if not self.cutoff:
+            return self._plain(1.0 / r2, coulomb, a12, a6).sum(0)
+        inside = r2 <= self.r_cut * self.r_cut
+        # Pairs beyond the cutoff get a harmless r^2 so that no inf/NaN reaches the gradient.
+        r2 = torch.where(inside, r2, torch.ones_like(r2))
+        inv_r2 = 1.0 / r2
+        inv_r6 = inv_r2 * inv_r2 * inv_r2
+        lj = (a12[:, None] * inv_r6 - a6[:, None]) * inv_r6
+        if self.switch:
+            r = r2.sqrt()
+            t = ((r - self.r_switch) / (self.r_cut - self.r_switch)).clamp(min=0.0)
+            lj = lj * (1.0 + t * t * t * (-10.0 + t * (15.0 - t * 6.0)))
+        rf = coulomb[:, None] * (inv_r2.sqrt() + self.k_rf * r2 - self.c_rf)
+        pair = torch.where(inside, lj + rf, torch.zeros_like(r2)).sum(0)
+        de = _displacement(xt, ei, ej)
+        return pair + self._plain(1.0 / (de * de).sum(0), e_coulomb, e_a12, e_a6).sum(0)
 
 
-_COMPILERS: dict[type, type[TorchTerm]] = {
-    openmm.HarmonicBondForce: HarmonicBondTerm,
-    openmm.HarmonicAngleForce: HarmonicAngleTerm,
-    openmm.PeriodicTorsionForce: PeriodicTorsionTerm,
-    openmm.NonbondedForce: NonbondedNoCutoffTerm,
-}
-
-SUPPORTED_FORCES: tuple[str, ...] = tuple(cls.__name__ for cls in _COMPILERS)
-"""Names of the OpenMM force classes the torch path can compile."""
+def supported_forces() -> tuple[str, ...]:
+    """Names of the OpenMM force classes the torch path can compile (those in `TORCH_FORCES`)."""
+    return tuple(TORCH_FORCES.names())
 
 
 def compile_force(force: openmm.Force) -> TorchTerm:
-    """Compile an OpenMM force into a `TorchTerm`.
+    """Compile an OpenMM force into a `TorchTerm` with the compiler `TORCH_FORCES` names.
 
     Raises:
         UnsupportedForce: the force's class or settings cannot be reproduced exactly (the
             message says why); evaluate it with OpenMM instead.
     """
-    compiler = _COMPILERS.get(type(force))
-    if compiler is None:
+    name = type(force).__name__
+    if name not in TORCH_FORCES:
         raise UnsupportedForce(
-            f"{type(force).__name__} has no torch implementation "
-            f"(compiled: {', '.join(SUPPORTED_FORCES)})"
+            f"{name} has no torch implementation (compiled: {', '.join(supported_forces())})"
         )
-    return compiler(force)
+    return TORCH_FORCES[name](force)

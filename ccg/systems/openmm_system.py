@@ -1,9 +1,11 @@
 """`OpenMMSystem`: batched, differentiable U(x) of any OpenMM System.
 
-Standard force terms (harmonic bonds and angles, periodic torsions, NoCutoff nonbonded) are
-compiled into torch and evaluated for the whole batch at once, on x's device and dtype; every
-other force is evaluated by OpenMM configuration by configuration (slower, float64 on the CPU)
-and joined through autograd, so forces and gradients work either way.
+Standard force terms (harmonic bonds and angles, periodic torsions, nonbonded without or with
+a non-periodic cutoff, generalized Born implicit solvent: GBSAOBCForce and the CustomGBForce of
+OpenMM's implicit/obc2.xml and implicit/gbn2.xml) are compiled into torch and evaluated for the
+whole batch at once, on x's device and dtype; every other force is evaluated by OpenMM
+configuration by configuration (slower, float64 on the CPU) and joined through autograd, so
+forces and gradients work either way.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import openmm
 import torch
 from openmm import app, unit
 
+from ccg.systems import _gb_terms  # noqa: F401  (registers the GB compilers in TORCH_FORCES)
 from ccg.systems._openmm_bridge import (
     OpenMMEvaluator,
     check_platform,
