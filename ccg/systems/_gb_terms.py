@@ -58,6 +58,7 @@ from ccg.systems._torch_terms import (
     UnsupportedForce,
     _displacement,
     _md,
+    energy_with_gradient,
 )
 
 _PROBE_RADIUS_NM = 0.14
@@ -76,29 +77,61 @@ def _hct_integral(
     inv_r: torch.Tensor,
     or_i: torch.Tensor,
     sr_j: torch.Tensor,
-    sr_j2: torch.Tensor,
+    sr2_j: torch.Tensor,
     *,
     engulf: bool,
-) -> torch.Tensor:
-    """The descreening integral H_ij [P, B] of atom j on atom i (module docstring).
+    need_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The descreening integral H_ij [P, B] of atom j on atom i and dH_ij/dr (module docstring).
 
-    r, inv_r: distances and their inverses [P, B]; or_i, sr_j, sr_j2: [P, 1] offset radius of
+    r, inv_r: distances and their inverses [P, B]; or_i, sr_j, sr2_j: [P, 1] offset radius of
     i, scaled offset radius of j and its square. `engulf` adds GBSAOBCForce's correction for
-    atom i inside atom j's sphere.
+    atom i inside atom j's sphere. dH/dr is None unless `need_grad`.
+
+    The derivative: U = r + sr_j and L = r - sr_j depend on r, but dH/dU and dH/dL vanish
+    there, so only the explicit r-dependence counts. Where atom i lies inside atom j's scaled
+    sphere (L = sr_j - r > or_i) dH/dL = 2 (r - sr_j) / L^3 does not vanish and adds 2 / L^2;
+    GBSAOBCForce's correction 2 (1/or_i - 1/L) cancels exactly that, so with `engulf` the
+    explicit derivative is the whole derivative.
     """
     upper = r + sr_j
     lower = torch.maximum((r - sr_j).abs(), or_i)
-    inv_u = 1.0 / upper
-    inv_l = 1.0 / lower
-    term = (
-        inv_l
-        - inv_u
-        + 0.25 * (r - sr_j2 * inv_r) * (inv_u * inv_u - inv_l * inv_l)
-        + 0.5 * torch.log(lower * inv_u) * inv_r
-    )
+    inv_ul = 1.0 / (upper * lower)  # one division for both inverses
+    inv_u = lower * inv_ul
+    inv_l = upper * inv_ul
+    diff2 = inv_u * inv_u - inv_l * inv_l
+    log_term = torch.log(lower * inv_u) * inv_r
+    h = inv_l - inv_u + 0.25 * (r - sr2_j * inv_r) * diff2 + 0.5 * log_term
+    dh = None
+    if need_grad:
+        dh = 0.25 * (1.0 + sr2_j * inv_r * inv_r) * diff2 - 0.5 * log_term * inv_r
+    inside_j = or_i < sr_j - r  # then L = sr_j - r
     if engulf:
-        term = term + torch.where(or_i < sr_j - r, 2.0 * (1.0 / or_i - inv_l), 0.0)
-    return torch.where(or_i < upper, term, 0.0)
+        h = h + torch.where(inside_j, 2.0 * (1.0 / or_i - inv_l), 0.0)
+    elif dh is not None:
+        dh = dh + torch.where(inside_j, 2.0 * inv_l * inv_l, 0.0)
+    # Where or_i >= U the integral is 0 (at equality L = U and every part of h is exactly 0).
+    overlaps = or_i < upper
+    h = torch.where(overlaps, h, 0.0)
+    if dh is not None:
+        dh = torch.where(overlaps, dh, 0.0)
+    return h, dh
+
+
+def _neck_integral(
+    r: torch.Tensor, cut: torch.Tensor, m0: torch.Tensor, d0: torch.Tensor, need_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """GBn2's neck term N = m0 / (1 + 100 x^2 + 3e5 x^6), x = r - d0, where r <= cut; dN/dr."""
+    dr = r - d0
+    dr2 = dr * dr
+    dr4 = dr2 * dr2
+    inv_den = 1.0 / (1.0 + 100.0 * dr2 + 300000.0 * dr4 * dr2)
+    near = r <= cut
+    value = torch.where(near, m0 * inv_den, 0.0)
+    if not need_grad:
+        return value, None
+    slope = -value * inv_den * (200.0 * dr + 1800000.0 * dr4 * dr)
+    return value, torch.where(near, slope, 0.0)
 
 
 def _pair_sum(
@@ -109,45 +142,166 @@ def _pair_sum(
     return out.index_add(0, i, t_ij).index_add(0, j, t_ji)
 
 
-def _born_radii(
-    psi: torch.Tensor,
-    inv_or: torch.Tensor,
-    inv_rho: torch.Tensor,
-    alpha: torch.Tensor | float,
-    beta: torch.Tensor | float,
-    gamma: torch.Tensor | float,
-) -> torch.Tensor:
-    """B = 1 / (1/or - tanh(alpha psi - beta psi^2 + gamma psi^3) / rho): [N, B]."""
-    return 1.0 / (inv_or - torch.tanh(psi * (alpha - psi * (beta - gamma * psi))) * inv_rho)
-
-
 def _pair_matrix(n: int) -> tuple[np.ndarray, np.ndarray]:
     """All unordered pairs i < j of n atoms."""
     i, j = np.triu_indices(n, k=1)
     return i.astype(np.int64), j.astype(np.int64)
 
 
+class _GBTerm(TorchTerm):
+    """The generalized Born computation shared by the GBSAOBCForce and CustomGBForce terms.
+
+    Subclasses fill the arrays of `_param_names` and the flags below; `forward` returns the
+    energy [B] with its gradient computed alongside by hand (first derivatives only), which is
+    about twice as fast as autograd through the Born radii.
+
+    Per atom [N, 1]: half_or = or/2, inv_or, inv_rho, alpha, beta, gamma, q2 and q2_salt
+    (self energy q2/B + q2_salt exp(-kappa B)/B), ace_coef and ace_rho (surface term
+    ace_coef (ace_rho/B)^6). Per pair [P, 1]: or_i, sr_i, sr2_i, or_j, sr_j, sr2_j, qq and
+    qq_salt (pair energy qq/f + qq_salt exp(-kappa f)/f), and for GBn2 neck_cut, m0_ij, d0_ij,
+    m0_ji, d0_ji.
+    """
+
+    _index_names = ("i", "j")
+    _param_names = (
+        "or_i", "sr_i", "sr2_i", "or_j", "sr_j", "sr2_j", "qq", "qq_salt",  # per pair
+        "neck_cut", "m0_ij", "d0_ij", "m0_ji", "d0_ji",  # per pair (GBn2; else empty)
+        "half_or", "inv_or", "inv_rho", "alpha", "beta", "gamma",  # per atom
+        "q2", "q2_salt", "ace_coef", "ace_rho",  # per atom
+    )
+
+    n_atoms: int = 0
+    engulf: bool = False
+    """GBSAOBCForce's correction for an atom inside another's scaled sphere."""
+    r_cut: float | None = None
+    """GBSAOBCForce CutoffNonPeriodic: pairs beyond it are left out, pairs within are shifted."""
+    neck_scale: float = 0.0
+    """GBn2's neckScale (0: no neck term)."""
+    self_kappa: float = 0.0
+    pair_kappa: float = 0.0
+    self_salt: bool = False
+    pair_salt: bool = False
+    ace: bool = True
+    ace_positive_only: bool = False
+    """GBSAOBCForce adds the surface term only where B > 0 (always, in practice)."""
+
+    @property
+    def n_interactions(self) -> int:
+        """Number of atom pairs (each enters the Born radii twice and the pair energy once)."""
+        return int(self.i.shape[0])
+
+    def forward(self, xt: torch.Tensor) -> torch.Tensor:
+        return energy_with_gradient(xt, self, self._cast(xt))
+
+    def _evaluate(
+        self, xt: torch.Tensor, tensors: tuple[torch.Tensor, ...], need_grad: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Energy [B] and, if `need_grad`, its gradient [3, n_atoms, B] with respect to xt."""
+        (i, j, or_i, sr_i, sr2_i, or_j, sr_j, sr2_j, qq, qq_salt, neck_cut, m0_ij, d0_ij, m0_ji,
+         d0_ji, half_or, inv_or, inv_rho, alpha, beta, gamma, q2, q2_salt, ace_coef, ace_rho,
+         ) = tensors
+        d = _displacement(xt, i, j)
+        r2 = (d * d).sum(0)
+        inside = None
+        if self.r_cut is not None:
+            inside = r2 <= self.r_cut * self.r_cut
+            r2 = torch.where(inside, r2, self.r_cut * self.r_cut)  # finite values outside
+        inv_r = torch.rsqrt(r2)
+        r = r2 * inv_r
+
+        # Born radii.
+        t_ij, dt_ij = _hct_integral(
+            r, inv_r, or_i, sr_j, sr2_j, engulf=self.engulf, need_grad=need_grad
+        )
+        t_ji, dt_ji = _hct_integral(
+            r, inv_r, or_j, sr_i, sr2_i, engulf=self.engulf, need_grad=need_grad
+        )
+        if self.neck_scale:
+            # psi = or (sum H / 2 + s sum N) = or / 2 sum (H + 2 s N).
+            scale = 2.0 * self.neck_scale
+            n_ij, dn_ij = _neck_integral(r, neck_cut, m0_ij, d0_ij, need_grad)
+            n_ji, dn_ji = _neck_integral(r, neck_cut, m0_ji, d0_ji, need_grad)
+            t_ij = t_ij + scale * n_ij
+            t_ji = t_ji + scale * n_ji
+            if need_grad:
+                dt_ij = dt_ij + scale * dn_ij
+                dt_ji = dt_ji + scale * dn_ji
+        if inside is not None:
+            t_ij = torch.where(inside, t_ij, 0.0)
+            t_ji = torch.where(inside, t_ji, 0.0)
+        psi = half_or * _pair_sum(self.n_atoms, i, j, t_ij, t_ji)
+        tanh = torch.tanh(psi * (alpha - psi * (beta - gamma * psi)))
+        born = 1.0 / (inv_or - tanh * inv_rho)
+        inv_born = 1.0 / born
+
+        # Self and surface terms per atom, and their derivatives in B.
+        atom = q2 * inv_born
+        d_atom = -atom * inv_born
+        if self.self_salt:
+            screened = q2_salt * torch.exp(-self.self_kappa * born) * inv_born
+            atom = atom + screened
+            d_atom = d_atom - screened * (self.self_kappa + inv_born)
+        if self.ace:
+            ratio = ace_rho * inv_born
+            ratio3 = ratio * ratio * ratio
+            surface = ace_coef * ratio3 * ratio3
+            if self.ace_positive_only:
+                surface = torch.where(born > 0.0, surface, 0.0)
+            atom = atom + surface
+            d_atom = d_atom - 6.0 * surface * inv_born
+
+        # Pair terms: g(f), f = sqrt(r^2 + Bi Bj exp(-r^2 / (4 Bi Bj))).
+        b_i = born.index_select(0, i)
+        b_j = born.index_select(0, j)
+        bb = b_i * b_j
+        big_d = 0.25 * r2 * (inv_born.index_select(0, i) * inv_born.index_select(0, j))
+        expo = torch.exp(-big_d)
+        inv_f = torch.rsqrt(r2 + bb * expo)
+        pair = qq * inv_f
+        d_pair = -pair * inv_f  # dg/df
+        if self.pair_salt:
+            screened = qq_salt * torch.exp(-self.pair_kappa / inv_f) * inv_f
+            pair = pair + screened
+            d_pair = d_pair - screened * (self.pair_kappa + inv_f)
+        if inside is not None:
+            pair = torch.where(inside, pair - qq / self.r_cut, 0.0)
+            d_pair = torch.where(inside, d_pair, 0.0)
+        energy = atom.sum(0) + pair.sum(0)
+        if not need_grad:
+            return energy, None
+
+        # Chain rule: dE/dB per atom, then through psi to the pair distances.
+        d_born = d_pair * expo * (1.0 + big_d) * 0.5 * inv_f  # dg/dBi = d_born * Bj
+        d_energy_d_born = d_atom.index_add(0, i, d_born * b_j).index_add(0, j, d_born * b_i)
+        d_born_d_psi = (
+            born * born * (1.0 - tanh * tanh) * (alpha - psi * (2.0 * beta - 3.0 * gamma * psi))
+        ) * inv_rho
+        q = d_energy_d_born * d_born_d_psi * half_or  # dE/d(sum over pairs of t)
+        dr_scaled = d_pair * (1.0 - 0.25 * expo) * inv_f  # (dg/dr) / r
+        born_part = q.index_select(0, i) * dt_ij + q.index_select(0, j) * dt_ji
+        dr_scaled = dr_scaled + born_part * inv_r
+        if inside is not None:
+            dr_scaled = torch.where(inside, dr_scaled, 0.0)
+        per_pair = d * dr_scaled
+        grad = torch.zeros_like(xt).index_add(1, i, per_pair).index_add(1, j, -per_pair)
+        return energy, grad
+
+
 # --- GBSAOBCForce ---------------------------------------------------------------------------
 
 
 @TORCH_FORCES.register("GBSAOBCForce")
-class GBSAOBCTerm(TorchTerm):
+class GBSAOBCTerm(_GBTerm):
     """OpenMM's GBSAOBCForce: OBC type II Born radii (alpha, beta, gamma = 1, 0.8, 4.85;
-    dielectric offset 0.009 nm), the generalized Born energy with the force's solute and
-    solvent dielectrics and k_e = ONE_4PI_EPS0, and the ACE surface term
-    4 pi `getSurfaceAreaEnergy()` (rho + 0.14)^2 (rho/B)^6 (only where B > 0, as OpenMM).
+    dielectric offset 0.009 nm) with Tinker's correction for an atom inside another's scaled
+    sphere, the generalized Born energy with the force's solute and solvent dielectrics and
+    k_e = ONE_4PI_EPS0, and the ACE surface term 4 pi `getSurfaceAreaEnergy()`
+    (rho + 0.14)^2 (rho/B)^6 (only where B > 0, as OpenMM).
 
     NoCutoff, or CutoffNonPeriodic as the Reference platform computes it: pairs with
     r > r_c are left out of the Born sums and of the pair energy, and each pair within the
     cutoff adds -pre q_i q_j / r_c. CutoffPeriodic raises `UnsupportedForce`.
     """
-
-    _index_names = ("i", "j")
-    _param_names = (
-        "or_i", "sr_i", "sr2_i", "or_j", "sr_j", "sr2_j",  # per pair
-        "inv_or", "inv_rho", "self_coef", "ace_coef", "rho",  # per atom
-        "pair_coef",  # per pair
-    )
 
     def __init__(self, force: openmm.GBSAOBCForce) -> None:
         super().__init__()
@@ -156,8 +310,8 @@ class GBSAOBCTerm(TorchTerm):
             raise UnsupportedForce("it uses periodic boundary conditions (CutoffPeriodic)")
         if method not in (openmm.GBSAOBCForce.NoCutoff, openmm.GBSAOBCForce.CutoffNonPeriodic):
             raise UnsupportedForce(f"its nonbonded method {method} is not NoCutoff")
-        self.cutoff = method == openmm.GBSAOBCForce.CutoffNonPeriodic
-        self.r_cut = _md(force.getCutoffDistance())
+        if method == openmm.GBSAOBCForce.CutoffNonPeriodic:
+            self.r_cut = _md(force.getCutoffDistance())
         n = force.getNumParticles()
         rows = np.array(
             [[_md(v) for v in force.getParticleParameters(p)] for p in range(n)], dtype=np.float64
@@ -177,7 +331,10 @@ class GBSAOBCTerm(TorchTerm):
         surface = 4.0 * np.pi * _md(force.getSurfaceAreaEnergy())
         i, j = _pair_matrix(n)
         self.n_atoms = n
-        self.alpha, self.beta, self.gamma = _OBC2
+        self.engulf = True
+        self.ace_positive_only = True
+        empty = np.zeros((0, 1))
+        column = np.ones((n, 1))
         self._register(
             i=i,
             j=j,
@@ -187,47 +344,24 @@ class GBSAOBCTerm(TorchTerm):
             or_j=offset_radius[j, None],
             sr_j=scaled[j, None],
             sr2_j=(scaled * scaled)[j, None],
+            qq=pre * (charge[i] * charge[j])[:, None],
+            qq_salt=empty,
+            neck_cut=empty,
+            m0_ij=empty,
+            d0_ij=empty,
+            m0_ji=empty,
+            d0_ji=empty,
+            half_or=0.5 * offset_radius[:, None],
             inv_or=1.0 / offset_radius[:, None],
             inv_rho=1.0 / rho[:, None],
-            self_coef=0.5 * pre * charge[:, None] ** 2,
+            alpha=_OBC2[0] * column,
+            beta=_OBC2[1] * column,
+            gamma=_OBC2[2] * column,
+            q2=0.5 * pre * charge[:, None] ** 2,
+            q2_salt=empty,
             ace_coef=surface * (rho[:, None] + _PROBE_RADIUS_NM) ** 2,
-            rho=rho[:, None],
-            pair_coef=pre * (charge[i] * charge[j])[:, None],
+            ace_rho=rho[:, None],
         )
-
-    @property
-    def n_interactions(self) -> int:
-        """Number of atom pairs (each enters the Born radii twice and the pair energy once)."""
-        return int(self.i.shape[0])
-
-    def forward(self, xt: torch.Tensor) -> torch.Tensor:
-        (i, j, or_i, sr_i, sr2_i, or_j, sr_j, sr2_j, inv_or, inv_rho, self_coef, ace_coef, rho,
-         pair_coef) = self._cast(xt)
-        d = _displacement(xt, i, j)
-        r2 = (d * d).sum(0)
-        if self.cutoff:
-            inside = r2 <= self.r_cut * self.r_cut
-            r2 = torch.where(inside, r2, self.r_cut * self.r_cut)  # finite gradients outside
-        r = r2.sqrt()
-        inv_r = 1.0 / r
-        t_ij = _hct_integral(r, inv_r, or_i, sr_j, sr2_j, engulf=True)
-        t_ji = _hct_integral(r, inv_r, or_j, sr_i, sr2_i, engulf=True)
-        if self.cutoff:
-            t_ij = torch.where(inside, t_ij, 0.0)
-            t_ji = torch.where(inside, t_ji, 0.0)
-        psi = 0.5 / inv_or * _pair_sum(self.n_atoms, i, j, t_ij, t_ji)
-        born = _born_radii(psi, inv_or, inv_rho, self.alpha, self.beta, self.gamma)
-        inv_born = 1.0 / born
-        ratio = rho * inv_born
-        ratio3 = ratio * ratio * ratio
-        ace = torch.where(born > 0.0, ace_coef * ratio3 * ratio3, 0.0)
-        energy = (self_coef * inv_born + ace).sum(0)
-        bb = born.index_select(0, i) * born.index_select(0, j)
-        f = torch.sqrt(r2 + bb * torch.exp(-0.25 * r2 / bb))
-        pair = pair_coef / f
-        if self.cutoff:
-            pair = torch.where(inside, pair - pair_coef / self.r_cut, 0.0)
-        return energy + pair.sum(0)
 
 
 # --- CustomGBForce: recognition ---------------------------------------------------------------
@@ -423,7 +557,7 @@ def _energy_constants(consts: dict[str, object], label: str) -> tuple[float, flo
 
 
 @TORCH_FORCES.register("CustomGBForce")
-class CustomGBTerm(TorchTerm):
+class CustomGBTerm(_GBTerm):
     """The CustomGBForce of OpenMM's implicit/obc2.xml (OBC2) or implicit/gbn2.xml (GBn2).
 
     Recognized exactly (see the module docstring): with or without the ACE surface term
@@ -433,14 +567,6 @@ class CustomGBTerm(TorchTerm):
     per-atom parameters read from the force, and for GBn2 the neck tables m0 and d0 read from
     its `getm0` and `getd0` Discrete2DFunctions.
     """
-
-    _index_names = ("i", "j")
-    _param_names = (
-        "or_i", "sr_i", "sr2_i", "or_j", "sr_j", "sr2_j",  # per pair
-        "inv_or", "inv_rho", "alpha", "beta", "gamma", "q2", "ace_coef", "ace_rho",  # per atom
-        "q2_salt", "qq", "qq_salt",  # per atom, per pair, per pair
-        "neck_cut", "m0_ij", "d0_ij", "m0_ji", "d0_ji",  # per pair (GBn2 only)
-    )
 
     def __init__(self, force: openmm.CustomGBForce) -> None:
         super().__init__()
@@ -460,15 +586,14 @@ class CustomGBTerm(TorchTerm):
             gamma = np.full(n, _OBC2[2])
         i, j = _pair_matrix(n)
         self.n_atoms = n
-        self.gbn2 = bool(model.tables)
-        inv_in, inv_out, kappa, salt = _energy_constants(consts, "self")
-        self.self_inv_out, self.self_kappa, self.self_salt = inv_out, kappa, salt
-        self_pre = -0.5 * _K_E_CUSTOM * (inv_in if salt else inv_in - inv_out)
-        inv_in, inv_out, kappa, salt = _energy_constants(consts, "pair")
-        self.pair_inv_out, self.pair_kappa, self.pair_salt = inv_out, kappa, salt
-        pair_pre = -_K_E_CUSTOM * (inv_in if salt else inv_in - inv_out)
+        # With salt, exp(-kappa B) or exp(-kappa f) multiplies the 1/eps_solvent part only.
+        inv_in, self_inv_out, self.self_kappa, self.self_salt = _energy_constants(consts, "self")
+        self_pre = -0.5 * _K_E_CUSTOM * (inv_in if self.self_salt else inv_in - self_inv_out)
+        inv_in, pair_inv_out, self.pair_kappa, self.pair_salt = _energy_constants(consts, "pair")
+        pair_pre = -_K_E_CUSTOM * (inv_in if self.pair_salt else inv_in - pair_inv_out)
         self.ace = bool(consts["ace"])
         ace_rho = offset_radius + (float(consts["ace_offset"]) if self.ace else 0.0)
+        qq = (charge[i] * charge[j])[:, None]
         arrays: dict[str, np.ndarray] = dict(
             i=i,
             j=j,
@@ -478,23 +603,21 @@ class CustomGBTerm(TorchTerm):
             or_j=offset_radius[j, None],
             sr_j=scaled[j, None],
             sr2_j=(scaled * scaled)[j, None],
+            qq=pair_pre * qq,
+            qq_salt=_K_E_CUSTOM * pair_inv_out * qq,
+            half_or=0.5 * offset_radius[:, None],
             inv_or=1.0 / offset_radius[:, None],
             inv_rho=1.0 / rho[:, None],
             alpha=alpha[:, None],
             beta=beta[:, None],
             gamma=gamma[:, None],
             q2=self_pre * charge[:, None] ** 2,
+            q2_salt=0.5 * _K_E_CUSTOM * self_inv_out * charge[:, None] ** 2,
             ace_coef=(_ACE_CUSTOM * (ace_rho + _PROBE_RADIUS_NM) ** 2)[:, None],
             ace_rho=ace_rho[:, None],
-            qq=pair_pre * (charge[i] * charge[j])[:, None],
         )
-        # With salt, exp(-kappa B) or exp(-kappa f) multiplies the 1/eps_solvent part only.
-        arrays["q2_salt"] = 0.5 * _K_E_CUSTOM * self.self_inv_out * charge[:, None] ** 2
-        arrays["qq_salt"] = _K_E_CUSTOM * self.pair_inv_out * (charge[i] * charge[j])[:, None]
-        self.neck_scale = 0.0
-        if self.gbn2:
+        if model.tables:
             self.neck_scale = float(consts["I_neck_scale"])
-            neck_offset = float(consts["I_offset"])
             radindex = table[:, 6]
             index = np.rint(radindex).astype(np.int64)
             mx, my, m0 = _discrete_table(force, "getm0")
@@ -503,7 +626,7 @@ class CustomGBTerm(TorchTerm):
                 n and index.max() >= min(mx, my, dx, dy)
             ):
                 raise UnsupportedForce("its radindex values are not valid table indices")
-            radius = offset_radius + neck_offset
+            radius = offset_radius + float(consts["I_offset"])
             ri, rj = index[i], index[j]
             # Discrete2DFunction: f(x, y) = values[x + xsize * y]; getm0(radindex1, radindex2).
             arrays.update(
@@ -517,49 +640,6 @@ class CustomGBTerm(TorchTerm):
             empty = np.zeros((0, 1))
             arrays.update(neck_cut=empty, m0_ij=empty, d0_ij=empty, m0_ji=empty, d0_ji=empty)
         self._register(**arrays)
-
-    @property
-    def n_interactions(self) -> int:
-        """Number of atom pairs (each enters the Born radii twice and the pair energy once)."""
-        return int(self.i.shape[0])
-
-    def _neck(self, r: torch.Tensor, cut: torch.Tensor, m0: torch.Tensor, d0: torch.Tensor):
-        dr = r - d0
-        dr2 = dr * dr
-        value = m0 / (1.0 + 100.0 * dr2 + 300000.0 * dr2 * dr2 * dr2)
-        return torch.where(r <= cut, value, 0.0)
-
-    def forward(self, xt: torch.Tensor) -> torch.Tensor:
-        (i, j, or_i, sr_i, sr2_i, or_j, sr_j, sr2_j, inv_or, inv_rho, alpha, beta, gamma, q2,
-         ace_coef, ace_rho, q2_salt, qq, qq_salt, neck_cut, m0_ij, d0_ij, m0_ji, d0_ji
-         ) = self._cast(xt)
-        d = _displacement(xt, i, j)
-        r2 = (d * d).sum(0)
-        r = r2.sqrt()
-        inv_r = 1.0 / r
-        t_ij = _hct_integral(r, inv_r, or_i, sr_j, sr2_j, engulf=False)
-        t_ji = _hct_integral(r, inv_r, or_j, sr_i, sr2_i, engulf=False)
-        if self.gbn2:
-            # psi = or (sum H / 2 + s sum N) = or / 2 sum (H + 2 s N).
-            scale = 2.0 * self.neck_scale
-            t_ij = t_ij + scale * self._neck(r, neck_cut, m0_ij, d0_ij)
-            t_ji = t_ji + scale * self._neck(r, neck_cut, m0_ji, d0_ji)
-        psi = 0.5 / inv_or * _pair_sum(self.n_atoms, i, j, t_ij, t_ji)
-        born = _born_radii(psi, inv_or, inv_rho, alpha, beta, gamma)
-        inv_born = 1.0 / born
-        energy = q2 * inv_born
-        if self.self_salt:
-            energy = energy + q2_salt * torch.exp(-self.self_kappa * born) * inv_born
-        if self.ace:
-            ratio = ace_rho * inv_born
-            ratio3 = ratio * ratio * ratio
-            energy = energy + ace_coef * ratio3 * ratio3
-        bb = born.index_select(0, i) * born.index_select(0, j)
-        f = torch.sqrt(r2 + bb * torch.exp(-0.25 * r2 / bb))
-        pair = qq / f
-        if self.pair_salt:
-            pair = pair + qq_salt * torch.exp(-self.pair_kappa * f) / f
-        return energy.sum(0) + pair.sum(0)
 
 
 def gb_models() -> tuple[str, ...]:
