@@ -18,6 +18,9 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-sizes", default="256,1024,4096", help="comma-separated")
     p.add_argument("--threads", type=int, default=1, help="torch/OpenMM threads")
     p.add_argument("--compile", action="store_true", help="also time torch.compile")
+    p.add_argument("--system", default="alanine-dipeptide",
+                   help="energy: a registered molecular system (ccg.systems.SYSTEMS), e.g. "
+                        "ala5-obc2, ala3-gbn2, chignolin-gbn2")
     p.add_argument("--out", help="also write the table (markdown) to this file")
     p.set_defaults(func=run)
 
@@ -30,8 +33,13 @@ def run(args: argparse.Namespace) -> int:
                          f"'{args.batch_sizes}'.")
     torch.set_num_threads(args.threads)
     if args.what == "energy":
-        rows = ccg.benchmark_energy(ccg.alanine_dipeptide(), sizes, n_threads=args.threads,
-                                    compile=args.compile)
+        registry = ccg.SYSTEMS
+        if registry.info(args.system)["kind"] != "molecular":  # info() names the valid ones
+            molecular = [n for n in registry.names() if registry.info(n)["kind"] == "molecular"]
+            raise ValueError(f'--system "{args.system}" is not a molecular system; '
+                             f"the energy benchmark needs one of {molecular}.")
+        system = registry.resolve(args.system)()
+        rows = ccg.benchmark_energy(system, sizes, n_threads=args.threads, compile=args.compile)
         table = ccg.format_energy_table(rows)
     else:
         table = ccg.format_flow_table(ccg.benchmark_flow_backends(sizes, n_threads=args.threads))

@@ -10,7 +10,9 @@
 - "torch eager": `system.energy(x)` plus forces by autograd backward, in `dtype`;
 - "torch compiled" (with `compile=True`): the same through `torch.compile` of the torch terms;
   the first call's compile time is reported separately (`compile_s`), not in the rate (with
-  inductor's on-disk cache warm from an earlier run it is much shorter than a cold compile).
+  inductor's on-disk cache warm from an earlier run it is much shorter than a cold compile);
+- the torch rows again on a CUDA device when one is present (`devices`), timed with
+  `torch.cuda.synchronize()` around each call.
 
 Configurations are the reference positions plus Gaussian noise (0.005 nm).
 """
@@ -44,13 +46,16 @@ def _configurations(system: OpenMMSystem, batch: int, seed: int) -> np.ndarray:
     return reference[None] + rng.normal(0.0, NOISE_NM, size=(batch, *reference.shape))
 
 
-def _best_time(step: Callable[[], Any], repeats: int) -> float:
+def _best_time(step: Callable[[], Any], repeats: int, cuda: bool = False) -> float:
     """Best wall time (s) of `repeats` calls after one warm-up call."""
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     step()
+    sync()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         step()
+        sync()
         best = min(best, time.perf_counter() - start)
     return best
 
@@ -87,6 +92,7 @@ def benchmark_energy(
     repeats: int = 10,
     seed: int = 0,
     openmm_max_configs: int = 1024,
+    devices: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Time energy + forces per method and batch size.
 
@@ -100,6 +106,7 @@ def benchmark_energy(
         repeats: timed repetitions per measurement (the best is kept).
         seed: seed of the perturbed configurations.
         openmm_max_configs: at most this many configurations per OpenMM loop timing.
+        devices: torch devices of the torch rows; None: "cpu", and "cuda" when available.
 
     Returns:
         One row per (B, method): {"batch_size", "method", "configs_per_s", "ratio_vs_openmm",
@@ -113,6 +120,9 @@ def benchmark_energy(
         raise ValueError(f"Expected batch_sizes as positive ints; got {list(batch_sizes)}.")
     if repeats < 1 or n_threads < 1:
         raise ValueError(f"Expected repeats >= 1 and n_threads >= 1; got {repeats}, {n_threads}.")
+    if devices is None:
+        devices = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+    devices = [str(torch.device(d)) for d in devices]
     contexts = {name: make_context(system.openmm_system, name, n_threads=1)
                 for name in ("CPU", "Reference")}
     warm_up = _configurations(system, 512, seed + 1)
@@ -124,29 +134,32 @@ def benchmark_energy(
     try:
         for batch in sizes:
             positions = _configurations(system, batch, seed)
-            x = torch.as_tensor(positions, dtype=dtype)
             loops = {name: _openmm_rate(context, positions[:openmm_max_configs], repeats)
                      for name, context in contexts.items()}
             openmm_rate = max(loops.values())
-            dtype_name = str(dtype).removeprefix("torch.")
-            methods: list[tuple[str, Callable[[torch.Tensor], torch.Tensor], float | None]] = [
-                (f"torch eager {dtype_name}", system.energy, None)
-            ]
-            if compile:
-                torch.compiler.reset()
-                compiled = torch.compile(partial(system.energy, validate=False), dynamic=False)
-                start = time.perf_counter()
-                _energy_and_forces(compiled, x)
-                methods.append(
-                    (f"torch compiled {dtype_name}", compiled, time.perf_counter() - start)
-                )
             rows.append(_row(batch, "openmm loop (CPU platform, 1 thread)", loops["CPU"],
                              openmm_rate))
             rows.append(_row(batch, "openmm loop (Reference platform)", loops["Reference"],
                              openmm_rate))
-            for name, energy, compile_s in methods:
-                seconds = _best_time(lambda e=energy, x=x: _energy_and_forces(e, x), repeats)
-                rows.append(_row(batch, name, batch / seconds, openmm_rate, compile_s))
+            dtype_name = str(dtype).removeprefix("torch.")
+            for device in devices:
+                x = torch.as_tensor(positions, dtype=dtype, device=device)
+                suffix = "" if device == "cpu" else f" {device}"
+                methods: list[tuple[str, Callable[[torch.Tensor], torch.Tensor], float | None]]
+                methods = [(f"torch eager {dtype_name}{suffix}", system.energy, None)]
+                if compile:
+                    torch.compiler.reset()
+                    compiled = torch.compile(partial(system.energy, validate=False),
+                                             dynamic=False)
+                    start = time.perf_counter()
+                    _energy_and_forces(compiled, x)
+                    methods.append((f"torch compiled {dtype_name}{suffix}", compiled,
+                                    time.perf_counter() - start))
+                cuda = device.startswith("cuda")
+                for name, energy, compile_s in methods:
+                    seconds = _best_time(lambda e=energy, x=x: _energy_and_forces(e, x), repeats,
+                                         cuda)
+                    rows.append(_row(batch, name, batch / seconds, openmm_rate, compile_s))
     finally:
         torch.set_num_threads(previous_threads)
     return rows
