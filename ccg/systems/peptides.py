@@ -379,6 +379,9 @@ def _write_text(path: str | os.PathLike[str], text: str) -> None:
     try:
         with os.fdopen(handle, "w") as out:
             out.write(text)
+        umask = os.umask(0o022)  # mkstemp makes the file owner-only; give it open()'s mode
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
