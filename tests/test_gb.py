@@ -3,12 +3,12 @@
 Per term (each force in its own force group), energies and forces (autograd through the hand
 written gradient) agree with OpenMM to 1e-8 relative in float64 on 500 configurations of
 Ace-(Ala)3-Nme and Ace-(Ala)5-Nme in OBC2 (GBSAOBCForce of amber99_obc.xml and CustomGBForce of
-implicit/obc2.xml) and GBn2 (implicit/gbn2.xml), and on 200 of chignolin in GBn2 (fewer: one
-Reference evaluation of its CustomGBForce takes ~25 ms). Configurations: 400 (chignolin 150)
+implicit/obc2.xml) and GBn2 (implicit/gbn2.xml), and of chignolin in GBn2. Configurations: 400
 Gaussian perturbations of 0.015 nm of the bundled minimized structure (compressed bonds put
 atoms inside their neighbours' scaled spheres, which exercises every branch of the Born
-integral) and 100 (50) low-energy ones: the minimum, a 300 K Langevin run from it and tiny
-perturbations. float32 agrees with float64 to 1e-5 (see test_float32_matches_float64).
+integral) and 100 low-energy ones: the minimum, a 300 K Langevin run from it (60 frames) and
+tiny (1e-4 nm) perturbations of the minimum. float32 agrees with float64 to 1e-5 (see
+test_float32_matches_float64).
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ CASES = {
     "ala5-gbn2": ala5_gbn2,
     "chignolin-gbn2": chignolin_gbn2,
 }
+N_PERTURBED, N_LOW = 400, 100
 GB_CLASS = {
     "obc2": ("GBSAOBCForce", GBSAOBCTerm),
     "obc2-custom": ("CustomGBForce", CustomGBTerm),
@@ -165,8 +166,7 @@ def configurations(system: OpenMMSystem, n_perturbed: int, n_low: int, seed: int
 def case(request):
     name = request.param
     system = CASES[name]()
-    chignolin = name.startswith("chignolin")
-    xs = configurations(system, 150 if chignolin else 400, 50 if chignolin else 100, seed=11)
+    xs = configurations(system, N_PERTURBED, N_LOW, seed=11)
     return name, system, xs, per_term_reference(system, xs)
 
 
@@ -181,8 +181,8 @@ def test_every_term_runs_on_the_torch_path(case):
 
 
 def test_per_term_energies_and_forces_match_openmm_reference(case):
-    name, system, xs, reference = case
-    assert len(xs) >= (200 if name.startswith("chignolin") else 500)
+    _, system, xs, reference = case
+    assert len(xs) >= 500
     got = torch_terms(system, xs)
     assert sorted(got) == sorted(reference)
     for term, (expected_e, expected_f) in reference.items():
@@ -193,8 +193,7 @@ def test_per_term_energies_and_forces_match_openmm_reference(case):
     x = torch.tensor(xs)
     assert energy_error(system.energy(x).numpy(), total) < 1e-8
     # the low-energy configurations are low: the minimum is below every perturbed one
-    n_low = 50 if name.startswith("chignolin") else 100
-    assert total[-n_low] < total[:-n_low].min()
+    assert total[-N_LOW] < total[:-N_LOW].min()
 
 
 def test_float32_matches_float64(case):
@@ -205,8 +204,7 @@ def test_float32_matches_float64(case):
     # the largest per-term force (near the minimum float32 bond lengths alone give bond forces
     # errors of ~1e-2 kJ/mol/nm, so there 1e-4).
     name, system, xs, reference = case
-    n_low = 50 if name.startswith("chignolin") else 100
-    sample = np.concatenate([xs[:100], xs[-n_low:]]).astype(np.float32).astype(np.float64)
+    sample = np.concatenate([xs[:100], xs[-N_LOW:]]).astype(np.float32).astype(np.float64)
     got32 = torch_terms(system, sample, dtype=torch.float32)
     got64 = torch_terms(system, sample)
     gb_name = GB_CLASS[name.split("-", 1)[1]][0]

@@ -30,6 +30,7 @@ from __future__ import annotations
 import importlib.resources
 import io
 import os
+import random
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -273,6 +274,30 @@ def peptide_heavy_atoms(
     return topology, np.array(positions)
 
 
+def _add_hydrogens(
+    modeller: app.Modeller, ff: app.ForceField, files: list[str], source: str
+) -> None:
+    """`modeller.addHydrogens(ff)` (pH 7) with OpenMM's template errors as ConfigError.
+
+    Modeller starts some hydrogens at random positions (Python's `random`) and relaxes them:
+    seeded here (the global state restored after) and relaxed on the Reference platform, so
+    that a sequence always gives the same structure.
+    """
+    state = random.getstate()
+    random.seed(0)
+    try:
+        modeller.addHydrogens(ff, platform=openmm.Platform.getPlatformByName("Reference"))
+    except Exception as err:
+        what = "No template found in" if "No template found" in str(err) else "Failed with"
+        raise ConfigError(
+            f"{what} the force-field files {files} while adding hydrogens to {source}: {err} "
+            "Fix: use force-field files that define every residue (for example "
+            '"amber14-all.xml" for proteins) and standard residue names.'
+        ) from err
+    finally:
+        random.setstate(state)
+
+
 def _template_check(ff: app.ForceField, topology: app.Topology, files: list[str], source: str):
     unmatched = ff.getUnmatchedResidues(topology)
     if unmatched:
@@ -482,12 +507,7 @@ def build_peptide(
     _check_chi1(chi1, seq)
     topology, positions = peptide_heavy_atoms(seq, caps=caps, backbone=backbone, chi1=chi1)
     modeller = app.Modeller(topology, positions * unit.nanometer)
-    try:
-        modeller.addHydrogens(ff)
-    except Exception as err:
-        raise ConfigError(
-            f"OpenMM could not add hydrogens to the peptide {seq} with {files}: {err}"
-        ) from err
+    _add_hydrogens(modeller, ff, files, f"the peptide {seq}")
     capping = "ACE/NME caps" if caps else "free termini"
     remarks = [
         f"ccg build_peptide: sequence {seq}, {capping}",
@@ -560,13 +580,7 @@ def prepare_pdb(
     remarks = [f"ccg prepare_pdb: {path.name}", f"force field: {' '.join(files)}"]
     if add_hydrogens:
         modeller = app.Modeller(topology, positions)
-        try:
-            modeller.addHydrogens(ff)
-        except Exception as err:
-            raise ConfigError(
-                f"OpenMM could not add hydrogens to {path} with {files}: {err}. Fix: use "
-                "standard residue names, or a force field that defines these residues."
-            ) from err
+        _add_hydrogens(modeller, ff, files, str(path))
         topology, positions = modeller.topology, modeller.positions
         remarks.append("hydrogens added by OpenMM Modeller (pH 7)")
     return _finish(
@@ -619,13 +633,15 @@ BUNDLED_RECIPES: dict[str, dict[str, Any]] = {
         "chi1": {2: 180.0},
     },
 }
-"""`build_peptide` arguments that made each bundled structure. Ace-(Ala)n-Nme: extended
-backbone, minimized on the Reference platform. Chignolin CLN025 (YYDPETGTWY, Honda et al.
-2008), free termini as in the experimental peptide: a beta hairpin with the cross-strand
-backbone hydrogen bonds Asp3-Thr8 (both), Tyr1 O - Tyr10 H and Asp3 O - Gly7 H after
-minimization in ff14SB + GBn2 (tests/test_peptides.py checks them). No experimental structure
-could be downloaded here: it is built
-from these torsions, not taken from PDB 5AWL."""
+"""`build_peptide` arguments that made each bundled structure (minimized on the Reference
+platform: backbone restrained, then free). Ace-(Ala)n-Nme: extended backbone. Chignolin CLN025
+(YYDPETGTWY, Honda et al. 2008), free termini as in the experimental peptide: no experimental
+structure could be downloaded here, so it is built from these torsions (not taken from PDB
+5AWL) as a beta hairpin; after minimization in ff14SB + GBn2 its strands are paired by the
+Asp3 N-H ... O=C Thr8 hydrogen bond (Asp3-Thr8 C-alpha distance 0.51 nm), with the turn
+hydrogen bonds Gly7 N-H ... O=C Pro4 and Trp9 N-H ... O=C Gly7 (tests/test_peptides.py
+checks the pairing)."""
+
 
 def build_bundled(molecule: str, **kwargs: Any) -> BuiltSystem:
     """Rebuild a bundled structure from its recipe (`BUNDLED_RECIPES`); `kwargs` override
