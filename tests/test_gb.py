@@ -189,9 +189,15 @@ def test_per_term_energies_and_forces_match_openmm_reference(case):
         e, f = got[term]
         assert energy_error(e, expected_e) < 1e-8, (term, energy_error(e, expected_e))
         assert force_error(f, expected_f) < 1e-8, (term, force_error(f, expected_f))
+    # energy() (generalized Born and nonbonded fused into one pass) against the sum of terms
+    assert system._fused is not None
     total = sum(r[0] for r in reference.values())
-    x = torch.tensor(xs)
-    assert energy_error(system.energy(x).numpy(), total) < 1e-8
+    total_forces = sum(r[1] for r in reference.values())
+    x = torch.tensor(xs, requires_grad=True)
+    energy = system.energy(x)
+    (grad,) = torch.autograd.grad(energy.sum(), x)
+    assert energy_error(energy.detach().numpy(), total) < 1e-8
+    assert force_error(-grad.numpy(), total_forces) < 1e-8
     # the low-energy configurations are low: the minimum is below every perturbed one
     assert total[-N_LOW] < total[:-N_LOW].min()
 

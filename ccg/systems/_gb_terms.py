@@ -44,6 +44,7 @@ are `index_add` reductions of the two directed terms H_ij and H_ji over the pair
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 
@@ -54,11 +55,13 @@ import torch
 from ccg.systems._torch_terms import (
     ONE_4PI_EPS0,
     TORCH_FORCES,
+    NonbondedTerm,
     TorchTerm,
     UnsupportedForce,
     _displacement,
     _md,
     energy_with_gradient,
+    pair_chunk,
 )
 
 _PROBE_RADIUS_NM = 0.14
@@ -142,6 +145,10 @@ def _pair_sum(
     return out.index_add(0, i, t_ij).index_add(0, j, t_ji)
 
 
+_NOT_FUSED = {name: np.zeros((0, 1)) for name in ("nb_coulomb", "nb_a12", "nb_a6")}
+"""The nonbonded arrays of a term not fused with a nonbonded term."""
+
+
 def _pair_matrix(n: int) -> tuple[np.ndarray, np.ndarray]:
     """All unordered pairs i < j of n atoms."""
     i, j = np.triu_indices(n, k=1)
@@ -168,6 +175,7 @@ class _GBTerm(TorchTerm):
         "neck_cut", "m0_ij", "d0_ij", "m0_ji", "d0_ji",  # per pair (GBn2; else empty)
         "half_or", "inv_or", "inv_rho", "alpha", "beta", "gamma",  # per atom
         "q2", "q2_salt", "ace_coef", "ace_rho",  # per atom
+        "nb_coulomb", "nb_a12", "nb_a6",  # per pair, when fused with a nonbonded term
     )
 
     n_atoms: int = 0
@@ -184,11 +192,43 @@ class _GBTerm(TorchTerm):
     ace: bool = True
     ace_positive_only: bool = False
     """GBSAOBCForce adds the surface term only where B > 0 (always, in practice)."""
+    fused_nonbonded: bool = False
+    """Also evaluates a NoCutoff nonbonded term on the same pairs (see `fuse_nonbonded`)."""
+
+    def fuse_nonbonded(self, nonbonded: NonbondedTerm) -> _GBTerm | None:
+        """A copy of this term that also evaluates `nonbonded` (NoCutoff) in the same passes
+        over the pairs, sharing distances and the gradient scatter; None when they cannot be
+        fused (a cutoff on either, other atoms). `OpenMMSystem.energy` uses it for the total
+        energy; `energy_terms` keeps the two terms apart."""
+        if nonbonded.cutoff or self.r_cut is not None or self.fused_nonbonded:
+            return None
+        n = self.n_atoms
+        index = {(a, b): k for k, (a, b) in enumerate(zip(*_pair_matrix(n), strict=True))}
+        coulomb, a12, a6 = (np.zeros((len(index), 1)) for _ in range(3))
+        pairs = zip(
+            nonbonded.i.tolist(), nonbonded.j.tolist(), nonbonded.coulomb.tolist(),
+            nonbonded.a12.tolist(), nonbonded.a6.tolist(), strict=True,
+        )
+        for a, b, c, x12, x6 in pairs:
+            k = index.get((min(a, b), max(a, b)))
+            if k is None:  # a pair of an atom with itself, or outside this term's atoms
+                return None
+            coulomb[k] += c
+            a12[k] += x12
+            a6[k] += x6
+        fused = copy.deepcopy(self)
+        fused.fused_nonbonded = True
+        fused._cache = {}
+        fused._register(nb_coulomb=coulomb, nb_a12=a12, nb_a6=a6)
+        return fused
 
     @property
     def n_interactions(self) -> int:
         """Number of atom pairs (each enters the Born radii twice and the pair energy once)."""
         return int(self.i.shape[0])
+
+    def batch_chunk(self, batch: int) -> int:
+        return pair_chunk(self.n_interactions, batch)
 
     def forward(self, xt: torch.Tensor) -> torch.Tensor:
         return energy_with_gradient(xt, self, self._cast(xt))
@@ -199,7 +239,7 @@ class _GBTerm(TorchTerm):
         """Energy [B] and, if `need_grad`, its gradient [3, n_atoms, B] with respect to xt."""
         (i, j, or_i, sr_i, sr2_i, or_j, sr_j, sr2_j, qq, qq_salt, neck_cut, m0_ij, d0_ij, m0_ji,
          d0_ji, half_or, inv_or, inv_rho, alpha, beta, gamma, q2, q2_salt, ace_coef, ace_rho,
-         ) = tensors
+         nb_coulomb, nb_a12, nb_a6) = tensors
         d = _displacement(xt, i, j)
         r2 = (d * d).sum(0)
         inside = None
@@ -266,6 +306,16 @@ class _GBTerm(TorchTerm):
         if inside is not None:
             pair = torch.where(inside, pair - qq / self.r_cut, 0.0)
             d_pair = torch.where(inside, d_pair, 0.0)
+        nb_slope = None
+        if self.fused_nonbonded:  # Coulomb + Lennard-Jones on the same pairs (NoCutoff)
+            inv_r2 = inv_r * inv_r
+            inv_r6 = inv_r2 * inv_r2 * inv_r2
+            coul = nb_coulomb * inv_r
+            lj12 = nb_a12 * inv_r6 * inv_r6
+            lj6 = nb_a6 * inv_r6
+            pair = pair + coul + lj12 - lj6
+            if need_grad:
+                nb_slope = -(coul + 12.0 * lj12 - 6.0 * lj6) * inv_r2  # (dE/dr) / r
         energy = atom.sum(0) + pair.sum(0)
         if not need_grad:
             return energy, None
@@ -282,6 +332,8 @@ class _GBTerm(TorchTerm):
         dr_scaled = dr_scaled + born_part * inv_r
         if inside is not None:
             dr_scaled = torch.where(inside, dr_scaled, 0.0)
+        if nb_slope is not None:
+            dr_scaled = dr_scaled + nb_slope
         per_pair = d * dr_scaled
         grad = torch.zeros_like(xt).index_add(1, i, per_pair).index_add(1, j, -per_pair)
         return energy, grad
@@ -361,6 +413,7 @@ class GBSAOBCTerm(_GBTerm):
             q2_salt=empty,
             ace_coef=surface * (rho[:, None] + _PROBE_RADIUS_NM) ** 2,
             ace_rho=rho[:, None],
+            **_NOT_FUSED,
         )
 
 
@@ -615,6 +668,7 @@ class CustomGBTerm(_GBTerm):
             q2_salt=0.5 * _K_E_CUSTOM * self_inv_out * charge[:, None] ** 2,
             ace_coef=(_ACE_CUSTOM * (ace_rho + _PROBE_RADIUS_NM) ** 2)[:, None],
             ace_rho=ace_rho[:, None],
+            **_NOT_FUSED,
         )
         if model.tables:
             self.neck_scale = float(consts["I_neck_scale"])
@@ -640,6 +694,18 @@ class CustomGBTerm(_GBTerm):
             empty = np.zeros((0, 1))
             arrays.update(neck_cut=empty, m0_ij=empty, d0_ij=empty, m0_ji=empty, d0_ji=empty)
         self._register(**arrays)
+
+
+def fuse_gb_nonbonded(terms: dict[str, TorchTerm]) -> tuple[str, str, TorchTerm] | None:
+    """(GB term name, nonbonded term name, the fused term) when `terms` hold exactly one
+    generalized Born and one nonbonded term that `_GBTerm.fuse_nonbonded` can join; else None.
+    """
+    gb = [name for name, term in terms.items() if isinstance(term, _GBTerm)]
+    nonbonded = [name for name, term in terms.items() if isinstance(term, NonbondedTerm)]
+    if len(gb) != 1 or len(nonbonded) != 1:
+        return None
+    fused = terms[gb[0]].fuse_nonbonded(terms[nonbonded[0]])  # type: ignore[union-attr]
+    return None if fused is None else (gb[0], nonbonded[0], fused)
 
 
 def gb_models() -> tuple[str, ...]:

@@ -22,7 +22,7 @@ import openmm
 import torch
 from openmm import app, unit
 
-from ccg.systems import _gb_terms  # noqa: F401  (registers the GB compilers in TORCH_FORCES)
+from ccg.systems._gb_terms import fuse_gb_nonbonded  # also registers the GB compilers
 from ccg.systems._openmm_bridge import (
     OpenMMEvaluator,
     check_platform,
@@ -133,6 +133,8 @@ class OpenMMSystem(MolecularSystem):
                 self._reasons[name] = str(why)
                 self._groups[name] = len(fallback)
                 fallback.append(index)
+        # Generalized Born and nonbonded share one pass over the atom pairs in energy().
+        self._fused = fuse_gb_nonbonded(self._torch_terms)
         self._mask = sum(1 << g for g in self._groups.values())
         self._evaluator = (
             OpenMMEvaluator.for_forces(
@@ -291,7 +293,10 @@ class OpenMMSystem(MolecularSystem):
         parts = []
         if self._torch_terms:
             xt = atom_major(x)
-            parts = [term(xt) for term in self._torch_terms.values()]
+            joined = set(self._fused[:2]) if self._fused is not None else set()
+            parts = [t(xt) for name, t in self._torch_terms.items() if name not in joined]
+            if self._fused is not None:
+                parts.append(self._fused[2](xt))
         if self._evaluator is not None:
             parts.append(openmm_energy(x, self._evaluator, self._mask))
         if not parts:  # a System without energy terms: U = 0, still differentiable
@@ -338,6 +343,11 @@ class OpenMMSystem(MolecularSystem):
             else:
                 detail = f"openmm  ({self._reasons[name]})"
             lines.append(f"  {name:<{width}}  {detail}")
+        if self._fused is not None:
+            lines.append(
+                f"energy() evaluates {self._fused[0]} and {self._fused[1]} together, in one "
+                "pass over the atom pairs"
+            )
         if self._evaluator is not None:
             lines.append(f"OpenMM path: platform {self._platform}, n_workers {self._n_workers}")
         return "\n".join(lines)
