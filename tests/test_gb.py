@@ -21,6 +21,7 @@ import pytest
 import torch
 from openmm import unit
 
+from ccg.cli import main
 from ccg.systems import OpenMMSystem
 from ccg.systems._gb_terms import CustomGBTerm, GBSAOBCTerm, gb_models
 from ccg.systems._torch_terms import (
@@ -463,3 +464,14 @@ def test_compile_matches_eager():
     xe = x.clone().requires_grad_(True)
     (g2,) = torch.autograd.grad(system.energy(xe).sum(), xe)
     torch.testing.assert_close(g1, g2, rtol=1e-9, atol=1e-9)
+
+
+# --- the benchmark command on these systems ----------------------------------------------------
+
+
+def test_bench_energy_on_a_registered_system(capsys):
+    assert main(["bench", "energy", "--system", "ala3-obc2", "--batch-sizes", "8"]) == 0
+    table = capsys.readouterr().out
+    assert "| 8 | torch eager float32 |" in table and "openmm loop (Reference platform)" in table
+    assert main(["bench", "energy", "--system", "harmonic", "--batch-sizes", "8"]) == 2
+    assert "not a molecular system" in capsys.readouterr().err

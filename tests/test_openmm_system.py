@@ -372,7 +372,7 @@ def test_summary_and_properties(ala):
 
 def test_benchmark_smoke(ala):
     rows = benchmark_energy(ala, batch_sizes=(8,), repeats=1, openmm_max_configs=8)
-    assert [r["method"] for r in rows] == [
+    assert [r["method"] for r in rows][:3] == [  # then the CUDA rows where a GPU is present
         "openmm loop (CPU platform, 1 thread)", "openmm loop (Reference platform)",
         "torch eager float32"]
     # ratios are against the faster OpenMM loop of the same run
