@@ -279,13 +279,34 @@ class HarmonicAngleTerm(TorchTerm):
         )
 
     def forward(self, xt: torch.Tensor) -> torch.Tensor:
-        i, j, k, theta0, half_k = self._cast(xt)
-        u = _displacement(xt, i, j).unbind(0)
-        v = _displacement(xt, k, j).unbind(0)
-        c = _cross(u, v)
-        theta = torch.atan2(_dot(c, c).sqrt(), _dot(u, v))
-        dtheta = theta - theta0[:, None]
-        return (half_k[:, None] * dtheta * dtheta).sum(0)
+        return energy_with_gradient(xt, self, self._cast(xt))
+
+    def _evaluate(
+        self, xt: torch.Tensor, tensors: tuple[torch.Tensor, ...], need_grad: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Energy [B] and, if `need_grad`, its gradient [3, n_atoms, B] with respect to xt.
+
+        With s = |u x v|, t = u . v: dtheta/du = (t (v x c)/s - s v) / (s^2 + t^2) and
+        dtheta/dv = (t (c x u)/s - s u) / (s^2 + t^2), c = u x v.
+        """
+        i, j, k, theta0, half_k = tensors
+        u = _displacement(xt, i, j)
+        v = _displacement(xt, k, j)
+        uu, vv = u.unbind(0), v.unbind(0)
+        c = _cross(uu, vv)
+        s = _dot(c, c).sqrt()
+        t = _dot(uu, vv)
+        dtheta = torch.atan2(s, t) - theta0[:, None]
+        energy = (half_k[:, None] * dtheta * dtheta).sum(0)
+        if not need_grad:
+            return energy, None
+        scale = 2.0 * half_k[:, None] * dtheta / (s * s + t * t)  # dE/dtheta / (s^2 + t^2)
+        ts = t / s
+        vxc, cxu = _cross(vv, c), _cross(c, uu)
+        du = torch.stack([scale * (ts * vxc[m] - s * vv[m]) for m in range(3)])
+        dv = torch.stack([scale * (ts * cxu[m] - s * uu[m]) for m in range(3)])
+        grad = torch.zeros_like(xt).index_add(1, i, du).index_add(1, k, dv)
+        return energy, grad.index_add(1, j, -(du + dv))
 
 
 @TORCH_FORCES.register("PeriodicTorsionForce")
@@ -319,15 +340,43 @@ class PeriodicTorsionTerm(TorchTerm):
         )
 
     def forward(self, xt: torch.Tensor) -> torch.Tensor:
-        term_quad, a1, a2, a3, a4, n, phase, k_torsion = self._cast(xt)
+        return energy_with_gradient(xt, self, self._cast(xt))
+
+    def _evaluate(
+        self, xt: torch.Tensor, tensors: tuple[torch.Tensor, ...], need_grad: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Energy [B] and, if `need_grad`, its gradient [3, n_atoms, B] with respect to xt.
+
+        dphi/dx1 = -|b2| n1 / |n1|^2, dphi/dx4 = |b2| n2 / |n2|^2, and the middle atoms
+        (Blondel and Karplus 1996) dphi/dx2 = q dphi/dx4 - (p + 1) dphi/dx1,
+        dphi/dx3 = p dphi/dx1 - (q + 1) dphi/dx4 with p = b1.b2/|b2|^2, q = b3.b2/|b2|^2.
+        """
+        term_quad, a1, a2, a3, a4, n, phase, k_torsion = tensors
         b1 = _displacement(xt, a2, a1).unbind(0)
         b2 = _displacement(xt, a3, a2).unbind(0)
         b3 = _displacement(xt, a4, a3).unbind(0)
         n1 = _cross(b1, b2)
         n2 = _cross(b2, b3)
-        y = _dot(b2, b2).sqrt() * _dot(b1, n2)
-        phi = torch.atan2(y, _dot(n1, n2)).index_select(0, term_quad)
-        return (k_torsion[:, None] * (1.0 + torch.cos(n[:, None] * phi - phase[:, None]))).sum(0)
+        b2_sq = _dot(b2, b2)
+        b2_len = b2_sq.sqrt()
+        y = b2_len * _dot(b1, n2)
+        phi = torch.atan2(y, _dot(n1, n2))
+        angle = n[:, None] * phi.index_select(0, term_quad) - phase[:, None]
+        energy = (k_torsion[:, None] * (1.0 + torch.cos(angle))).sum(0)
+        if not need_grad:
+            return energy, None
+        d_term = -k_torsion[:, None] * n[:, None] * torch.sin(angle)  # dE/dphi per term
+        d_phi = torch.zeros_like(phi).index_add(0, term_quad, d_term)  # per quadruple
+        c1 = -d_phi * b2_len / _dot(n1, n1)
+        c4 = d_phi * b2_len / _dot(n2, n2)
+        p = _dot(b1, b2) / b2_sq
+        q = _dot(b3, b2) / b2_sq
+        f1 = torch.stack([c1 * n1[m] for m in range(3)])
+        f4 = torch.stack([c4 * n2[m] for m in range(3)])
+        f2 = q * f4 - (p + 1.0) * f1
+        f3 = p * f1 - (q + 1.0) * f4
+        grad = torch.zeros_like(xt).index_add(1, a1, f1).index_add(1, a2, f2)
+        return energy, grad.index_add(1, a3, f3).index_add(1, a4, f4)
 
 
 _NONBONDED_METHODS = {
