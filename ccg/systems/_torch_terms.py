@@ -9,6 +9,13 @@ Terms read configurations in a *component-major* layout `xt = atom_major(x)` of 
 [3, n_atoms, B] (nm): the displacements of k atom pairs are one `index_select` per side, giving
 [3, k, B] whose x, y, z components are contiguous [k, B] blocks with the batch as the fast axis,
 so every element-wise operation is vectorized and no reduction runs over a length-3 axis.
+`atom_major` is an opaque custom op so that `torch.compile` materializes this layout once.
+
+Angles, torsions, nonbonded and generalized Born terms compute their gradient by hand in the
+same pass as the energy (`energy_with_gradient`): cheaper than autograd through the chain of
+element-wise operations, and exact (tests compare forces with OpenMM's to 1e-8). A higher
+derivative (`create_graph=True`, e.g. a Hessian) is computed by autograd through the same
+energy code.
 
 Supported (compiled exactly, float64 agrees with OpenMM's Reference platform to rounding):
 
