@@ -177,12 +177,18 @@ _CHUNK_ELEMENTS = 2**18
 """Target size (elements) of one [pairs, chunk] array of a chunked pair term."""
 
 
+_MAX_CHUNKS = 8
+"""At most this many chunks per batch: torch.compile unrolls the loop over chunks, and its
+compile time grows with their number."""
+
+
 def pair_chunk(n_pairs: int, batch: int) -> int:
-    """A power-of-two batch chunk (16 to 1024) with n_pairs * chunk near _CHUNK_ELEMENTS."""
+    """A power-of-two batch chunk (16 to 1024) with n_pairs * chunk near _CHUNK_ELEMENTS, and
+    at least batch / _MAX_CHUNKS."""
     size = 16
     while size < 1024 and 2 * size * max(n_pairs, 1) <= _CHUNK_ELEMENTS:
         size *= 2
-    return min(size, batch)
+    return min(max(size, -(-batch // _MAX_CHUNKS)), batch)
 
 
 class _EnergyWithGradient(torch.autograd.Function):
