@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
     p.add_argument("--devices", default="cpu", help="train: comma-separated devices "
                    "(cpu, cuda, cuda:N)")
     p.add_argument("--repeats", type=int, default=5, help="train: timed steps per setting")
+    p.add_argument("--system", default="alanine-dipeptide",
+                   help="energy: a registered molecular system (ccg.systems.SYSTEMS), e.g. "
+                        "ala5-obc2, ala3-gbn2, chignolin-gbn2")
     p.add_argument("--out", help="also write the table (markdown) to this file")
     add_overwrite(p)
     p.set_defaults(func=run)
@@ -46,8 +49,13 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.out, "--out", overwrite=args.overwrite)
     torch.set_num_threads(args.threads)
     if args.what == "energy":
-        rows = ccg.benchmark_energy(ccg.alanine_dipeptide(), sizes, n_threads=args.threads,
-                                    compile=args.compile)
+        registry = ccg.SYSTEMS
+        if registry.info(args.system)["kind"] != "molecular":  # info() names the valid ones
+            molecular = [n for n in registry.names() if registry.info(n)["kind"] == "molecular"]
+            raise ValueError(f'--system "{args.system}" is not a molecular system; '
+                             f"the energy benchmark needs one of {molecular}.")
+        system = registry.resolve(args.system)()
+        rows = ccg.benchmark_energy(system, sizes, n_threads=args.threads, compile=args.compile)
         table = ccg.format_energy_table(rows)
     elif args.what == "flow":
         table = ccg.format_flow_table(ccg.benchmark_flow_backends(sizes, n_threads=args.threads))

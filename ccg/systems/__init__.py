@@ -11,12 +11,21 @@ from ccg.systems.analytic import (
 )
 from ccg.systems.base import MolecularSystem, System
 from ccg.systems.openmm_system import OpenMMSystem
+from ccg.systems.peptides import (
+    IMPLICIT_SOLVENT_MODELS,
+    BuiltSystem,
+    build_peptide,
+    forcefield_files,
+    prepare_pdb,
+)
 from ccg.systems.registry import SYSTEM_KINDS, SYSTEMS, system_from_config, system_to_config
 
 __all__ = [
+    "IMPLICIT_SOLVENT_MODELS",
     "SYSTEMS",
     "SYSTEM_KINDS",
     "AnalyticSystem",
+    "BuiltSystem",
     "DoubleWell2D",
     "HarmonicFastModes",
     "MolecularSystem",
@@ -25,7 +34,10 @@ __all__ = [
     "System",
     "alanine_dipeptide",
     "analytic_names",
+    "build_peptide",
+    "forcefield_files",
     "make_analytic",
+    "prepare_pdb",
     "system_from_config",
     "system_to_config",
 ]

@@ -10,13 +10,20 @@
 - "torch eager": `system.energy(x)` plus forces by autograd backward, in `dtype`;
 - "torch compiled" (with `compile=True`): the same through `torch.compile` of the torch terms;
   the first call's compile time is reported separately (`compile_s`), not in the rate (with
-  inductor's on-disk cache warm from an earlier run it is much shorter than a cold compile).
+  inductor's on-disk cache warm from an earlier run it is much shorter than a cold compile);
+- the torch rows again on a CUDA device when one is present (`devices`), timed with
+  `torch.cuda.synchronize()` around each call.
 
-Configurations are the reference positions plus Gaussian noise (0.005 nm).
+The methods are timed in interleaved rounds (each round calls every method once: an OpenMM
+loop over the next chunk of at most 128 configurations, a torch evaluation of the whole batch)
+and each keeps its best round, so that on cores shared with other processes all methods
+sample the same stretches of time. Configurations are the reference positions plus Gaussian
+noise (0.005 nm).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -44,17 +51,6 @@ def _configurations(system: OpenMMSystem, batch: int, seed: int) -> np.ndarray:
     return reference[None] + rng.normal(0.0, NOISE_NM, size=(batch, *reference.shape))
 
 
-def _best_time(step: Callable[[], Any], repeats: int) -> float:
-    """Best wall time (s) of `repeats` calls after one warm-up call."""
-    step()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def _energy_and_forces(energy: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> None:
     xg = x.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(energy(xg).sum(), xg)
@@ -62,19 +58,34 @@ def _energy_and_forces(energy: Callable[[torch.Tensor], torch.Tensor], x: torch.
         raise RuntimeError("autograd returned forces of the wrong shape")
 
 
-def _openmm_rate(context: openmm.Context, positions: np.ndarray, repeats: int) -> float:
-    """Configurations per second of the OpenMM loop: the best of `repeats` passes over chunks
-    of at most 128 configurations (robust to other processes sharing the cores)."""
-    chunks = np.array_split(positions, max(1, len(positions) // 128))
+def _openmm_loop(context: openmm.Context, chunk: np.ndarray) -> None:
+    """setPositions + getState(energy, forces) for each configuration of `chunk`."""
+    for conf in chunk:
+        context.setPositions(conf)
+        state = context.getState(getEnergy=True, getForces=True)
+        state.getPotentialEnergy()
+        state.getForces(asNumpy=True)
 
-    def loop(chunk: np.ndarray) -> None:
-        for conf in chunk:
-            context.setPositions(conf)
-            state = context.getState(getEnergy=True, getForces=True)
-            state.getPotentialEnergy()
-            state.getForces(asNumpy=True)
 
-    return max(len(c) / _best_time(lambda c=c: loop(c), repeats) for c in chunks)
+def _interleaved_best(timers: dict[str, tuple[Callable[[], Any], bool]],
+                      repeats: int) -> dict[str, float]:
+    """Best wall time (s) of each timer over `repeats` rounds; every round calls each timer
+    once, so all methods sample the same stretches of time (fair on shared cores)."""
+    best = dict.fromkeys(timers, float("inf"))
+    for _ in range(repeats):
+        for name, (step, cuda) in timers.items():
+            best[name] = min(best[name], _time(step, cuda))
+    return best
+
+
+def _time(step: Callable[[], Any], cuda: bool) -> float:
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    step()
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
 
 
 def benchmark_energy(
@@ -87,6 +98,7 @@ def benchmark_energy(
     repeats: int = 10,
     seed: int = 0,
     openmm_max_configs: int = 1024,
+    devices: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Time energy + forces per method and batch size.
 
@@ -97,9 +109,10 @@ def benchmark_energy(
             runs with Threads=1.
         compile: also time the `torch.compile`'d torch path (compile time reported apart).
         dtype: dtype of the torch paths (float32 is what training uses).
-        repeats: timed repetitions per measurement (the best is kept).
+        repeats: interleaved timing rounds (each method keeps its best).
         seed: seed of the perturbed configurations.
         openmm_max_configs: at most this many configurations per OpenMM loop timing.
+        devices: torch devices of the torch rows; None: "cpu", and "cuda" when available.
 
     Returns:
         One row per (B, method): {"batch_size", "method", "configs_per_s", "ratio_vs_openmm",
@@ -113,40 +126,53 @@ def benchmark_energy(
         raise ValueError(f"Expected batch_sizes as positive ints; got {list(batch_sizes)}.")
     if repeats < 1 or n_threads < 1:
         raise ValueError(f"Expected repeats >= 1 and n_threads >= 1; got {repeats}, {n_threads}.")
+    if devices is None:
+        devices = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+    devices = [str(torch.device(d)) for d in devices]
     contexts = {name: make_context(system.openmm_system, name, n_threads=1)
                 for name in ("CPU", "Reference")}
-    warm_up = _configurations(system, 512, seed + 1)
+    warm_up = _configurations(system, 256, seed + 1)
     for context in contexts.values():
-        _openmm_rate(context, warm_up, 1)  # the CPU platform's first calls are slower
+        _openmm_loop(context, warm_up)  # the CPU platform's first calls are slower
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(n_threads)
+    loop_names = {"CPU": "openmm loop (CPU platform, 1 thread)",
+                  "Reference": "openmm loop (Reference platform)"}
     rows: list[dict[str, Any]] = []
     try:
         for batch in sizes:
             positions = _configurations(system, batch, seed)
-            x = torch.as_tensor(positions, dtype=dtype)
-            loops = {name: _openmm_rate(context, positions[:openmm_max_configs], repeats)
-                     for name, context in contexts.items()}
-            openmm_rate = max(loops.values())
+            n_loop = min(batch, openmm_max_configs, 128)
+            chunks = [positions[k:k + n_loop] for k in range(0, batch - n_loop + 1, n_loop)]
+            chunks = chunks[:max(1, min(len(chunks), openmm_max_configs // n_loop))]
+            # (step, cuda, configurations per call, compile seconds)
+            timers: dict[str, tuple[Callable[[], Any], bool, int, float | None]] = {}
+            for name, context in contexts.items():
+                cycle = itertools.cycle(chunks)  # each round times the next chunk
+                timers[loop_names[name]] = (
+                    lambda c=context, it=cycle: _openmm_loop(c, next(it)), False, n_loop, None)
             dtype_name = str(dtype).removeprefix("torch.")
-            methods: list[tuple[str, Callable[[torch.Tensor], torch.Tensor], float | None]] = [
-                (f"torch eager {dtype_name}", system.energy, None)
-            ]
-            if compile:
-                torch.compiler.reset()
-                compiled = torch.compile(partial(system.energy, validate=False), dynamic=False)
-                start = time.perf_counter()
-                _energy_and_forces(compiled, x)
-                methods.append(
-                    (f"torch compiled {dtype_name}", compiled, time.perf_counter() - start)
-                )
-            rows.append(_row(batch, "openmm loop (CPU platform, 1 thread)", loops["CPU"],
-                             openmm_rate))
-            rows.append(_row(batch, "openmm loop (Reference platform)", loops["Reference"],
-                             openmm_rate))
-            for name, energy, compile_s in methods:
-                seconds = _best_time(lambda e=energy, x=x: _energy_and_forces(e, x), repeats)
-                rows.append(_row(batch, name, batch / seconds, openmm_rate, compile_s))
+            for device in devices:
+                x = torch.as_tensor(positions, dtype=dtype, device=device)
+                suffix = "" if device == "cpu" else f" {device}"
+                cuda = device.startswith("cuda")
+                timers[f"torch eager {dtype_name}{suffix}"] = (
+                    lambda x=x: _energy_and_forces(system.energy, x), cuda, batch, None)
+                if compile:
+                    compiled = torch.compile(partial(system.energy, validate=False),
+                                             dynamic=False)
+                    start = time.perf_counter()
+                    _energy_and_forces(compiled, x)
+                    compile_s = time.perf_counter() - start
+                    timers[f"torch compiled {dtype_name}{suffix}"] = (
+                        lambda e=compiled, x=x: _energy_and_forces(e, x), cuda, batch, compile_s)
+            for step, cuda, _, _ in timers.values():  # warm-up
+                _time(step, cuda)
+            best = _interleaved_best({k: (v[0], v[1]) for k, v in timers.items()}, repeats)
+            rates = {k: timers[k][2] / t for k, t in best.items()}
+            openmm_rate = max(rates[n] for n in loop_names.values())
+            for name, (_, _, _, compile_s) in timers.items():
+                rows.append(_row(batch, name, rates[name], openmm_rate, compile_s))
     finally:
         torch.set_num_threads(previous_threads)
     return rows

@@ -1,9 +1,11 @@
 """`OpenMMSystem`: batched, differentiable U(x) of any OpenMM System.
 
-Standard force terms (harmonic bonds and angles, periodic torsions, NoCutoff nonbonded) are
-compiled into torch and evaluated for the whole batch at once, on x's device and dtype; every
-other force is evaluated by OpenMM configuration by configuration (slower, float64 on the CPU)
-and joined through autograd, so forces and gradients work either way.
+Standard force terms (harmonic bonds and angles, periodic torsions, nonbonded without or with
+a non-periodic cutoff, generalized Born implicit solvent: GBSAOBCForce and the CustomGBForce of
+OpenMM's implicit/obc2.xml and implicit/gbn2.xml) are compiled into torch and evaluated for the
+whole batch at once, on x's device and dtype; every other force is evaluated by OpenMM
+configuration by configuration (slower, float64 on the CPU) and joined through autograd, so
+forces and gradients work either way.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import openmm
 import torch
 from openmm import app, unit
 
+from ccg.systems._gb_terms import fuse_gb_nonbonded  # also registers the GB compilers
 from ccg.systems._openmm_bridge import (
     OpenMMEvaluator,
     check_platform,
@@ -130,6 +133,8 @@ class OpenMMSystem(MolecularSystem):
                 self._reasons[name] = str(why)
                 self._groups[name] = len(fallback)
                 fallback.append(index)
+        # Generalized Born and nonbonded share one pass over the atom pairs in energy().
+        self._fused = fuse_gb_nonbonded(self._torch_terms)
         self._mask = sum(1 << g for g in self._groups.values())
         self._evaluator = (
             OpenMMEvaluator.for_forces(
@@ -288,7 +293,10 @@ class OpenMMSystem(MolecularSystem):
         parts = []
         if self._torch_terms:
             xt = atom_major(x)
-            parts = [term(xt) for term in self._torch_terms.values()]
+            joined = set(self._fused[:2]) if self._fused is not None else set()
+            parts = [t(xt) for name, t in self._torch_terms.items() if name not in joined]
+            if self._fused is not None:
+                parts.append(self._fused[2](xt))
         if self._evaluator is not None:
             parts.append(openmm_energy(x, self._evaluator, self._mask))
         if not parts:  # a System without energy terms: U = 0, still differentiable
@@ -335,6 +343,11 @@ class OpenMMSystem(MolecularSystem):
             else:
                 detail = f"openmm  ({self._reasons[name]})"
             lines.append(f"  {name:<{width}}  {detail}")
+        if self._fused is not None:
+            lines.append(
+                f"energy() evaluates {self._fused[0]} and {self._fused[1]} together, in one "
+                "pass over the atom pairs"
+            )
         if self._evaluator is not None:
             lines.append(f"OpenMM path: platform {self._platform}, n_workers {self._n_workers}")
         return "\n".join(lines)

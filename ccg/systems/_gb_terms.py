@@ -1,0 +1,713 @@
+"""Generalized Born implicit solvent compiled to torch: OpenMM's GBSAOBCForce (OBC2, as
+`amber99_obc.xml` creates it) and the CustomGBForce of `implicit/obc2.xml` and
+`implicit/gbn2.xml`, batched over configurations like the terms of `_torch_terms`.
+
+Every formula below is the one OpenMM's Reference platform evaluates (`ReferenceObc.cpp` for
+GBSAOBCForce, the Lepton expressions of `openmm/app/internal/customgbforces.py` for the
+CustomGBForce), so float64 energies and forces agree with it to rounding. Lengths in nm,
+energies in kJ/mol, charges in e.
+
+Born radii (both forms). For each atom i with radius rho_i and offset radius
+or_i = rho_i - offset, and every other atom j with scaled offset radius sr_j, at distance r:
+
+    U = r + sr_j,  L = max(or_i, |r - sr_j|)
+    H_ij = 1/L - 1/U + (r - sr_j^2/r) (1/U^2 - 1/L^2) / 4 + log(L/U) / (2 r)   if or_i < U, else 0
+    psi_i = or_i / 2 * sum_j H_ij
+    B_i = 1 / (1/or_i - tanh(alpha psi_i - beta psi_i^2 + gamma psi_i^3) / rho_i)
+
+GBSAOBCForce adds 2 (1/or_i - 1/L) to H_ij when atom i lies inside atom j's scaled sphere
+(or_i < sr_j - r, Tinker's correction); the CustomGBForce expressions do not. GBn2 adds a neck
+term to the sum: psi_i = or_i (sum_j H_ij / 2 + s_neck sum_j N_ij) with
+N_ij = m0_ij / (1 + 100 (r - d0_ij)^2 + 3e5 (r - d0_ij)^6) where r <= rho_i + rho_j + neckCut,
+m0, d0 read from the force's tabulated functions `getm0`, `getd0` at the atoms' `radindex`.
+
+Energy: with pre = -k_e (1/eps_solute - 1/eps_solvent),
+
+    E = sum_i pre q_i^2 / (2 B_i) + sum_{i<j} pre q_i q_j / f_ij
+        + sum_i 4 pi sigma_SA (rho_i + 0.14)^2 (rho_i / B_i)^6,
+    f_ij = sqrt(r^2 + B_i B_j exp(-r^2 / (4 B_i B_j))),
+
+k_e = ONE_4PI_EPS0 for GBSAOBCForce and the literal 138.935485 of the CustomGBForce
+expressions, whose surface term is the literal 28.3919551 and whose salt screening (kappa > 0)
+replaces 1/eps_solvent by exp(-kappa B_i) / eps_solvent (self) and exp(-kappa f_ij) /
+eps_solvent (pairs).
+
+A CustomGBForce is compiled only if it is exactly one of the recognized models: its computed
+values, energy terms (expressions compared character by character, numbers such as the
+dielectrics read from them), computation types, per-particle parameter names, global
+parameters and tabulated functions. Anything else raises `UnsupportedForce` and OpenMM
+evaluates the force.
+
+Batched layout: per unordered atom pair (i < j) the distance is computed once; the Born sums
+are `index_add` reductions of the two directed terms H_ij and H_ji over the pair list.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import openmm
+import torch
+
+from ccg.systems._torch_terms import (
+    ONE_4PI_EPS0,
+    TORCH_FORCES,
+    NonbondedTerm,
+    TorchTerm,
+    UnsupportedForce,
+    _displacement,
+    _md,
+    energy_with_gradient,
+    pair_chunk,
+)
+
+_PROBE_RADIUS_NM = 0.14
+"""Solvent probe radius of the surface-area (ACE) term, nm (OpenMM's ObcParameters)."""
+_OBC_OFFSET_NM = 0.009
+"""Dielectric offset of GBSAOBCForce, nm (fixed in OpenMM's ObcParameters)."""
+_OBC2 = (1.0, 0.8, 4.85)
+"""(alpha, beta, gamma) of OBC type II (Onufriev, Bashford, Case 2004)."""
+
+
+# --- the shared math ------------------------------------------------------------------------
+
+
+def _hct_integral(
+    r: torch.Tensor,
+    inv_r: torch.Tensor,
+    or_i: torch.Tensor,
+    sr_j: torch.Tensor,
+    sr2_j: torch.Tensor,
+    *,
+    engulf: bool,
+    need_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The descreening integral H_ij [P, B] of atom j on atom i and dH_ij/dr (module docstring).
+
+    r, inv_r: distances and their inverses [P, B]; or_i, sr_j, sr2_j: [P, 1] offset radius of
+    i, scaled offset radius of j and its square. `engulf` adds GBSAOBCForce's correction for
+    atom i inside atom j's sphere. dH/dr is None unless `need_grad`.
+
+    The derivative: U = r + sr_j and L = r - sr_j depend on r, but dH/dU and dH/dL vanish
+    there, so only the explicit r-dependence counts. Where atom i lies inside atom j's scaled
+    sphere (L = sr_j - r > or_i) dH/dL = 2 (r - sr_j) / L^3 does not vanish and adds 2 / L^2;
+    GBSAOBCForce's correction 2 (1/or_i - 1/L) cancels exactly that, so with `engulf` the
+    explicit derivative is the whole derivative.
+    """
+    upper = r + sr_j
+    lower = torch.maximum((r - sr_j).abs(), or_i)
+    inv_ul = 1.0 / (upper * lower)  # one division for both inverses
+    inv_u = lower * inv_ul
+    inv_l = upper * inv_ul
+    diff2 = inv_u * inv_u - inv_l * inv_l
+    log_term = torch.log(lower * inv_u) * inv_r
+    h = inv_l - inv_u + 0.25 * (r - sr2_j * inv_r) * diff2 + 0.5 * log_term
+    dh = None
+    if need_grad:
+        dh = 0.25 * (1.0 + sr2_j * inv_r * inv_r) * diff2 - 0.5 * log_term * inv_r
+    inside_j = or_i < sr_j - r  # then L = sr_j - r
+    if engulf:
+        h = h + torch.where(inside_j, 2.0 * (1.0 / or_i - inv_l), 0.0)
+    elif dh is not None:
+        dh = dh + torch.where(inside_j, 2.0 * inv_l * inv_l, 0.0)
+    # Where or_i >= U the integral is 0 (at equality L = U and every part of h is exactly 0).
+    overlaps = or_i < upper
+    h = torch.where(overlaps, h, 0.0)
+    if dh is not None:
+        dh = torch.where(overlaps, dh, 0.0)
+    return h, dh
+
+
+def _neck_integral(
+    r: torch.Tensor, cut: torch.Tensor, m0: torch.Tensor, d0: torch.Tensor, need_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """GBn2's neck term N = m0 / (1 + 100 x^2 + 3e5 x^6), x = r - d0, where r <= cut; dN/dr."""
+    dr = r - d0
+    dr2 = dr * dr
+    dr4 = dr2 * dr2
+    inv_den = 1.0 / (1.0 + 100.0 * dr2 + 300000.0 * dr4 * dr2)
+    near = r <= cut
+    value = torch.where(near, m0 * inv_den, 0.0)
+    if not need_grad:
+        return value, None
+    slope = -value * inv_den * (200.0 * dr + 1800000.0 * dr4 * dr)
+    return value, torch.where(near, slope, 0.0)
+
+
+def _pair_sum(
+    n_atoms: int, i: torch.Tensor, j: torch.Tensor, t_ij: torch.Tensor, t_ji: torch.Tensor
+) -> torch.Tensor:
+    """S_a = sum over pairs of t_ij where a = i plus t_ji where a = j: [n_atoms, B]."""
+    out = t_ij.new_zeros((n_atoms, t_ij.shape[1]))
+    return out.index_add(0, i, t_ij).index_add(0, j, t_ji)
+
+
+_NOT_FUSED = {name: np.zeros((0, 1)) for name in ("nb_coulomb", "nb_a12", "nb_a6")}
+"""The nonbonded arrays of a term not fused with a nonbonded term."""
+
+
+def _pair_matrix(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """All unordered pairs i < j of n atoms."""
+    i, j = np.triu_indices(n, k=1)
+    return i.astype(np.int64), j.astype(np.int64)
+
+
+class _GBTerm(TorchTerm):
+    """The generalized Born computation shared by the GBSAOBCForce and CustomGBForce terms.
+
+    Subclasses fill the arrays of `_param_names` and the flags below; `forward` returns the
+    energy [B] with its gradient computed alongside by hand (first derivatives only), which is
+    about twice as fast as autograd through the Born radii.
+
+    Per atom [N, 1]: half_or = or/2, inv_or, inv_rho, alpha, beta, gamma, q2 and q2_salt
+    (self energy q2/B + q2_salt exp(-kappa B)/B), ace_coef and ace_rho (surface term
+    ace_coef (ace_rho/B)^6). Per pair [P, 1]: or_i, sr_i, sr2_i, or_j, sr_j, sr2_j, qq and
+    qq_salt (pair energy qq/f + qq_salt exp(-kappa f)/f), and for GBn2 neck_cut, m0_ij, d0_ij,
+    m0_ji, d0_ji.
+    """
+
+    _index_names = ("i", "j")
+    _param_names = (
+        "or_i", "sr_i", "sr2_i", "or_j", "sr_j", "sr2_j", "qq", "qq_salt",  # per pair
+        "neck_cut", "m0_ij", "d0_ij", "m0_ji", "d0_ji",  # per pair (GBn2; else empty)
+        "half_or", "inv_or", "inv_rho", "alpha", "beta", "gamma",  # per atom
+        "q2", "q2_salt", "ace_coef", "ace_rho",  # per atom
+        "nb_coulomb", "nb_a12", "nb_a6",  # per pair, when fused with a nonbonded term
+    )
+
+    n_atoms: int = 0
+    engulf: bool = False
+    """GBSAOBCForce's correction for an atom inside another's scaled sphere."""
+    r_cut: float | None = None
+    """GBSAOBCForce CutoffNonPeriodic: pairs beyond it are left out, pairs within are shifted."""
+    neck_scale: float = 0.0
+    """GBn2's neckScale (0: no neck term)."""
+    self_kappa: float = 0.0
+    pair_kappa: float = 0.0
+    self_salt: bool = False
+    pair_salt: bool = False
+    ace: bool = True
+    ace_positive_only: bool = False
+    """GBSAOBCForce adds the surface term only where B > 0 (always, in practice)."""
+    fused_nonbonded: bool = False
+    """Also evaluates a NoCutoff nonbonded term on the same pairs (see `fuse_nonbonded`)."""
+
+    def fuse_nonbonded(self, nonbonded: NonbondedTerm) -> _GBTerm | None:
+        """A copy of this term that also evaluates `nonbonded` (NoCutoff) in the same passes
+        over the pairs, sharing distances and the gradient scatter; None when they cannot be
+        fused (a cutoff on either, other atoms). `OpenMMSystem.energy` uses it for the total
+        energy; `energy_terms` keeps the two terms apart."""
+        if nonbonded.cutoff or self.r_cut is not None or self.fused_nonbonded:
+            return None
+        n = self.n_atoms
+        index = {(a, b): k for k, (a, b) in enumerate(zip(*_pair_matrix(n), strict=True))}
+        coulomb, a12, a6 = (np.zeros((len(index), 1)) for _ in range(3))
+        pairs = zip(
+            nonbonded.i.tolist(), nonbonded.j.tolist(), nonbonded.coulomb.tolist(),
+            nonbonded.a12.tolist(), nonbonded.a6.tolist(), strict=True,
+        )
+        for a, b, c, x12, x6 in pairs:
+            k = index.get((min(a, b), max(a, b)))
+            if k is None:  # a pair of an atom with itself, or outside this term's atoms
+                return None
+            coulomb[k] += c
+            a12[k] += x12
+            a6[k] += x6
+        fused = copy.deepcopy(self)
+        fused.fused_nonbonded = True
+        fused._cache = {}
+        fused._register(nb_coulomb=coulomb, nb_a12=a12, nb_a6=a6)
+        return fused
+
+    @property
+    def n_interactions(self) -> int:
+        """Number of atom pairs (each enters the Born radii twice and the pair energy once)."""
+        return int(self.i.shape[0])
+
+    def batch_chunk(self, batch: int) -> int:
+        return pair_chunk(self.n_interactions, batch)
+
+    def forward(self, xt: torch.Tensor) -> torch.Tensor:
+        return energy_with_gradient(xt, self, self._cast(xt))
+
+    def _evaluate(
+        self, xt: torch.Tensor, tensors: tuple[torch.Tensor, ...], need_grad: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Energy [B] and, if `need_grad`, its gradient [3, n_atoms, B] with respect to xt."""
+        (i, j, or_i, sr_i, sr2_i, or_j, sr_j, sr2_j, qq, qq_salt, neck_cut, m0_ij, d0_ij, m0_ji,
+         d0_ji, half_or, inv_or, inv_rho, alpha, beta, gamma, q2, q2_salt, ace_coef, ace_rho,
+         nb_coulomb, nb_a12, nb_a6) = tensors
+        d = _displacement(xt, i, j)
+        r2 = (d * d).sum(0)
+        inside = None
+        if self.r_cut is not None:
+            inside = r2 <= self.r_cut * self.r_cut
+            r2 = torch.where(inside, r2, self.r_cut * self.r_cut)  # finite values outside
+        inv_r = torch.rsqrt(r2)
+        r = r2 * inv_r
+
+        # Born radii.
+        t_ij, dt_ij = _hct_integral(
+            r, inv_r, or_i, sr_j, sr2_j, engulf=self.engulf, need_grad=need_grad
+        )
+        t_ji, dt_ji = _hct_integral(
+            r, inv_r, or_j, sr_i, sr2_i, engulf=self.engulf, need_grad=need_grad
+        )
+        if self.neck_scale:
+            # psi = or (sum H / 2 + s sum N) = or / 2 sum (H + 2 s N).
+            scale = 2.0 * self.neck_scale
+            n_ij, dn_ij = _neck_integral(r, neck_cut, m0_ij, d0_ij, need_grad)
+            n_ji, dn_ji = _neck_integral(r, neck_cut, m0_ji, d0_ji, need_grad)
+            t_ij = t_ij + scale * n_ij
+            t_ji = t_ji + scale * n_ji
+            if need_grad:
+                dt_ij = dt_ij + scale * dn_ij
+                dt_ji = dt_ji + scale * dn_ji
+        if inside is not None:
+            t_ij = torch.where(inside, t_ij, 0.0)
+            t_ji = torch.where(inside, t_ji, 0.0)
+        psi = half_or * _pair_sum(self.n_atoms, i, j, t_ij, t_ji)
+        tanh = torch.tanh(psi * (alpha - psi * (beta - gamma * psi)))
+        born = 1.0 / (inv_or - tanh * inv_rho)
+        inv_born = 1.0 / born
+
+        # Self and surface terms per atom, and their derivatives in B.
+        atom = q2 * inv_born
+        d_atom = -atom * inv_born
+        if self.self_salt:
+            screened = q2_salt * torch.exp(-self.self_kappa * born) * inv_born
+            atom = atom + screened
+            d_atom = d_atom - screened * (self.self_kappa + inv_born)
+        if self.ace:
+            ratio = ace_rho * inv_born
+            ratio3 = ratio * ratio * ratio
+            surface = ace_coef * ratio3 * ratio3
+            if self.ace_positive_only:
+                surface = torch.where(born > 0.0, surface, 0.0)
+            atom = atom + surface
+            d_atom = d_atom - 6.0 * surface * inv_born
+
+        # Pair terms: g(f), f = sqrt(r^2 + Bi Bj exp(-r^2 / (4 Bi Bj))).
+        b_i = born.index_select(0, i)
+        b_j = born.index_select(0, j)
+        bb = b_i * b_j
+        big_d = 0.25 * r2 * (inv_born.index_select(0, i) * inv_born.index_select(0, j))
+        expo = torch.exp(-big_d)
+        inv_f = torch.rsqrt(r2 + bb * expo)
+        pair = qq * inv_f
+        d_pair = -pair * inv_f  # dg/df
+        if self.pair_salt:
+            screened = qq_salt * torch.exp(-self.pair_kappa / inv_f) * inv_f
+            pair = pair + screened
+            d_pair = d_pair - screened * (self.pair_kappa + inv_f)
+        if inside is not None:
+            pair = torch.where(inside, pair - qq / self.r_cut, 0.0)
+            d_pair = torch.where(inside, d_pair, 0.0)
+        nb_slope = None
+        if self.fused_nonbonded:  # Coulomb + Lennard-Jones on the same pairs (NoCutoff)
+            inv_r2 = inv_r * inv_r
+            inv_r6 = inv_r2 * inv_r2 * inv_r2
+            coul = nb_coulomb * inv_r
+            lj12 = nb_a12 * inv_r6 * inv_r6
+            lj6 = nb_a6 * inv_r6
+            pair = pair + coul + lj12 - lj6
+            if need_grad:
+                nb_slope = -(coul + 12.0 * lj12 - 6.0 * lj6) * inv_r2  # (dE/dr) / r
+        energy = atom.sum(0) + pair.sum(0)
+        if not need_grad:
+            return energy, None
+
+        # Chain rule: dE/dB per atom, then through psi to the pair distances.
+        d_born = d_pair * expo * (1.0 + big_d) * 0.5 * inv_f  # dg/dBi = d_born * Bj
+        d_energy_d_born = d_atom.index_add(0, i, d_born * b_j).index_add(0, j, d_born * b_i)
+        d_born_d_psi = (
+            born * born * (1.0 - tanh * tanh) * (alpha - psi * (2.0 * beta - 3.0 * gamma * psi))
+        ) * inv_rho
+        q = d_energy_d_born * d_born_d_psi * half_or  # dE/d(sum over pairs of t)
+        dr_scaled = d_pair * (1.0 - 0.25 * expo) * inv_f  # (dg/dr) / r
+        born_part = q.index_select(0, i) * dt_ij + q.index_select(0, j) * dt_ji
+        dr_scaled = dr_scaled + born_part * inv_r
+        if inside is not None:
+            dr_scaled = torch.where(inside, dr_scaled, 0.0)
+        if nb_slope is not None:
+            dr_scaled = dr_scaled + nb_slope
+        per_pair = d * dr_scaled
+        grad = torch.zeros_like(xt).index_add(1, i, per_pair).index_add(1, j, -per_pair)
+        return energy, grad
+
+
+# --- GBSAOBCForce ---------------------------------------------------------------------------
+
+
+@TORCH_FORCES.register("GBSAOBCForce")
+class GBSAOBCTerm(_GBTerm):
+    """OpenMM's GBSAOBCForce: OBC type II Born radii (alpha, beta, gamma = 1, 0.8, 4.85;
+    dielectric offset 0.009 nm) with Tinker's correction for an atom inside another's scaled
+    sphere, the generalized Born energy with the force's solute and solvent dielectrics and
+    k_e = ONE_4PI_EPS0, and the ACE surface term 4 pi `getSurfaceAreaEnergy()`
+    (rho + 0.14)^2 (rho/B)^6 (only where B > 0, as OpenMM).
+
+    NoCutoff, or CutoffNonPeriodic as the Reference platform computes it: pairs with
+    r > r_c are left out of the Born sums and of the pair energy, and each pair within the
+    cutoff adds -pre q_i q_j / r_c. CutoffPeriodic raises `UnsupportedForce`.
+    """
+
+    def __init__(self, force: openmm.GBSAOBCForce) -> None:
+        super().__init__()
+        method = force.getNonbondedMethod()
+        if method == openmm.GBSAOBCForce.CutoffPeriodic:
+            raise UnsupportedForce("it uses periodic boundary conditions (CutoffPeriodic)")
+        if method not in (openmm.GBSAOBCForce.NoCutoff, openmm.GBSAOBCForce.CutoffNonPeriodic):
+            raise UnsupportedForce(f"its nonbonded method {method} is not NoCutoff")
+        if method == openmm.GBSAOBCForce.CutoffNonPeriodic:
+            self.r_cut = _md(force.getCutoffDistance())
+        n = force.getNumParticles()
+        rows = np.array(
+            [[_md(v) for v in force.getParticleParameters(p)] for p in range(n)], dtype=np.float64
+        ).reshape(n, 3)
+        charge, rho, scale = rows[:, 0], rows[:, 1], rows[:, 2]
+        offset_radius = rho - _OBC_OFFSET_NM
+        if n and offset_radius.min() <= 0.0:
+            raise UnsupportedForce("an atom has a radius <= the 0.009 nm dielectric offset")
+        scaled = offset_radius * scale
+        solute = float(force.getSoluteDielectric())
+        solvent = float(force.getSolventDielectric())
+        pre = (
+            -ONE_4PI_EPS0 * (1.0 / solute - 1.0 / solvent)
+            if solute != 0.0 and solvent != 0.0
+            else 0.0
+        )
+        surface = 4.0 * np.pi * _md(force.getSurfaceAreaEnergy())
+        i, j = _pair_matrix(n)
+        self.n_atoms = n
+        self.engulf = True
+        self.ace_positive_only = True
+        empty = np.zeros((0, 1))
+        column = np.ones((n, 1))
+        self._register(
+            i=i,
+            j=j,
+            or_i=offset_radius[i, None],
+            sr_i=scaled[i, None],
+            sr2_i=(scaled * scaled)[i, None],
+            or_j=offset_radius[j, None],
+            sr_j=scaled[j, None],
+            sr2_j=(scaled * scaled)[j, None],
+            qq=pre * (charge[i] * charge[j])[:, None],
+            qq_salt=empty,
+            neck_cut=empty,
+            m0_ij=empty,
+            d0_ij=empty,
+            m0_ji=empty,
+            d0_ji=empty,
+            half_or=0.5 * offset_radius[:, None],
+            inv_or=1.0 / offset_radius[:, None],
+            inv_rho=1.0 / rho[:, None],
+            alpha=_OBC2[0] * column,
+            beta=_OBC2[1] * column,
+            gamma=_OBC2[2] * column,
+            q2=0.5 * pre * charge[:, None] ** 2,
+            q2_salt=empty,
+            ace_coef=surface * (rho[:, None] + _PROBE_RADIUS_NM) ** 2,
+            ace_rho=rho[:, None],
+            **_NOT_FUSED,
+        )
+
+
+# --- CustomGBForce: recognition ---------------------------------------------------------------
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+
+
+def _template(text: str) -> re.Pattern[str]:
+    """A regex matching `text` literally except `{name}` fields, which match one number."""
+    parts = re.split(r"\{(\w+)\}", text)
+    regex = "".join(
+        re.escape(part) if k % 2 == 0 else f"(?P<{part}>{_NUMBER})" for k, part in enumerate(parts)
+    )
+    return re.compile(regex)
+
+
+# Expressions exactly as openmm/app/internal/customgbforces.py (OpenMM 8) writes them.
+_HCT = (
+    "select(step(r+sr2-or1), 0.5*(1/L-1/U+0.25*(r-sr2^2/r)*(1/(U^2)-1/(L^2))+0.5*log(L/U)/r), 0);"
+    "U=r+sr2;"
+    "L=max(or1, D);"
+    "D=abs(r-sr2)"
+)
+_OBC2_I = _template(_HCT)
+_OBC2_B = _template(
+    "1/(1/or-tanh(psi-0.8*psi^2+4.85*psi^3)/radius);psi=I*or; radius=or+offset; offset={offset}"
+)
+_GBN2_I = _template(
+    "Ivdw+neckScale*Ineck;"
+    "Ineck=step(radius1+radius2+neckCut-r)*getm0(radindex1,radindex2)/(1+100*(r-getd0(radindex1,"
+    "radindex2))^2+0.3*1000000*(r-getd0(radindex1,radindex2))^6);"
+    "Ivdw=" + _HCT + ";"
+    "radius1=or1+offset; radius2=or2+offset;"
+    "neckScale={neck_scale}; neckCut={neck_cut}; offset={offset}"
+)
+_GBN2_B = _template(
+    "1/(1/or-tanh(alpha*psi-beta*psi^2+gamma*psi^3)/radius);"
+    "psi=I*or; radius=or+offset; offset={offset}"
+)
+_PARAMS = "; solventDielectric={solvent}; soluteDielectric={solute}; kappa={kappa}; offset={offset}"
+_SELF = _template("-0.5*138.935485*(1/soluteDielectric-1/solventDielectric)*charge^2/B" + _PARAMS)
+_SELF_SALT = _template(
+    "-0.5*138.935485*(1/soluteDielectric-exp(-kappa*B)/solventDielectric)*charge^2/B" + _PARAMS
+)
+_ACE = _template("28.3919551*(radius+0.14)^2*(radius/B)^6; radius=or+offset" + _PARAMS)
+_PAIR_F = ";f=sqrt(r^2+B1*B2*exp(-r^2/(4*B1*B2)))"
+_PAIR = _template(
+    "-138.935485*(1/soluteDielectric-1/solventDielectric)*charge1*charge2/f" + _PAIR_F + _PARAMS
+)
+_PAIR_SALT = _template(
+    "-138.935485*(1/soluteDielectric-exp(-kappa*f)/solventDielectric)*charge1*charge2/f"
+    + _PAIR_F
+    + _PARAMS
+)
+_K_E_CUSTOM = 138.935485
+"""The Coulomb constant written into OpenMM's GB expressions (not ONE_4PI_EPS0)."""
+_ACE_CUSTOM = 28.3919551
+"""4 pi x surface-area energy written into OpenMM's GB expressions, kJ/mol/nm^2."""
+
+_PAIR_TYPE = openmm.CustomGBForce.ParticlePairNoExclusions
+_SINGLE_TYPE = openmm.CustomGBForce.SingleParticle
+_TYPE_NAMES = {
+    openmm.CustomGBForce.SingleParticle: "SingleParticle",
+    openmm.CustomGBForce.ParticlePair: "ParticlePair",
+    openmm.CustomGBForce.ParticlePairNoExclusions: "ParticlePairNoExclusions",
+}
+
+
+@dataclass(frozen=True)
+class _Model:
+    """A recognized CustomGBForce model: its parameter names and computed-value templates."""
+
+    name: str
+    parameters: tuple[str, ...]
+    value_i: re.Pattern[str]
+    value_b: re.Pattern[str]
+    tables: tuple[str, ...]
+
+
+_MODELS = (
+    _Model("OBC2 (implicit/obc2.xml)", ("charge", "or", "sr"), _OBC2_I, _OBC2_B, ()),
+    _Model(
+        "GBn2 (implicit/gbn2.xml)",
+        ("charge", "or", "sr", "alpha", "beta", "gamma", "radindex"),
+        _GBN2_I,
+        _GBN2_B,
+        ("getd0", "getm0"),
+    ),
+)
+
+
+def _numbers(match: re.Match[str]) -> dict[str, float]:
+    out = {k: float(v) for k, v in match.groupdict().items()}
+    bad = [k for k, v in out.items() if not np.isfinite(v)]
+    if bad:
+        raise UnsupportedForce(f"non-finite constants {bad} in its expressions")
+    return out
+
+
+def _describe(expression: str) -> str:
+    return expression if len(expression) <= 60 else expression[:57] + "..."
+
+
+def _recognize(force: openmm.CustomGBForce) -> tuple[_Model, dict[str, object]]:
+    """Match a CustomGBForce against the known models; UnsupportedForce says what differs."""
+    names = tuple(
+        force.getPerParticleParameterName(k) for k in range(force.getNumPerParticleParameters())
+    )
+    model = next((m for m in _MODELS if m.parameters == names), None)
+    if model is None:
+        raise UnsupportedForce(
+            f"its per-particle parameters {list(names)} are those of no recognized GB model "
+            f"({'; '.join(f'{m.name}: {list(m.parameters)}' for m in _MODELS)})"
+        )
+    if force.getNonbondedMethod() != openmm.CustomGBForce.NoCutoff:
+        raise UnsupportedForce(f"it is {model.name} with a cutoff (only NoCutoff compiles)")
+    if force.getNumGlobalParameters():
+        globals_ = [force.getGlobalParameterName(k) for k in range(force.getNumGlobalParameters())]
+        raise UnsupportedForce(f"it has global parameters {globals_} ({model.name} has none)")
+    n_tables = force.getNumTabulatedFunctions()
+    tables = tuple(force.getTabulatedFunctionName(k) for k in range(n_tables))
+    if tuple(sorted(tables)) != model.tables:
+        raise UnsupportedForce(
+            f"its tabulated functions {list(tables)} differ from {model.name}'s "
+            f"{list(model.tables)}"
+        )
+    if force.getNumComputedValues() != 2:
+        raise UnsupportedForce(
+            f"it has {force.getNumComputedValues()} computed values ({model.name}: I and B)"
+        )
+    consts: dict[str, object] = {}
+    for k, (want, pattern, kind) in enumerate(
+        (("I", model.value_i, _PAIR_TYPE), ("B", model.value_b, _SINGLE_TYPE))
+    ):
+        name, expression, ctype = force.getComputedValueParameters(k)
+        match = pattern.fullmatch(expression)
+        if name != want or ctype != kind or match is None:
+            raise UnsupportedForce(
+                f"its computed value {k} ({name}, {_TYPE_NAMES.get(ctype, ctype)}: "
+                f"'{_describe(expression)}') is not {model.name}'s {want} "
+                f"({_TYPE_NAMES[kind]}) expression"
+            )
+        consts.update({f"{want}_{key}": v for key, v in _numbers(match).items()})
+    terms = [force.getEnergyTermParameters(k) for k in range(force.getNumEnergyTerms())]
+    expected = "self energy, [surface area (ACE)], pair energy"
+    if len(terms) not in (2, 3):
+        raise UnsupportedForce(f"it has {len(terms)} energy terms ({model.name}: {expected})")
+    kinds = [("self", (_SELF, _SELF_SALT), _SINGLE_TYPE)]
+    if len(terms) == 3:
+        kinds.append(("ace", (_ACE,), _SINGLE_TYPE))
+    kinds.append(("pair", (_PAIR, _PAIR_SALT), _PAIR_TYPE))
+    for (label, patterns, kind), (expression, ctype) in zip(kinds, terms, strict=True):
+        matches = [(p, p.fullmatch(expression)) for p in patterns]
+        found = [(p, m) for p, m in matches if m is not None]
+        if ctype != kind or not found:
+            raise UnsupportedForce(
+                f"its energy term '{_describe(expression)}' "
+                f"({_TYPE_NAMES.get(ctype, ctype)}) is not {model.name}'s {label} term "
+                f"({_TYPE_NAMES[kind]}; expected: {expected})"
+            )
+        pattern, match = found[0]
+        consts[f"{label}_salt"] = pattern in (_SELF_SALT, _PAIR_SALT)
+        consts.update({f"{label}_{key}": v for key, v in _numbers(match).items()})
+    consts["ace"] = len(terms) == 3
+    return model, consts
+
+
+def _particle_table(force: openmm.CustomGBForce) -> np.ndarray:
+    n = force.getNumParticles()
+    rows = [force.getParticleParameters(p) for p in range(n)]
+    return np.array(rows, dtype=np.float64).reshape(n, force.getNumPerParticleParameters())
+
+
+def _discrete_table(force: openmm.CustomGBForce, name: str) -> tuple[int, int, np.ndarray]:
+    index = [force.getTabulatedFunctionName(k) for k in range(force.getNumTabulatedFunctions())]
+    function = force.getTabulatedFunction(index.index(name))
+    if not isinstance(function, openmm.Discrete2DFunction):
+        raise UnsupportedForce(
+            f"its tabulated function {name} is a {type(function).__name__}, not the "
+            "Discrete2DFunction of GBn2"
+        )
+    xsize, ysize, values = function.getFunctionParameters()
+    return int(xsize), int(ysize), np.asarray(values, dtype=np.float64)
+
+
+def _energy_constants(consts: dict[str, object], label: str) -> tuple[float, float, float, bool]:
+    """(1/eps_solute, 1/eps_solvent, kappa, salt) of one energy term."""
+    solute, solvent = float(consts[f"{label}_solute"]), float(consts[f"{label}_solvent"])
+    if solute == 0.0 or solvent == 0.0:
+        raise UnsupportedForce(f"its {label} term has a zero dielectric constant")
+    kappa, salt = float(consts[f"{label}_kappa"]), bool(consts[f"{label}_salt"])
+    return 1.0 / solute, 1.0 / solvent, kappa, salt
+
+
+@TORCH_FORCES.register("CustomGBForce")
+class CustomGBTerm(_GBTerm):
+    """The CustomGBForce of OpenMM's implicit/obc2.xml (OBC2) or implicit/gbn2.xml (GBn2).
+
+    Recognized exactly (see the module docstring): with or without the ACE surface term
+    (`sasaMethod` "ACE" or None), with or without salt (`implicitSolventKappa`), any
+    dielectrics; NoCutoff only. The Born radii, energy and constants are those the force's
+    expressions state (k_e = 138.935485, 4 pi sigma_SA = 28.3919551, probe 0.14 nm), with
+    per-atom parameters read from the force, and for GBn2 the neck tables m0 and d0 read from
+    its `getm0` and `getd0` Discrete2DFunctions.
+    """
+
+    def __init__(self, force: openmm.CustomGBForce) -> None:
+        super().__init__()
+        model, consts = _recognize(force)
+        self.model = model.name
+        table = _particle_table(force)
+        n = table.shape[0]
+        charge, offset_radius, scaled = table[:, 0], table[:, 1], table[:, 2]
+        if n and offset_radius.min() <= 0.0:
+            raise UnsupportedForce("an atom has a non-positive offset radius 'or'")
+        rho = offset_radius + float(consts["B_offset"])  # radius = or + offset in B
+        if model.tables:
+            alpha, beta, gamma = table[:, 3], table[:, 4], table[:, 5]
+        else:
+            alpha = np.full(n, _OBC2[0])
+            beta = np.full(n, _OBC2[1])
+            gamma = np.full(n, _OBC2[2])
+        i, j = _pair_matrix(n)
+        self.n_atoms = n
+        # With salt, exp(-kappa B) or exp(-kappa f) multiplies the 1/eps_solvent part only.
+        inv_in, self_inv_out, self.self_kappa, self.self_salt = _energy_constants(consts, "self")
+        self_pre = -0.5 * _K_E_CUSTOM * (inv_in if self.self_salt else inv_in - self_inv_out)
+        inv_in, pair_inv_out, self.pair_kappa, self.pair_salt = _energy_constants(consts, "pair")
+        pair_pre = -_K_E_CUSTOM * (inv_in if self.pair_salt else inv_in - pair_inv_out)
+        self.ace = bool(consts["ace"])
+        ace_rho = offset_radius + (float(consts["ace_offset"]) if self.ace else 0.0)
+        qq = (charge[i] * charge[j])[:, None]
+        arrays: dict[str, np.ndarray] = dict(
+            i=i,
+            j=j,
+            or_i=offset_radius[i, None],
+            sr_i=scaled[i, None],
+            sr2_i=(scaled * scaled)[i, None],
+            or_j=offset_radius[j, None],
+            sr_j=scaled[j, None],
+            sr2_j=(scaled * scaled)[j, None],
+            qq=pair_pre * qq,
+            qq_salt=_K_E_CUSTOM * pair_inv_out * qq,
+            half_or=0.5 * offset_radius[:, None],
+            inv_or=1.0 / offset_radius[:, None],
+            inv_rho=1.0 / rho[:, None],
+            alpha=alpha[:, None],
+            beta=beta[:, None],
+            gamma=gamma[:, None],
+            q2=self_pre * charge[:, None] ** 2,
+            q2_salt=0.5 * _K_E_CUSTOM * self_inv_out * charge[:, None] ** 2,
+            ace_coef=(_ACE_CUSTOM * (ace_rho + _PROBE_RADIUS_NM) ** 2)[:, None],
+            ace_rho=ace_rho[:, None],
+            **_NOT_FUSED,
+        )
+        if model.tables:
+            self.neck_scale = float(consts["I_neck_scale"])
+            radindex = table[:, 6]
+            index = np.rint(radindex).astype(np.int64)
+            mx, my, m0 = _discrete_table(force, "getm0")
+            dx, dy, d0 = _discrete_table(force, "getd0")
+            if not np.array_equal(index, radindex) or index.min(initial=0) < 0 or (
+                n and index.max() >= min(mx, my, dx, dy)
+            ):
+                raise UnsupportedForce("its radindex values are not valid table indices")
+            radius = offset_radius + float(consts["I_offset"])
+            ri, rj = index[i], index[j]
+            # Discrete2DFunction: f(x, y) = values[x + xsize * y]; getm0(radindex1, radindex2).
+            arrays.update(
+                neck_cut=(radius[i] + radius[j] + float(consts["I_neck_cut"]))[:, None],
+                m0_ij=m0[ri + mx * rj][:, None],
+                d0_ij=d0[ri + dx * rj][:, None],
+                m0_ji=m0[rj + mx * ri][:, None],
+                d0_ji=d0[rj + dx * ri][:, None],
+            )
+        else:
+            empty = np.zeros((0, 1))
+            arrays.update(neck_cut=empty, m0_ij=empty, d0_ij=empty, m0_ji=empty, d0_ji=empty)
+        self._register(**arrays)
+
+
+def fuse_gb_nonbonded(terms: dict[str, TorchTerm]) -> tuple[str, str, TorchTerm] | None:
+    """(GB term name, nonbonded term name, the fused term) when `terms` hold exactly one
+    generalized Born and one nonbonded term that `_GBTerm.fuse_nonbonded` can join; else None.
+    """
+    gb = [name for name, term in terms.items() if isinstance(term, _GBTerm)]
+    nonbonded = [name for name, term in terms.items() if isinstance(term, NonbondedTerm)]
+    if len(gb) != 1 or len(nonbonded) != 1:
+        return None
+    fused = terms[gb[0]].fuse_nonbonded(terms[nonbonded[0]])  # type: ignore[union-attr]
+    return None if fused is None else (gb[0], nonbonded[0], fused)
+
+
+def gb_models() -> tuple[str, ...]:
+    """Names of the CustomGBForce models the torch path recognizes."""
+    return tuple(m.name for m in _MODELS)
