@@ -102,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ccg.Interrupted as stop:
-        where = f" The state is saved ({stop.checkpoint})." if stop.checkpoint else ""
-        print(f"ccg {args.command}: {stop}.{where} Continue with: {_resume_hint(argv)}",
+        print(f"ccg {args.command}: {stop}. Continue with: {_resume_hint(argv)}",
               file=sys.stderr)
         return stop.exit_code
     except (KeyboardInterrupt, _Terminated) as stop:

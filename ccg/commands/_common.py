@@ -109,7 +109,8 @@ def check_output_file(path: str | Path, flag: str, *, overwrite: bool,
 
 def check_output_folder(path: str | Path, flag: str, *, overwrite: bool, resume: bool,
                         finished: Iterable[str], resumable: Iterable[str]) -> Path:
-    """A run's output folder, checked before any work.
+    """A run's output folder, checked before any work (missing folders on its path are fine:
+    the run creates them; the deepest existing one must be a writable folder with room).
 
     `finished` are the files of a completed run, `resumable` those a run leaves to be resumed.
     Without --overwrite or --resume a folder holding either is refused (naming both flags);
@@ -118,8 +119,10 @@ def check_output_folder(path: str | Path, flag: str, *, overwrite: bool, resume:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{flag} {path} is a file, not a folder. Choose another {flag}.")
-    parent = path.parent if str(path.parent) else Path(".")
-    check_writable_folder(path if path.exists() else parent, flag)
+    existing = path  # missing folders are created (like mkdir -p) by the run itself
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    check_writable_folder(existing if str(existing) else Path("."), flag)
     present = [name for name in (*finished, *resumable) if (path / name).exists()]
     can_resume = [name for name in resumable if (path / name).exists()]
     if resume and overwrite:

@@ -12,6 +12,8 @@ from ccg.commands._common import (
     check_output_folder,
 )
 from ccg.training.config import DEFAULT_MINUTES
+from ccg.training.distributed import launched_world_size
+from ccg.training.run import check_resume
 
 LOSS_RISE_WARNING = 2.0
 """nats: `ccg train` warns when the final 200-step mean loss is this far above the run's best."""
@@ -98,11 +100,16 @@ def run(args: argparse.Namespace) -> int:
         config.train.device = args.device
     out = check_output_folder(args.out, "--out", overwrite=args.overwrite, resume=args.resume,
                               finished=("model.pt",), resumable=("checkpoint.pt",))
+    if args.resume:
+        check_resume(config, out)
     t = config.train
     budget = f"{t.minutes} min" if t.minutes is not None else f"{t.steps} steps"
+    ranks = launched_world_size()
+    per_rank = f" per process ({ranks} processes)" if ranks > 1 else ""
+    threads = f"{args.threads} thread{'s' if args.threads != 1 else ''}"
     print(f"training {config.system.label} (cg = {config.map.cg}) over T in "
-          f"[{t.t_min}, {t.t_max}] K for {budget}, batch {t.n_z} x {t.samples_per_z}, "
-          f"on {device} ({args.threads} threads) -> {out}/")
+          f"[{t.t_min}, {t.t_max}] K for {budget}, batch {t.n_z} x {t.samples_per_z}"
+          f"{per_rank}, on {device} ({threads}) -> {out}/")
     _, summary = ccg.train(config, out, resume=args.resume, progress=not args.no_progress)
     print(f"done: {summary['steps']} steps in {summary['train_time_s']:.0f} s, final loss "
           f"{summary['final_loss']:.3f}, per-z ESS {summary['final_ess']:.2f}, "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,12 @@ def atomic_torch_save(obj: object, path: str | Path) -> None:
         torch.save(obj, tmp)
 
 
+def refused_global(err: Exception) -> str:
+    """What torch's safe unpickler refused (e.g. "posix.system"), from its error message."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    return f"it names {found.group(1)}" if found else "objects of unknown kind"
+
+
 def load_torch_state(path: str | Path, what: str = "checkpoint") -> object:
     """A run state written by `atomic_torch_save` (a checkpoint), read on the CPU with
     `torch.load(weights_only=True)`: plain data and tensors only, nothing executed.
@@ -86,7 +93,7 @@ def load_torch_state(path: str | Path, what: str = "checkpoint") -> object:
     except pickle.UnpicklingError as err:
         raise TrainingError(
             f"Refused to load {path}: it holds objects that are not plain data and tensors, so "
-            f"loading it could run code ({str(err).splitlines()[0]}). ccg's {what}s never do; "
+            f"loading it could run code ({refused_global(err)}). ccg's {what}s never do; "
             "start afresh in a new --out folder."
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:

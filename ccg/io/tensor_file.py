@@ -27,7 +27,7 @@ import safetensors.torch
 import torch
 
 from ccg.errors import ModelFileError
-from ccg.io.atomic import atomic_path
+from ccg.io.atomic import atomic_path, refused_global
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip container (ccg 0.1 files)
 _MAX_HEADER = 100_000_000
@@ -103,7 +103,7 @@ def _read_legacy(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     except pickle.UnpicklingError as err:
         raise ModelFileError(
             f"Refused to load {path}: it is a pickle that holds objects other than plain data "
-            f"and tensors, so loading it could run code ({str(err).splitlines()[0]}). ccg model "
+            f"and tensors, so loading it could run code ({refused_global(err)}). ccg model "
             "files never do; do not use this file."
         ) from None
     except Exception as err:  # torch raises many types for corrupt files

@@ -177,7 +177,7 @@ _CHUNK_ELEMENTS = 2**18
 """Target size (elements) of one [pairs, chunk] array of a chunked pair term."""
 
 
-_MAX_CHUNKS = 8
+_MAX_CHUNKS = 16
 """At most this many chunks per batch: torch.compile unrolls the loop over chunks, and its
 compile time grows with their number."""
 

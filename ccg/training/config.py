@@ -295,7 +295,7 @@ class TrainConfig:
 
 RESUMABLE_CHANGES = frozenset({
     ("train", "minutes"), ("train", "steps"), ("train", "checkpoint_every"),
-    ("train", "checkpoint_minutes"), ("train", "max_nonfinite_fraction"),
+    ("train", "checkpoint_minutes"), ("train", "max_nonfinite_fraction"), ("train", "device"),
 })
 """(table, key) pairs that may differ between a run and its resumption."""
 
@@ -336,9 +336,10 @@ class RunConfig:
         """Raise ConfigError unless a run configured as `stored` (`to_dict()` output, saved
         with its checkpoint) may be continued with this configuration.
 
-        Only the budget and the checkpointing may change on resume: `[train]` minutes and
-        steps (so the length of the learning-rate schedule, which follows them),
-        checkpoint_every, checkpoint_minutes and max_nonfinite_fraction. The system, CG map,
+        Only the budget, the checkpointing and the device may change on resume: `[train]`
+        minutes and steps (so the length of the learning-rate schedule, which follows them),
+        checkpoint_every, checkpoint_minutes, max_nonfinite_fraction and device (on another
+        kind of device the random stream is reseeded). The system, CG map,
         flow, temperatures and everything else must be the same; the message lists each
         difference.
         """
@@ -355,8 +356,8 @@ class RunConfig:
             raise ConfigError(
                 "--resume continues a run only with its own configuration; these differ: "
                 + "; ".join(differences) + ". Only [train] minutes, steps, checkpoint_every, "
-                "checkpoint_minutes and max_nonfinite_fraction may change on resume. Use the "
-                "run's settings, or start a new run in another --out folder."
+                "checkpoint_minutes, max_nonfinite_fraction and device may change on resume. "
+                "Use the run's settings, or start a new run in another --out folder."
             )
 
     @classmethod

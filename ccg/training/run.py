@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -22,6 +23,11 @@ from ccg.training.plots import plot_training
 from ccg.training.trainer import Trainer, read_checkpoint
 
 logger = logging.getLogger(__name__)
+
+_DDP_OPTIONS = inspect.signature(DistributedDataParallel).parameters
+_NO_BUFFER_SYNC = ({"forward_sync_buffers": False} if "forward_sync_buffers" in _DDP_OPTIONS
+                   else {"broadcast_buffers": False})
+"""DDP without syncing the (constant) buffers before every forward, in this torch's terms."""
 
 
 def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
@@ -47,10 +53,8 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     config.validate()
     ranks, device = distributed.setup(config.train.device)
     out = Path(out_dir)
-    if resume:  # before any work: the checkpoint exists and was written by this configuration
-        stored = read_checkpoint(out / "checkpoint.pt").get("metadata", {}).get("run_config")
-        if stored is not None:
-            config.check_resumable(stored)
+    if resume:  # before any work
+        check_resume(config, out)
     torch.manual_seed(config.train.seed)
     model = build_model(config)
     logger.info("CG map %s: %d coordinates (%s); the flow samples %d more", config.map.cg,
@@ -63,8 +67,7 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     sampler = None
     if ranks.distributed:  # gradients all-reduced by PyTorch's DDP (buffers are constants)
         sampler = DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None,
-            broadcast_buffers=False)
+            model, device_ids=[device] if device.type == "cuda" else None, **_NO_BUFFER_SYNC)
     loss = ReverseKL(model, energy_cut=config.train.energy_cut,
                      path_gradient=config.train.path_gradient,
                      forward_weight=config.train.forward_weight,
@@ -92,6 +95,14 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
                       t_range=model.t_range)
     summary["wall_s"] = time.perf_counter() - start
     return model, summary
+
+
+def check_resume(config: RunConfig, out_dir: str | Path) -> None:
+    """Raise unless `out_dir` holds a checkpoint this configuration may continue
+    (`RunConfig.check_resumable` against the configuration stored with it)."""
+    stored = read_checkpoint(Path(out_dir) / "checkpoint.pt").get("metadata", {})
+    if stored.get("run_config") is not None:
+        config.check_resumable(stored["run_config"])
 
 
 def report_modes(model: BackmappingModel) -> None:

@@ -136,6 +136,7 @@ class Trainer:
             "averages": {k: a.state_dict() for k, a in self.averages.items()},
             "generator": self.generator.get_state(),
             "generators": generators,
+            "generator_device": self.device.type,
             "metrics": self.metrics,
             "band_ess": self.band_ess,
             "skipped_steps": self.skipped_steps,
@@ -160,11 +161,12 @@ class Trainer:
                 "interrupted run, or start afresh in a new --out folder."
             ) from None
         generators = state.get("generators", [state["generator"]])
-        if len(generators) == self.ranks.world:  # the same number of ranks: each its own
+        same_device = state.get("generator_device", "cpu") == self.device.type
+        if same_device and len(generators) == self.ranks.world:  # each rank its own stream
             self.generator.set_state(generators[self.ranks.rank])
-        elif self.ranks.main:  # another number: rank 0 continues, the others start afresh
+        elif same_device and self.ranks.main:  # another number of ranks: rank 0 continues
             self.generator.set_state(state["generator"])
-        else:
+        else:  # other ranks, or another kind of device (its generator state differs): reseed
             self.generator.manual_seed(distributed.rank_seed(self.config.seed, self.ranks.rank)
                                        + state["step"])
         if state.get("proposal"):
