@@ -37,7 +37,12 @@ from ccg.free_energy.surface import (
     grid_points,
     save_free_energy,
 )
-from ccg.free_energy.validation import HeldOutScore, held_out_scores, predicts_within_noise
+from ccg.free_energy.validation import (
+    HeldOutScore,
+    held_out_scores,
+    predicts_within_noise,
+    worst_chi2,
+)
 from ccg.io.cg_model_file import file_kind, load_cg_model, save_cg_model
 from ccg.io.model_file import load_model, save_model
 from ccg.io.trajectories import (
@@ -199,5 +204,6 @@ __all__ = [
     "state_populations",
     "torsion_map_for",
     "train",
+    "worst_chi2",
     "write_cg_frames",
 ]

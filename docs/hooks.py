@@ -111,7 +111,7 @@ API_GROUPS = [
               "simulate", "LangevinResult", "default_start", "grid_centers",
               "histogram_free_energy", "rmse_after_shift", "shifted_difference",
               "kl_divergence", "state_populations", "held_out_scores", "HeldOutScore",
-              "predicts_within_noise"],
+              "predicts_within_noise", "worst_chi2"],
              ("ccg.free_energy",)),
     ApiGroup("cycle", "The cycle",
              "CG model -> CG samples -> flow -> free energies -> CG model, until F_theta stops "

@@ -6,6 +6,7 @@ converged."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -13,7 +14,12 @@ import torch
 
 from ccg import FitConfig, FreeEnergyModel, ObservableSet, fit_free_energy_model
 from ccg.constants import KB_KJMOL_PER_K
-from ccg.free_energy.validation import held_out_scores, predicts_within_noise
+from ccg.free_energy.validation import (
+    HeldOutScore,
+    held_out_scores,
+    predicts_within_noise,
+    worst_chi2,
+)
 from ccg.mapping import CoordinateSplitMap
 from ccg.systems import DoubleWell2D
 
@@ -82,3 +88,11 @@ def test_missing_temperatures_and_low_ess_points_count_as_not_converged(held_out
     assert all(s.n_points == 0 and math.isnan(s.chi2_values) for s in scores)
     assert not predicts_within_noise(scores, chi2_max=1.5)
     assert not predicts_within_noise([], chi2_max=1.5)
+
+
+def test_the_criterion_includes_the_energies():
+    good = HeldOutScore(300.0, 100, 1.0, 1.1, 1.2, 0.05, 0.3, 0.68, 0.95)
+    assert predicts_within_noise([good], chi2_max=1.5) and worst_chi2(good) == 1.2
+    bad_energies = dataclasses.replace(good, chi2_energies=1.73)
+    assert not predicts_within_noise([good, bad_energies], chi2_max=1.5)
+    assert worst_chi2(dataclasses.replace(good, chi2_forces=math.nan)) == math.inf

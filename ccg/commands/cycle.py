@@ -114,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
         initial = cycle.initial_evaluations
         extra = "" if initial is None else f" (+ {initial / 1e6:.2f} M for the initial flow)"
         held_out = cycle.metrics[-1]["held_out"]
-        worst = max((max(s["chi2_values"], s["chi2_forces"], s["chi2_energies"])
-                     for s in held_out.values()), default=float("nan"))
+        worst = max((ccg.worst_chi2(ccg.HeldOutScore(**s)) for s in held_out.values()),
+                    default=float("nan"))
         if cycle.converged:
             state = (f"converged: F_theta predicts new estimates within their noise at every "
                      f"temperature (largest held-out chi2 {worst:.2f} <= {config.chi2_max:g})")

@@ -8,16 +8,18 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ccg.free_energy.surface import cg_model_surface
+from ccg.free_energy.validation import HeldOutScore, worst_chi2
 from ccg.io.atomic import atomic_path
 
 
 def plot_cycle(cycle, path: str | Path) -> Path:
-    """Metrics per iteration (ESS, F_theta's held-out chi-square, evaluations) and, for 2-D
-    torsion maps, F_theta at each estimation temperature; written atomically as one PNG."""
+    """Metrics per iteration (ESS, F_theta's held-out chi-square and RMS error, evaluations)
+    and, for 2-D torsion maps, F_theta at each estimation temperature; one PNG, written
+    atomically."""
     rows = cycle.metrics
     temps = list(cycle.config.temperatures)
     surfaces = cycle.cg_model.cg_dim == 2 and bool(cycle.cg_model.cg_map.z_circular.all())
-    n_cols = max(3, len(temps) if surfaces else 0)
+    n_cols = max(4, len(temps) if surfaces else 0)
     fig = Figure(figsize=(3.6 * n_cols, 6.6 if surfaces else 3.2), layout="constrained")
     axes = fig.subplots(2 if surfaces else 1, n_cols, squeeze=False)
     it = [r["iteration"] for r in rows]
@@ -28,19 +30,22 @@ def plot_cycle(cycle, path: str | Path) -> Path:
     ax.set(xlabel="iteration", ylabel="median ESS (proposed points)", ylim=(0, 1))
     ax.legend(fontsize=7)
     ax = axes[0, 1]
-    for t in temps:
-        values = [r.get("held_out", {}).get(str(t), {}).get("chi2_values", np.nan) for r in rows]
-        forces = [r.get("held_out", {}).get(str(t), {}).get("chi2_forces", np.nan) for r in rows]
-        if np.isfinite(values).any():
-            line = ax.semilogy(it, values, marker="o", label=f"{t:g} K values")[0]
-            ax.semilogy(it, forces, marker="x", ls=":", color=line.get_color())
+    held = [[r.get("held_out", {}).get(str(t)) for r in rows] for t in temps]
+    for t, scores in zip(temps, held, strict=True):
+        worst = [worst_chi2(HeldOutScore(**s)) if s else np.nan for s in scores]
+        if np.isfinite(worst).any():
+            ax.semilogy(it, worst, marker="o", label=f"{t:g} K")
     ax.axhline(cycle.config.chi2_max, color="k", lw=0.6, ls="--")
     ax.axhline(1.0, color="k", lw=0.4, ls=":")
-    ax.set(xlabel="iteration", ylabel="held-out reduced chi2 (o values, x forces)")
+    ax.set(xlabel="iteration", ylabel="held-out chi2 (largest of F, forces, <U>)")
+    ax = axes[0, 3]
+    for t, scores in zip(temps, held, strict=True):
+        ax.plot(it, [s["rms_kt"] if s else np.nan for s in scores], marker="o", label=f"{t:g} K")
+    ax.set(xlabel="iteration", ylabel="held-out RMS error of F_theta (k_B T)", ylim=(0, None))
     ax = axes[0, 2]
     ax.plot(it, [r["energy_evaluations"] / 1e6 for r in rows], marker="o")
     ax.set(xlabel="iteration", ylabel="energy evaluations (M)")
-    for ax in axes[0, 3:]:
+    for ax in axes[0, 4:]:
         ax.axis("off")
     if surfaces:
         names = cycle.cg_model.cg_map.cg_names

@@ -96,8 +96,12 @@ def held_out_scores(model: FreeEnergyModel, data: ObservableSet, *,
 
 
 def predicts_within_noise(scores: list[HeldOutScore], chi2_max: float) -> bool:
-    """Whether every temperature's values and forces have a reduced chi-square <= chi2_max
-    (False if any score is missing)."""
-    return bool(scores) and all(
-        math.isfinite(s.chi2_values) and math.isfinite(s.chi2_forces)
-        and s.chi2_values <= chi2_max and s.chi2_forces <= chi2_max for s in scores)
+    """Whether every temperature's values, mean forces and <U>_z have a reduced chi-square
+    <= chi2_max (False if any score is missing or not finite)."""
+    return bool(scores) and all(worst_chi2(s) <= chi2_max for s in scores)
+
+
+def worst_chi2(score: HeldOutScore) -> float:
+    """The largest of a score's three reduced chi-squares (inf if any is not finite)."""
+    values = (score.chi2_values, score.chi2_forces, score.chi2_energies)
+    return max(values) if all(math.isfinite(v) for v in values) else math.inf

@@ -1,0 +1,88 @@
+"""Helpers of the peptide reference scripts: the ladder, backbone torsions, per-residue
+Ramachandran histograms and state populations with block standard errors."""
+
+from __future__ import annotations
+
+import mdtraj
+import numpy as np
+
+KB_KJ_PER_MOL_K = 0.0083144626181532
+"""Boltzmann constant in kJ / (mol K) (R of the 2019 SI)."""
+
+STATES = ("beta", "PPII", "alpha_R", "alpha_L")
+"""Per-residue Ramachandran regions, a partition of the torus (degrees): phi >= 0 is alpha_L;
+for phi < 0, psi >= 90 or psi < -150 is beta (phi < -90) or PPII (phi >= -90); the rest
+alpha_R."""
+
+
+def default_ladder() -> np.ndarray:
+    """300 -> 450 K geometric in 4 steps, 450 -> 600 K in 3 (8 temperatures, 450 K exact)."""
+    low = 300.0 * 1.5 ** (np.arange(4) / 4)
+    high = 450.0 * (600.0 / 450.0) ** (np.arange(4) / 3)
+    return np.concatenate([low, high])
+
+
+def backbone_torsions(topology) -> tuple[list[str], list[list[int]]]:
+    """Every phi and psi mdtraj finds, named by residue number (1-based, caps included):
+    ([names], [[a, b, c, d], ...]) ordered phi2, psi2, phi3, psi3, ..."""
+    traj = mdtraj.Trajectory(np.zeros((1, topology.n_atoms, 3), np.float32), topology)
+    out = []
+    for kind, compute in (("phi", mdtraj.compute_phi), ("psi", mdtraj.compute_psi)):
+        quads, _ = compute(traj)
+        for quad in quads:
+            residue = topology.atom(int(quad[2])).residue.index + 1   # the C-alpha's residue
+            out.append((residue, kind, [int(a) for a in quad]))
+    out.sort(key=lambda item: (item[0], item[1] != "phi"))
+    return [f"{kind}{res}" for res, kind, _ in out], [quad for _, _, quad in out]
+
+
+def dihedrals(xyz: np.ndarray, quads) -> np.ndarray:
+    """Torsions (rad, (-pi, pi]) of atoms quads [k, 4] in xyz [..., n, 3] (mdtraj's sign)."""
+    p = xyz[..., np.asarray(quads), :]
+    b1, b2, b3 = (p[..., k + 1, :] - p[..., k, :] for k in range(3))
+    n1, n2 = np.cross(b1, b2), np.cross(b2, b3)
+    y = np.linalg.norm(b2, axis=-1) * np.sum(b1 * n2, axis=-1)
+    return np.arctan2(y, np.sum(n1 * n2, axis=-1))
+
+
+def residue_pairs(names) -> list[tuple[int, int, int]]:
+    """(residue, column of phi, column of psi) for residues with both torsions."""
+    names = [str(n) for n in names]
+    out = []
+    for col, name in enumerate(names):
+        if name.startswith("phi") and f"psi{name[3:]}" in names:
+            out.append((int(name[3:]), col, names.index(f"psi{name[3:]}")))
+    return out
+
+
+def ramachandran_state(phi: np.ndarray, psi: np.ndarray) -> np.ndarray:
+    """Index into `STATES` of each (phi, psi) (rad)."""
+    phi_d, psi_d = np.degrees(phi), np.degrees(psi)
+    extended = (psi_d >= 90) | (psi_d < -150)
+    state = np.where(extended, np.where(phi_d < -90, 0, 1), 2)
+    return np.where(phi_d >= 0, 3, state)
+
+
+def free_energy_2d(phi: np.ndarray, psi: np.ndarray, n_grid: int = 36) -> np.ndarray:
+    """-log p on an n_grid x n_grid grid over [-pi, pi)^2 (kT, min 0; inf where empty)."""
+    edges = np.linspace(-np.pi, np.pi, n_grid + 1)
+    hist, _, _ = np.histogram2d(phi, psi, bins=(edges, edges))
+    with np.errstate(divide="ignore"):
+        f = -np.log(hist / hist.sum())
+    return f - f[np.isfinite(f)].min()
+
+
+def rmse_shifted(f_a: np.ndarray, f_b: np.ndarray, mask: np.ndarray) -> float:
+    """RMSE of f_a - f_b over mask after the best constant shift (kT)."""
+    mask = mask & np.isfinite(f_a) & np.isfinite(f_b)
+    diff = f_a[mask] - f_b[mask]
+    return float(np.sqrt(np.mean((diff - diff.mean()) ** 2)))
+
+
+def populations(states: np.ndarray, n_blocks: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Populations of each of `STATES` and their standard errors from `n_blocks` block means
+    (states: [n] indices in time order)."""
+    onehot = states[:, None] == np.arange(len(STATES))[None, :]
+    blocks = np.array_split(onehot.astype(float), n_blocks)
+    means = np.stack([b.mean(0) for b in blocks])
+    return onehot.mean(0), means.std(0, ddof=1) / np.sqrt(n_blocks)
