@@ -70,26 +70,20 @@ def safe_energy(system: SystemProtocol, x: torch.Tensor) -> tuple[torch.Tensor, 
     """U(x) [B] differentiable on finite rows, and the mask of finite rows [B].
 
     Rows whose coordinates or energy are not finite (overlapping atoms in float32, a NaN from
-    the flow) are evaluated on a detached stand-in so that no inf/NaN reaches the gradient;
-    their energy is reported as NaN. Callers count and exclude them.
+    the flow) get energy NaN and no gradient: non-finite coordinates are replaced by zeros
+    before the energy, and a gradient hook zeroes the rows whose energy is not finite (their
+    backward pass would carry 0 · inf = NaN). One energy evaluation and no host sync; the rows
+    are independent, so a bad row cannot spoil another's gradient. Callers count and exclude
+    them.
     """
     flat = x.reshape(x.shape[0], -1)
     finite_x = torch.isfinite(flat).all(dim=1)
-    if bool(finite_x.all()):
-        energy = system.energy(x, validate=False)
-        finite = torch.isfinite(energy)
-        if bool(finite.all()):
-            return energy, finite
-        finite = finite.detach()
-    else:
-        with torch.no_grad():
-            probe = torch.where(finite_x[:, None], flat, torch.zeros_like(flat))
-            probe_energy = system.energy(probe.reshape(x.shape), validate=False)
-            finite = finite_x & torch.isfinite(probe_energy)
-    # Re-evaluate with the bad rows replaced by a detached stand-in: no inf/NaN in the graph.
-    stand_in = torch.where(finite_x[:, None], flat, torch.zeros_like(flat)).detach()
-    x_used = torch.where(finite[:, None], flat, stand_in).reshape(x.shape)
+    x_used = torch.where(finite_x[:, None], flat, torch.zeros_like(flat)).reshape(x.shape)
     energy = system.energy(x_used, validate=False)
+    finite = finite_x & torch.isfinite(energy)
+    if x_used.requires_grad:
+        rows = finite.reshape(-1, *([1] * (x.dim() - 1)))
+        x_used.register_hook(lambda grad: torch.where(rows, grad, torch.zeros_like(grad)))
     return torch.where(finite, energy, torch.full_like(energy, torch.nan)), finite
 
 
@@ -180,9 +174,8 @@ class BackmappingModel(torch.nn.Module):
         x, log_jac = self.cg_map.merge(z, r)
         energy, finite = safe_energy(self.system, x)
         finite = finite & torch.isfinite(log_q) & torch.isfinite(log_jac)
-        chiral = self.cg_map.r_chiral.to(r.device)
-        if bool(chiral.any()):  # a half-range t' outside [-pi, pi] is the mirror image
-            finite = finite & (r[:, chiral].abs() <= math.pi).all(dim=1)
+        chiral = self.cg_map.r_chiral.to(r.device)  # a half-range t' outside [-pi, pi] is
+        finite = finite & ((r.abs() <= math.pi) | ~chiral).all(dim=1)  # the mirror image
         return FlowSamples(z, temperature, r, x, log_q, log_jac, energy, finite)
 
     def forward(self, z: torch.Tensor, temperature_k: torch.Tensor | float, *,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import traceback
+from pathlib import Path
 
 import pytest
 import torch
@@ -639,3 +641,84 @@ def test_cli_train_writes_outputs_that_load(tmp_path, capsys):
     samples = model.sample(z, 450.0, generator=torch.Generator().manual_seed(0))
     assert bool(samples.finite.all())
     torch.testing.assert_close(samples.x[:, :1], z)  # backmapped frames keep their z
+
+
+# --- 7. a step that does not wait for the device ------------------------------------------------
+
+_SYNCS = ("item", "tolist", "nonzero", "__bool__", "__int__", "__float__", "__index__")
+
+
+def test_a_training_step_does_not_read_the_device(tmp_path, monkeypatch):
+    """After warm-up (relative clip and skip thresholds active, an EMA), a training step of
+    alanine dipeptide (torch energies, chirality, adaptive proposal) never reads a tensor on
+    the host: no .item() / bool() / float() / .tolist() / nonzero / boolean-mask indexing,
+    each of which would wait for a GPU. `flush` reads the queued metrics afterwards."""
+    config = RunConfig.from_dict({
+        "flow": {"n_layers": 2, "hidden": 16},
+        "train": {"n_z": 8, "samples_per_z": 4, "steps": 40, "grad_clip_relative": 3.0,
+                  "grad_skip_relative": 10.0, "ema_decay": 0.99},
+    }).validate()
+    torch.manual_seed(0)
+    model = build_model(config)
+    trainer = Trainer(model, ReverseKL(model, energy_cut=config.train.energy_cut),
+                      build_proposal(config, model), config.train, tmp_path, progress=False)
+    for _ in range(25):
+        trainer.train_step()
+        trainer.step += 1
+    trainer.flush()
+    reads: list[str] = []
+
+    def spy(name, original):
+        def wrapped(self, *args, **kwargs):
+            caller = traceback.extract_stack(limit=2)[0]
+            reads.append(f"{name} at {Path(caller.filename).name}:{caller.lineno}")
+            return original(self, *args, **kwargs)
+        return wrapped
+
+    for name in _SYNCS:
+        monkeypatch.setattr(torch.Tensor, name, spy(name, getattr(torch.Tensor, name)))
+    getitem = torch.Tensor.__getitem__
+
+    def indexed(self, index):
+        parts = index if isinstance(index, tuple) else (index,)
+        if any(isinstance(p, torch.Tensor) and p.dtype == torch.bool for p in parts):
+            caller = traceback.extract_stack(limit=2)[0]
+            reads.append(f"boolean mask at {Path(caller.filename).name}:{caller.lineno}")
+        return getitem(self, index)
+
+    monkeypatch.setattr(torch.Tensor, "__getitem__", indexed)
+    monkeypatch.setattr(torch, "nonzero", spy("torch.nonzero", torch.nonzero))
+    for _ in range(3):
+        trainer.train_step()
+        trainer.step += 1
+    monkeypatch.undo()
+    assert reads == []
+    trainer.flush()
+    assert len(trainer.metrics["loss"]) == 28 and trainer.metrics["step"][-1] == 28
+    assert all(math.isfinite(v) for v in trainer.metrics["loss"])
+
+
+def test_a_skipped_step_leaves_parameters_and_their_average_alone(tmp_path):
+    """The skip is decided on the device (fused Adam's found_inf): parameters, Adam's state
+    and step count, and the EMA stay as they were; the next applied step moves them."""
+    trainer = _trainer(_config("harmonic", steps=40, grad_skip_relative=5.0, ema_decay=0.9),
+                       tmp_path)
+    trainer.train_step()
+    trainer.step += 1
+    trainer.metrics["grad_norm"] = [1e-9] * 30  # every real gradient is an outlier now
+    state = {k: v.clone() for k, v in trainer.averages["flow"].module.state_dict().items()}
+    params = [p.detach().clone() for p in trainer.model.flow.parameters()]
+    adam = [{k: v.clone() for k, v in s.items()} for s in trainer.optimizer.state.values()]
+    trainer.train_step()
+    assert trainer.skipped_steps == 1
+    assert all(torch.equal(a, b) for a, b in zip(params, trainer.model.flow.parameters(),
+                                                  strict=True))
+    for k, v in trainer.averages["flow"].module.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    for before, after in zip(adam, trainer.optimizer.state.values(), strict=True):
+        assert all(torch.equal(before[k], after[k]) for k in before)
+    trainer.metrics["grad_norm"] = [1e9] * 30
+    trainer.train_step()
+    assert trainer.skipped_steps == 1
+    assert not all(torch.equal(a, b) for a, b in zip(params, trainer.model.flow.parameters(),
+                                                      strict=True))

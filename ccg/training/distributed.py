@@ -47,8 +47,10 @@ def launched_world_size() -> int:
 def setup(device_spec: str) -> tuple[Ranks, torch.device]:
     """Join the process group torchrun set up (if any) and pick this rank's device.
 
-    Under torchrun with `device_spec` "auto" or "cuda", rank r of a node uses cuda:LOCAL_RANK
-    (NCCL); on CPUs the backend is gloo. Outside torchrun: (Ranks(), the device).
+    Under torchrun with `device_spec` "auto" or "cuda", rank r of a node uses cuda:LOCAL_RANK:
+    CUDA tensors (the gradients) go through NCCL and the few CPU tensors (stop and abort
+    decisions, metrics counts) through gloo; on CPUs the backend is gloo. Outside torchrun:
+    (Ranks(), the device).
     """
     world = launched_world_size()
     device = check_device(device_spec, "--device")
@@ -59,7 +61,7 @@ def setup(device_spec: str) -> tuple[Ranks, torch.device]:
         device = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
     return Ranks(dist.get_rank(), dist.get_world_size(), local_rank), device
 
 

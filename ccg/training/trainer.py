@@ -4,7 +4,13 @@ Each step draws `n_z` pairs (z, T) from the proposals, repeats each `samples_per
 minimizes the loss over the batch. Repeating z gives a per-(z, T) effective sample size at no
 extra cost, which the progress bar and the metrics report. Non-finite samples are counted,
 excluded from the loss and reported; a running non-finite fraction above the configured
-threshold stops the run with an error. Checkpoints are written atomically every
+threshold stops the run with an error.
+
+A step does not wait for the device: its metrics, non-finite counts and the decision to skip
+an outlier gradient stay on the device (the skip through the fused Adam's `found_inf`, as
+PyTorch's gradient scaler does it), and the host reads them every `READ_EVERY` steps, before
+each checkpoint and at the end (`flush`), where the abort rule and the recent-norm thresholds
+are updated; so a GPU runs ahead of the Python loop. Checkpoints are written atomically every
 `checkpoint_every` steps and every `checkpoint_minutes`, and read back without executing code
 (`torch.load(weights_only=True)`); `resume=True` continues from the last one with the same step
 count, optimizer and random state. SIGINT / SIGTERM end the current step, save a checkpoint
@@ -15,20 +21,24 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import time
 from pathlib import Path
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
-from ccg._checks import check_device
+from ccg._checks import check_device, trusted_values
 from ccg._signals import stop_requests
 from ccg.errors import Interrupted, TrainingError
 from ccg.io.atomic import atomic_torch_save, atomic_write_text, load_torch_state
 from ccg.training import distributed
 from ccg.training.config import TrainConfig
 from ccg.training.proposals import TemperatureSampler
+
+READ_EVERY = 10
+"""Steps between the host's reads of the device-side metrics (`Trainer.flush`)."""
 
 
 def ess_per_group(log_w: torch.Tensor, n_groups: int) -> torch.Tensor:
@@ -87,12 +97,16 @@ class Trainer:
             model.flow.compile_transforms(dynamic=False)
         self.cg_map_to_device()
         params = [p for m in self.modules.values() for p in m.parameters()]
-        self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        # fused: one kernel per step, and a skipped step is decided on the device (found_inf)
+        self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay,
+                                          fused=True)
+        # the EMA of the parameters (not buffers), kept in PyTorch's AveragedModel and updated
+        # on the device (`_update_averages`); its n_averaged is written at each checkpoint
         self.averages: dict[str, AveragedModel] = {}
-        if config.ema_decay is not None:  # PyTorch's own EMA of the parameters (not buffers)
-            ema = get_ema_multi_avg_fn(config.ema_decay)
-            self.averages = {k: AveragedModel(m, multi_avg_fn=ema, use_buffers=False)
+        if config.ema_decay is not None:
+            self.averages = {k: AveragedModel(m, use_buffers=False)
                              for k, m in self.modules.items()}
+        self._ema_count = torch.zeros((), dtype=torch.long, device=self.device)
         self.t_sampler = TemperatureSampler(
             config.t_min, config.t_max, config.t_sampling, config.anneal_fraction,
             values=config.t_values,
@@ -107,11 +121,12 @@ class Trainer:
             k: [] for k in ("step", "loss", "ess", "nonfinite", "lr", "time_s", "grad_norm")
         }
         self.band_ess: list[list[float]] = []  # rows of (step, T, ess) subsampled
-        self.skipped_steps = 0
-        self.nonfinite_total = 0
+        self._skipped_steps = 0
+        self._nonfinite_total = 0
         self.progress = progress and self.ranks.main
         self.metadata = dict(metadata or {})
         self._recent_nonfinite: list[float] = []
+        self._pending: list[dict] = []  # device-side rows of steps not yet read (`flush`)
 
     def cg_map_to_device(self) -> None:
         self.model.cg_map.to(device=self.device)
@@ -123,8 +138,23 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.out_dir / "checkpoint.pt"
 
+    @property
+    def skipped_steps(self) -> int:
+        """Steps whose update was not applied (see `train_step`), after reading the queue."""
+        self.flush()
+        return self._skipped_steps
+
+    @property
+    def nonfinite_total(self) -> int:
+        """Samples excluded for a non-finite energy or density, after reading the queue."""
+        self.flush()
+        return self._nonfinite_total
+
     def save_checkpoint(self) -> None:
         """Write checkpoint.pt atomically (rank 0; every rank's random state is in it)."""
+        self.flush()
+        for average in self.averages.values():
+            average.n_averaged.fill_(int(self._ema_count))
         generators = distributed.gather_objects(self.generator.get_state())
         if not self.ranks.main:
             return
@@ -155,6 +185,7 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             for name, average in self.averages.items():
                 average.load_state_dict(state["averages"][name])
+                self._ema_count = average.n_averaged.to(self.device).clone()
         except (KeyError, RuntimeError, EOFError) as err:
             raise TrainingError(
                 f"Checkpoint {path} does not match this run ({err}). Use the same config as the "
@@ -173,8 +204,9 @@ class Trainer:
             self.z_proposal.load_state_dict(state["proposal"])
         self.step, self.elapsed_s = state["step"], state["elapsed_s"]
         self.metrics, self.band_ess = state["metrics"], state["band_ess"]
-        self.skipped_steps = state["skipped_steps"]
-        self.nonfinite_total = state["nonfinite_total"]
+        self._pending = []
+        self._skipped_steps = state["skipped_steps"]
+        self._nonfinite_total = state["nonfinite_total"]
 
     # -- the loop ----------------------------------------------------------------------------
     def _progress(self) -> float:
@@ -197,7 +229,7 @@ class Trainer:
         """Median gradient norm of the last 100 steps (None before step 20; non-finite
         norms ignored)."""
         recent = [g for g in self.metrics["grad_norm"][-100:] if math.isfinite(g)]
-        return float(torch.tensor(recent).median()) if len(recent) >= 20 else None
+        return float(statistics.median_low(recent)) if len(recent) >= 20 else None
 
     def clip_threshold(self) -> float:
         """`grad_clip`, or `grad_clip_relative` x the median norm of the last 100 steps if
@@ -214,8 +246,12 @@ class Trainer:
         factor, median = self.config.grad_skip_relative, self._recent_median_norm()
         return math.inf if factor is None or median is None else factor * median
 
-    def train_step(self) -> dict[str, float]:
-        """One optimization step; returns its scalar metrics."""
+    def train_step(self) -> dict[str, torch.Tensor | float]:
+        """One optimization step, without waiting for the device.
+
+        Returns the step's metrics as 0-dim device tensors ("loss", "ess", "grad_norm",
+        "nonfinite", "n_samples", "applied") and "lr" (a float), and queues them for `flush`.
+        """
         c = self.config
         progress = self._progress()
         lr = self._set_lr(progress)
@@ -225,44 +261,91 @@ class Trainer:
         z_rep = z.repeat_interleave(c.samples_per_z, dim=0)
         temps_rep = temps.repeat_interleave(c.samples_per_z)
         self.optimizer.zero_grad(set_to_none=True)
-        out = self.loss(z_rep, temps_rep, generator=self.generator)
+        with trusted_values():  # inputs from the proposals: no value checks (host syncs)
+            out = self.loss(z_rep, temps_rep, generator=self.generator)
         # adaptive proposals learn where F is low (a no-op for the others)
         self.z_proposal.observe(z.detach(), temps.detach(), out.log_w.reshape(c.n_z, -1))
         out.loss.backward()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        skip_above = self.skip_threshold()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.clip_threshold())
-        if torch.isfinite(grad_norm) and float(grad_norm) <= skip_above:
-            self.optimizer.step()
-            for name, average in self.averages.items():
-                average.update_parameters(self.modules[name])
-        else:  # a non-finite gradient, or one batch far outside the recent norms
-            self.skipped_steps += 1
-        n_bad, n_all = out.n_nonfinite, out.finite.numel()
-        if self.ranks.distributed:  # every rank takes the same abort decision
-            counts = distributed.all_reduce_sum(torch.tensor([n_bad, n_all], dtype=torch.long))
-            n_bad, n_all = (int(v) for v in counts)
-        self.nonfinite_total += n_bad
-        frac = n_bad / n_all
-        self._recent_nonfinite = [*self._recent_nonfinite, frac][-20:]
-        if sum(self._recent_nonfinite) / len(self._recent_nonfinite) > c.max_nonfinite_fraction:
-            raise TrainingError(
-                f"{100 * frac:.1f}% of the samples at step {self.step} had non-finite energies or "
-                f"densities (running mean over 20 steps above max_nonfinite_fraction = "
-                f"{c.max_nonfinite_fraction}). Lower lr, train in float64 (--dtype float64), or "
-                "raise the threshold if the system is known to have such regions."
-            )
+        n_bad = (~out.finite).sum()
+        # a non-finite gradient, a batch without one finite sample, or one batch far outside
+        # the recent norms: not applied (decided on the device, counted in skipped_steps)
+        applied = (torch.isfinite(grad_norm) & (grad_norm <= self.skip_threshold())
+                   & (n_bad < out.finite.numel()))
+        self._applied = applied.to(torch.float32)
+        self.optimizer.found_inf = 1.0 - self._applied
+        self.optimizer.grad_scale = None
+        self.optimizer.step()
+        self._update_averages(applied)
         ess = ess_per_group(out.log_w, c.n_z)
+        row = {"loss": out.loss.detach(), "ess": ess.mean(), "grad_norm": grad_norm.detach(),
+               "nonfinite": n_bad, "n_samples": torch.tensor(out.finite.numel()),
+               "applied": applied, "lr": lr}
         if self.step % 10 == 0:
-            pairs = zip(temps.tolist(), ess.tolist(), strict=True)
-            self.band_ess.extend([[self.step, t, e] for t, e in pairs])
-        return {
-            "loss": float(out.loss.detach()),
-            "ess": float(ess.mean()),
-            "nonfinite": n_bad,
-            "lr": lr,
-            "grad_norm": float(grad_norm),
-        }
+            row["band"] = torch.stack([temps.detach().to(ess), ess])
+        self._pending.append({**row, "step": self.step + 1, "time_s": self.elapsed_s})
+        return row
+
+    @torch.no_grad()
+    def _update_averages(self, applied: torch.Tensor) -> None:
+        """a <- p after the first applied step, a <- d a + (1 - d) p after later ones, a
+        unchanged after a skipped one (`applied`: a 0-dim bool on the device)."""
+        if not self.averages:
+            return
+        later = torch.full((), 1.0 - self.config.ema_decay, dtype=torch.float64,
+                           device=self.device)
+        weight = torch.where(self._ema_count == 0, torch.ones_like(later), later) * applied
+        self._ema_count += applied.long()
+        for name, average in self.averages.items():
+            for a, p in zip(average.module.parameters(), self.modules[name].parameters(),
+                            strict=True):
+                a.lerp_(p.detach(), weight.to(a.dtype))
+
+    def flush(self) -> None:
+        """Read the queued steps' metrics from the device (one transfer), append them to
+        `metrics`, count non-finite samples and skipped steps, and apply the abort rule (a
+        running non-finite fraction over 20 steps above `max_nonfinite_fraction`, or a step
+        without a finite sample). Every rank reads at the same steps."""
+        if not self._pending:
+            return
+        rows, self._pending = self._pending, []
+        keys = ("loss", "ess", "grad_norm", "nonfinite", "n_samples", "applied")
+        table = torch.stack([torch.stack([r[k].double() for k in keys]) for r in rows])
+        counts = table[:, 3:5].round().long()
+        if self.ranks.distributed:  # every rank takes the same abort decision
+            counts = distributed.all_reduce_sum(counts.cpu())
+        values, counts = table.cpu().tolist(), counts.cpu().tolist()
+        for row, (loss, ess, grad_norm, _, _, applied), (n_bad, n_all) in zip(
+                rows, values, counts, strict=True):
+            step = row["step"]
+            self._skipped_steps += int(applied == 0.0)
+            self._nonfinite_total += n_bad
+            for key, value in (("step", step), ("loss", loss), ("ess", ess),
+                               ("nonfinite", n_bad), ("lr", row["lr"]),
+                               ("time_s", row["time_s"]), ("grad_norm", grad_norm)):
+                self.metrics[key].append(value)
+            if "band" in row:
+                temps, ess_t = row["band"].cpu().tolist()
+                self.band_ess.extend([[step - 1, t, e] for t, e in zip(temps, ess_t,
+                                                                       strict=True)])
+            frac = n_bad / n_all
+            self._recent_nonfinite = [*self._recent_nonfinite, frac][-20:]
+            if (sum(self._recent_nonfinite) / len(self._recent_nonfinite)
+                    > self.config.max_nonfinite_fraction):
+                raise TrainingError(
+                    f"{100 * frac:.1f}% of the samples at step {step - 1} had non-finite "
+                    f"energies or densities (running mean over 20 steps above "
+                    f"max_nonfinite_fraction = {self.config.max_nonfinite_fraction}). Lower lr, "
+                    "train in float64 (--dtype float64), or raise the threshold if the system "
+                    "is known to have such regions."
+                )
+            if n_bad == n_all:
+                raise TrainingError(
+                    f"Every sample of the batch at step {step - 1} had a non-finite energy, "
+                    "log-density or Jacobian. Lower lr, train in float64 (--dtype float64), or "
+                    "check the system's energy at its reference structure."
+                )
 
     def run(self, *, resume: bool = False) -> dict[str, list]:
         """Train until `steps` or `minutes` (whichever first); returns the metrics.
@@ -283,20 +366,22 @@ class Trainer:
             try:
                 while self._progress() < 1.0 and not stop.requested:
                     start = time.perf_counter()
-                    row = self.train_step()
+                    self.train_step()
                     self.step += 1
                     self.elapsed_s += self._agree(time.perf_counter() - start, stop)
-                    for key, value in row.items():
-                        self.metrics[key].append(value)
-                    self.metrics["step"].append(self.step)
-                    self.metrics["time_s"].append(self.elapsed_s)
+                    self._pending[-1]["time_s"] = self.elapsed_s
                     bar.update(1)
-                    bar.set_postfix(loss=f"{row['loss']:.3f}", ess=f"{row['ess']:.2f}",
-                                    bad=self.nonfinite_total, refresh=False)
                     due = self.elapsed_s - saved_at >= 60.0 * c.checkpoint_minutes
-                    if self.step % c.checkpoint_every == 0 or due:
+                    checkpoint = self.step % c.checkpoint_every == 0 or due
+                    if self.step % READ_EVERY == 0 or checkpoint:
+                        self.flush()
+                        bar.set_postfix(loss=f"{self.metrics['loss'][-1]:.3f}",
+                                        ess=f"{self.metrics['ess'][-1]:.2f}",
+                                        bad=self.nonfinite_total, refresh=False)
+                    if checkpoint:
                         self.save_checkpoint()
                         saved_at = self.elapsed_s
+                self.flush()
             finally:
                 bar.close()
             self.save_checkpoint()
@@ -344,6 +429,7 @@ class Trainer:
 
     def write_metrics(self) -> Path | None:
         """Write metrics.json (rank 0; None elsewhere)."""
+        self.flush()
         if not self.ranks.main:
             return None
         path = self.out_dir / "metrics.json"
