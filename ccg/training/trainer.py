@@ -280,7 +280,8 @@ class Trainer:
         self._update_averages(applied)
         ess = ess_per_group(out.log_w, c.n_z)
         row = {"loss": out.loss.detach(), "ess": ess.mean(), "grad_norm": grad_norm.detach(),
-               "nonfinite": n_bad, "n_samples": torch.tensor(out.finite.numel()),
+               "nonfinite": n_bad,
+               "n_samples": torch.full((), out.finite.numel(), device=n_bad.device),
                "applied": applied, "lr": lr}
         if self.step % 10 == 0:
             row["band"] = torch.stack([temps.detach().to(ess), ess])
