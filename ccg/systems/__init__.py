@@ -18,6 +18,7 @@ from ccg.systems.peptides import (
     forcefield_files,
     prepare_pdb,
 )
+from ccg.systems.torus_wells import TorusDoubleWells
 from ccg.systems.registry import SYSTEM_KINDS, SYSTEMS, system_from_config, system_to_config
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "MuellerBrown",
     "OpenMMSystem",
     "System",
+    "TorusDoubleWells",
     "alanine_dipeptide",
     "analytic_names",
     "build_peptide",
