@@ -25,10 +25,12 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ccg.free_energy.joint import JointSamples
+from ccg.io.atomic import atomic_path
 
 RAMACHANDRAN_DEG = {
     "A": [((-160.0, -20.0), (-120.0, 50.0))],            # alpha-R
@@ -274,3 +276,18 @@ def halves_groups(cg_names: Sequence[str]) -> list[StateGroup]:
     """One group per CG torsion: "+" for z in [0, pi), "-" for z in [-pi, 0)."""
     return [StateGroup(name, {"+": [Region(((i, 0.0, math.pi),))]}, other="-")
             for i, name in enumerate(cg_names)]
+
+
+def save_state_table(table: StateTable, npz_path: str | Path,
+                     csv_path: str | Path | None = None) -> list[Path]:
+    """Write `table.as_arrays()` as an npz and (optionally) `table.csv_text()` as a CSV, each
+    atomically (a temporary file renamed into place). Returns the paths written."""
+    written = []
+    with atomic_path(npz_path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **table.as_arrays())
+    written.append(Path(npz_path))
+    if csv_path is not None:
+        with atomic_path(csv_path) as tmp:
+            Path(tmp).write_text(table.csv_text())
+        written.append(Path(csv_path))
+    return written

@@ -18,8 +18,8 @@ from ccg.systems.peptides import (
     forcefield_files,
     prepare_pdb,
 )
-from ccg.systems.torus_wells import TorusDoubleWells
 from ccg.systems.registry import SYSTEM_KINDS, SYSTEMS, system_from_config, system_to_config
+from ccg.systems.torus_wells import TorusDoubleWells
 
 __all__ = [
     "IMPLICIT_SOLVENT_MODELS",

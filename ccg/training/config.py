@@ -139,8 +139,8 @@ class TrainConfig:
     """A registered z proposal (`ccg.training.proposals.Z_PROPOSALS`). Torsion maps:
     "adaptive" (concentrated where the flow's own running estimates of F are low, 30 %
     uniform; see AdaptiveTorusProposal; at most 3 torsions), "product" (per-torsion adaptive
-    histograms, any number of torsions; see ProductTorusProposal) or "uniform" on the torus. Bead and analytic maps draw
-    from their CG frames / box either way."""
+    histograms, any number of torsions; see ProductTorusProposal) or "uniform" on the torus.
+    Bead and analytic maps draw from their CG frames / box either way."""
     z_sharpness: float = 0.5
     """Adaptive proposal: z ~ exp(-z_sharpness * beta F(z, T)) at each pair's own T; below 1
     it flattens the Boltzmann factor so the whole populated region gets training points."""
