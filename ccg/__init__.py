@@ -29,7 +29,7 @@ from ccg.free_energy.fit import FitConfig, ObservableSet, fit_free_energy_model
 from ccg.free_energy.joint import JointSamples, joint_ess, pilot_proposal, sample_joint
 from ccg.free_energy.langevin import LangevinResult, default_start, simulate
 from ccg.free_energy.plots import plot_free_energy, plot_projections
-from ccg.free_energy.projections import Projection, project_free_energy
+from ccg.free_energy.projections import Projection, project_free_energy, resolve_dims
 from ccg.free_energy.states import (
     Region,
     StateGroup,
@@ -218,6 +218,7 @@ __all__ = [
     "read_cg_frames",
     "read_cg_input",
     "region_populations",
+    "resolve_dims",
     "rmse_after_shift",
     "run_cycle",
     "sample_joint",

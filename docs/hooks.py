@@ -114,7 +114,7 @@ API_GROUPS = [
               "histogram_free_energy", "rmse_after_shift", "shifted_difference",
               "kl_divergence", "state_populations", "held_out_scores", "HeldOutScore",
               "predicts_within_noise", "sample_joint", "JointSamples", "pilot_proposal",
-              "joint_ess", "project_free_energy", "Projection", "plot_projections",
+              "joint_ess", "project_free_energy", "Projection", "resolve_dims", "plot_projections",
               "group_populations", "region_populations", "StateGroup", "StateTable", "Region",
               "ramachandran_groups", "halves_groups", "save_state_table"],
              ("ccg.free_energy",)),
