@@ -62,7 +62,7 @@ def plot_projections(projections: list, path: str | Path, *, vmax_kt: float = 8.
     n = len(projections)
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.6 * nrows))
+    fig = Figure(figsize=(4.0 * ncols + 1.0, 3.6 * nrows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
     mesh = None
     for ax, proj in zip(axes, projections, strict=False):
