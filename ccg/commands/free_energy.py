@@ -39,7 +39,8 @@ def add_parser(sub) -> None:
         help="free energy F(z, T) of a trained model on a grid or at CG frames",
         description="Pointwise importance-sampling estimates of F(z, T), its standard error, "
         "ESS, <U>_z and the mean force, on the torsion grid of a (phi, psi) model or at the CG "
-        "frames of a trajectory (--frames).",
+        "frames of a trajectory (--frames); or, for any number of CG torsions, F projected onto "
+        "one or two of them by reweighting joint samples (--project).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("model", help="model.pt written by `ccg train` (importance sampling), or "
