@@ -227,7 +227,8 @@ class AdaptiveTorusProposal(ZProposal):
                 f'[train] z_proposal = "adaptive" keeps n_bins ** cg_dim cells: {n_bins} ** '
                 f"{cg_dim} = {int(n_bins) ** int(cg_dim):,} per temperature band for this map's "
                 f"{cg_dim} CG torsions (at most {MAX_ADAPTIVE_DIMS}). Use z_proposal = "
-                '"product" (per-torsion histograms, any number of torsions) or "uniform".')
+                '"product" (per-torsion histograms, any number of torsions; `ccg train '
+                '--z-proposal product`) or "uniform".')
         self.cg_dim, self.n_bins, self.explore = int(cg_dim), int(n_bins), float(explore)
         self.decay, self.warmup, self.sharpness = float(decay), int(warmup), float(sharpness)
         # band edges uniform in beta = 1 / T (inner edges only)
