@@ -78,6 +78,10 @@ def _panel_dims(groups: list[ccg.StateGroup], d: int) -> list[tuple[int, ...]]:
     return pairs or [tuple(range(i, min(i + 2, d))) for i in range(0, d, 2)]
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def run(args: argparse.Namespace) -> int:
     check_temperature(args.temperature, "--temperature")
     check_number(args.joint_samples, "--joint-samples", minimum=2)
@@ -106,10 +110,11 @@ def run(args: argparse.Namespace) -> int:
     if joint:
         print("  most populated joint states: " + ", ".join(
             f"{s} {p:.3f}±{e:.3f}" for _, s, p, e in joint[:5]))
-    print(f"wrote {out} and {csv}: {len(groups)} groups, {len(joint)} joint states")
+    print(f"wrote {out} and {csv}: {_count(len(groups), 'group')}, "
+          f"{_count(len(joint), 'joint state')}")
     if args.plot:
         projections = [ccg.project_free_energy(samples, dims, n_bins=args.grid)
                        for dims in _panel_dims(groups, model.cg_dim)]
         ccg.plot_projections(projections, args.plot, groups=groups)
-        print(f"plot: {args.plot} ({len(projections)} panels)")
+        print(f"plot: {args.plot} ({_count(len(projections), 'panel')})")
     return 0
