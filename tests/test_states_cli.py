@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import ccg
 from ccg import RunConfig, build_model
 from ccg.cli import main
 from ccg.io.model_file import save_model
@@ -116,4 +117,28 @@ def test_free_energy_project_refusals(wells_model, tmp_path, capsys, extra, mess
     rc = main(["free-energy", str(wells_model), "--temperature", "300", "--out", str(out),
                *FAST, *extra])
     assert rc == 2 and message in _error(capsys, "free-energy")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def other_models(tmp_path_factory, ala2_model):
+    """A backbone-bead model (Cartesian CG coordinates) and a CG model file (F_theta)."""
+    beads = _save(tmp_path_factory, {"name": "alanine-dipeptide"}, "backbone", "beads")
+    model = ccg.load_model(ala2_model)
+    cg_model = ccg.FreeEnergyModel(model.cg_map, t_ref=300.0, t_range=(300.0, 600.0),
+                                   hidden=8, n_layers=1, n_members=2,
+                                   system=model.system).double()
+    path = tmp_path_factory.mktemp("cg") / "cg_model.pt"
+    ccg.save_cg_model(path, cg_model)
+    return {"beads": beads, "cg": path}
+
+
+@pytest.mark.parametrize("kind, message", [("beads", "Cartesian/linear"),
+                                           ("cg", "is a CG model")])
+@pytest.mark.parametrize("command", [["states"], ["free-energy", "--project", "0"]])
+def test_models_without_joint_samples_are_refused(other_models, tmp_path, capsys, kind,
+                                                   message, command):
+    rc = main([command[0], str(other_models[kind]), *command[1:], "--temperature", "300",
+               "--out", str(tmp_path / "out.npz"), *FAST])
+    assert rc == 2 and message in _error(capsys, command[0])
     assert list(tmp_path.iterdir()) == []
