@@ -262,14 +262,18 @@ def test_projections_match_exact(system, model, proposal):
 
 @pytest.mark.parametrize("n_batches", [None, 32])
 def test_projection_errors_are_calibrated(system, model, proposal, n_batches):
+    from ccg.free_energy.joint import log_normalizer
     exact = system.projection([1, 2], T, 6)
-    z = []
+    z, z_norm = [], []
     for seed in range(20):
         samples = ccg.sample_joint(model, T, 8192, proposal=proposal, generator=gen(100 + seed))
         proj = ccg.project_free_energy(samples, (1, 2), n_bins=6, n_batches=n_batches)
         z.append(((proj.f_kt - exact) / proj.f_kt_err).ravel())
+        value, se = log_normalizer(samples)
+        z_norm.append((value - system.log_partition_1d(T).sum()) / se)
     z = np.concatenate(z)
     assert 0.6 < z.std() < 1.5 and abs(z.mean()) < 0.3, (z.mean(), z.std())
+    assert 0.5 < np.std(z_norm) < 1.6, z_norm  # 20 values: a looser band
 
 
 def test_resolve_dims_errors():
