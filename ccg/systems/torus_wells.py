@@ -14,11 +14,12 @@ r given z is Gaussian, so the free energy is exact and separable:
 
 with ⟨U⟩_z = Σ V_i + d/(2β), Var_z U = d/(2β²), ∇F_i = V_i' + κ_i cos z / (2β) and the thermal
 response ∇⟨U⟩ = V_i'. The energy favours the z > 0 well by 2 ε_i, the entropy the z < 0 well by
-κ_i k_B T, so each coordinate's populations change sign with temperature (ε_i/κ_i k_B = the
-crossover, 180-900 K for the defaults). Everything marginal is a product of 1-D integrals over
-circles, done here by Gauss-Legendre quadrature (accurate to ~1e-13): the partition functions
-(`log_partition_1d`), the mass of any arc (`arc_log_mass`), exact 1-D / 2-D projections on a
-bins grid (`projection`) and the population of any box (`box_population`).
+κ_i k_B T, so the populations shift towards z < 0 as T rises (the well minima cross at
+2 ε_i / κ_i k_B, 100-2400 K for the defaults; z0's populations turn over between 300 and
+600 K). Everything marginal is a product of 1-D integrals over circles, done here by
+Gauss-Legendre quadrature (accurate to ~1e-13): the partition functions (`log_partition_1d`),
+the mass of any arc (`arc_log_mass`), exact 1-D / 2-D projections on a bins grid
+(`projection`) and the population of any box (`box_population`).
 """
 
 from __future__ import annotations
