@@ -26,8 +26,20 @@ from ccg.free_energy.compare import (
 )
 from ccg.free_energy.estimators import PointEstimates, estimate_free_energy
 from ccg.free_energy.fit import FitConfig, ObservableSet, fit_free_energy_model
+from ccg.free_energy.joint import JointSamples, joint_ess, pilot_proposal, sample_joint
 from ccg.free_energy.langevin import LangevinResult, default_start, simulate
-from ccg.free_energy.plots import plot_free_energy
+from ccg.free_energy.plots import plot_free_energy, plot_projections
+from ccg.free_energy.projections import Projection, project_free_energy, resolve_dims
+from ccg.free_energy.states import (
+    Region,
+    StateGroup,
+    StateTable,
+    group_populations,
+    halves_groups,
+    ramachandran_groups,
+    region_populations,
+    save_state_table,
+)
 from ccg.free_energy.surface import (
     Surface,
     cg_model_arrays,
@@ -74,6 +86,7 @@ from ccg.systems import (
     MuellerBrown,
     OpenMMSystem,
     System,
+    TorusDoubleWells,
     alanine_dipeptide,
     make_analytic,
 )
@@ -87,6 +100,7 @@ from ccg.training.benchmark import (
 from ccg.training.build import build_map, build_model, build_proposal, build_system
 from ccg.training.config import MapConfig, RunConfig, SystemConfig, TrainConfig
 from ccg.training.losses import ForwardKL, JointReverseKL, ReverseKL
+from ccg.training.product_proposal import ProductTorusProposal
 from ccg.training.proposals import (
     Z_PROPOSALS,
     AdaptiveTorusProposal,
@@ -130,6 +144,7 @@ __all__ = [
     "HeldOutScore",
     "Interrupted",
     "JointReverseKL",
+    "JointSamples",
     "LangevinResult",
     "MapConfig",
     "ModelFileError",
@@ -138,15 +153,21 @@ __all__ = [
     "ObservableSet",
     "OpenMMSystem",
     "PointEstimates",
+    "ProductTorusProposal",
+    "Projection",
+    "Region",
     "Registry",
     "ReverseKL",
     "RunConfig",
+    "StateGroup",
+    "StateTable",
     "Surface",
     "System",
     "SystemConfig",
     "SystemProtocol",
     "TemperatureSampler",
     "TorsionMap",
+    "TorusDoubleWells",
     "TrainConfig",
     "Trainer",
     "TrainingError",
@@ -181,8 +202,11 @@ __all__ = [
     "free_energy_surface",
     "grid_centers",
     "grid_points",
+    "group_populations",
+    "halves_groups",
     "held_out_scores",
     "histogram_free_energy",
+    "joint_ess",
     "kl_divergence",
     "load_cg_model",
     "load_model",
@@ -190,15 +214,23 @@ __all__ = [
     "make_analytic",
     "make_context",
     "minimize_keeping_cg",
+    "pilot_proposal",
     "plot_free_energy",
+    "plot_projections",
     "predicts_within_noise",
+    "project_free_energy",
+    "ramachandran_groups",
     "read_cg_frames",
     "read_cg_input",
+    "region_populations",
+    "resolve_dims",
     "rmse_after_shift",
     "run_cycle",
+    "sample_joint",
     "save_cg_model",
     "save_free_energy",
     "save_model",
+    "save_state_table",
     "shifted_difference",
     "simulate",
     "state_populations",

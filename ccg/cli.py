@@ -1,5 +1,5 @@
-"""The `ccg` command: `ccg info`, `ccg bench`, `ccg train`, `ccg free-energy`, `ccg backmap`,
-`ccg cycle`, `ccg simulate`.
+"""The `ccg` command: `ccg info`, `ccg bench`, `ccg train`, `ccg free-energy`, `ccg states`,
+`ccg backmap`, `ccg cycle`, `ccg simulate`.
 
 The only place (with `ccg.commands`) that parses arguments. Each subcommand is a module of
 `ccg.commands` with `add_parser` and `run`; errors a user can fix (`ccg.CCGError`, ValueError,
@@ -26,6 +26,7 @@ EPILOG = """examples:
   ccg train --minutes 5 --out runs/ala2     train the default (alanine dipeptide, phi/psi)
   ccg train --config my.toml --resume       continue an interrupted run
   ccg free-energy runs/ala2/model.pt --temperature 300 --grid 36 --out fes.npz --plot fes.png
+  ccg states runs/ala2/model.pt --temperature 300 --out states.npz --plot rama.png
   ccg backmap runs/ala2/model.pt --cg traj.h5 --temperature 300 --out atoms.pdb
   ccg cycle --init runs/ala2/model.pt --minutes 30 --out runs/cycle
   ccg simulate runs/cycle/cg_model.pt --temperature 300 --steps 20000 --out cg.npy

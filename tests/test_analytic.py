@@ -307,7 +307,7 @@ def test_cuda_matches_cpu(name):
 
 
 def test_registry():
-    assert set(analytic_names()) == {"harmonic", "double-well", "mueller-brown"}
+    assert set(analytic_names()) == {"harmonic", "double-well", "mueller-brown", "torus-wells"}
     for name in analytic_names():
         system = make_analytic(name)
         assert isinstance(system, AnalyticSystem) and system.event_shape == (system.dim,)

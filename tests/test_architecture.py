@@ -191,8 +191,8 @@ SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
 
 
 def test_subcommands_are_the_documented_ones():
-    assert SUBCOMMANDS == sorted(["info", "bench", "train", "free-energy", "backmap", "cycle",
-                                  "simulate"])
+    assert SUBCOMMANDS == sorted(["info", "bench", "train", "free-energy", "states", "backmap",
+                                  "cycle", "simulate"])
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)

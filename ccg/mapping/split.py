@@ -128,16 +128,20 @@ class ICSplit(torch.nn.Module):
 class CoordinateSplitMap(CGMap):
     """z = x[:, :cg_dim], r = x[:, cg_dim:] for analytic systems with x [B, dim].
 
-    log_jac = 0; cg_features(z) = z; r_kinds "coord", nothing circular, r_reference zeros.
+    log_jac = 0; r_kinds "coord", no r circular, r_reference zeros. With `z_circular` the CG
+    coordinates are angles on [−π, π) (rad) and cg_features(z) = [cos z, sin z] (2 cg_dim
+    features, periodic); otherwise cg_features(z) = z.
     """
 
-    def __init__(self, dim: int, cg_dim: int) -> None:
+    def __init__(self, dim: int, cg_dim: int, z_circular: bool = False) -> None:
         super().__init__()
         if not (isinstance(dim, int) and isinstance(cg_dim, int) and 0 < cg_dim < dim):
             raise ValueError(f"Expected integers 0 < cg_dim < dim; got dim={dim}, cg_dim={cg_dim}.")
         n_r = dim - cg_dim
-        self._declare(event_shape=(dim,), cg_dim=cg_dim, n_r=n_r, cg_feature_dim=cg_dim,
-                      z_circular=[False] * cg_dim, r_circular=[False] * n_r,
+        self.periodic = bool(z_circular)
+        self._declare(event_shape=(dim,), cg_dim=cg_dim, n_r=n_r,
+                      cg_feature_dim=2 * cg_dim if self.periodic else cg_dim,
+                      z_circular=[self.periodic] * cg_dim, r_circular=[False] * n_r,
                       r_kinds=["coord"] * n_r)
 
     def _coarse_grain(self, x: torch.Tensor) -> torch.Tensor:
@@ -150,17 +154,23 @@ class CoordinateSplitMap(CGMap):
         return torch.cat([z, r], dim=-1), z.new_zeros(z.shape[0])
 
     def _cg_features(self, z: torch.Tensor) -> torch.Tensor:
+        if self.periodic:
+            return torch.cat([torch.cos(z), torch.sin(z)], dim=-1)
         return z
 
     def config(self) -> dict:
-        return {"type": self.map_type, "dim": self.event_shape[0], "cg_dim": self.cg_dim}
+        cfg = {"type": self.map_type, "dim": self.event_shape[0], "cg_dim": self.cg_dim}
+        if self.periodic:
+            cfg["z_circular"] = True
+        return cfg
 
     @classmethod
     def from_config(cls, cfg: dict, topology: Any) -> CoordinateSplitMap:
-        return cls(int(cfg["dim"]), int(cfg["cg_dim"]))
+        return cls(int(cfg["dim"]), int(cfg["cg_dim"]), bool(cfg.get("z_circular", False)))
 
 
 @CG_MAPS.register("split", systems="analytic")
 def coordinate_split_map(system) -> CoordinateSplitMap:
-    """`[map] cg = "split"`: z = the first `system.cg_dim` coordinates of an analytic system."""
-    return CoordinateSplitMap(system.dim, system.cg_dim)
+    """`[map] cg = "split"`: z = the first `system.cg_dim` coordinates of an analytic system
+    (angles on circles when the system declares `z_periodic`)."""
+    return CoordinateSplitMap(system.dim, system.cg_dim, bool(getattr(system, "z_periodic", False)))

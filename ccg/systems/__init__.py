@@ -19,6 +19,7 @@ from ccg.systems.peptides import (
     prepare_pdb,
 )
 from ccg.systems.registry import SYSTEM_KINDS, SYSTEMS, system_from_config, system_to_config
+from ccg.systems.torus_wells import TorusDoubleWells
 
 __all__ = [
     "IMPLICIT_SOLVENT_MODELS",
@@ -32,6 +33,7 @@ __all__ = [
     "MuellerBrown",
     "OpenMMSystem",
     "System",
+    "TorusDoubleWells",
     "alanine_dipeptide",
     "analytic_names",
     "build_peptide",

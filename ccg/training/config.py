@@ -33,6 +33,7 @@ from ccg.errors import ConfigError
 from ccg.flows.config import FlowConfig
 from ccg.mapping.base import CG_MAPS
 from ccg.systems.registry import SYSTEMS
+from ccg.training import product_proposal  # noqa: F401  (registers "product")
 from ccg.training.proposals import T_SAMPLING, Z_PROPOSALS
 
 __all__ = ["ConfigError", "FlowConfig", "MapConfig", "RunConfig", "SystemConfig", "TrainConfig"]
@@ -137,8 +138,9 @@ class TrainConfig:
     z_proposal: str = "adaptive"
     """A registered z proposal (`ccg.training.proposals.Z_PROPOSALS`). Torsion maps:
     "adaptive" (concentrated where the flow's own running estimates of F are low, 30 %
-    uniform; see AdaptiveTorusProposal) or "uniform" on the torus. Bead and analytic maps draw
-    from their CG frames / box either way."""
+    uniform; see AdaptiveTorusProposal; at most 3 torsions), "product" (per-torsion adaptive
+    histograms, any number of torsions; see ProductTorusProposal) or "uniform" on the torus.
+    Bead and analytic maps draw from their CG frames / box either way."""
     z_sharpness: float = 0.5
     """Adaptive proposal: z ~ exp(-z_sharpness * beta F(z, T)) at each pair's own T; below 1
     it flattens the Boltzmann factor so the whole populated region gets training points."""

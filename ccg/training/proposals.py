@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ccg._checks import check_finite, check_temperature
+from ccg.errors import ConfigError
 from ccg.model import BackmappingModel
 from ccg.registry import Registry
 from ccg.systems.analytic import AnalyticSystem
@@ -22,6 +23,9 @@ from ccg.training.md_proposal import proposal_frames
 
 T_SAMPLING = ("beta", "log", "uniform")
 """How training temperatures are drawn (`TemperatureSampler`)."""
+
+MAX_ADAPTIVE_DIMS = 3
+"""The adaptive grid's limit on CG torsions (its cells grow as n_bins ** cg_dim)."""
 
 Z_PROPOSALS: Registry = Registry("z proposal")
 """Named z proposals (`[train] z_proposal`): builders `(model, **settings) -> ZProposal` with
@@ -41,6 +45,13 @@ class ZProposal(abc.ABC):
     def sample(self, n: int, generator: torch.Generator, dtype, device,
                temperature_k: torch.Tensor | None = None) -> torch.Tensor:
         """[n, cg_dim] CG points (temperature_k: each row's training T [n] in K, or None)."""
+
+    def log_prob(self, z: torch.Tensor, temperature_k: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """log rho(z | T) [n] of z [n, cg_dim] (a normalized density; proposals that cannot
+        evaluate theirs raise NotImplementedError, and cannot weight joint samples)."""
+        raise NotImplementedError(f"{type(self).__name__} has no normalized density; use the "
+                                  '"uniform" or "product" z proposal for joint samples.')
 
     def observe(self, z: torch.Tensor, temperature_k: torch.Tensor,  # noqa: B027
                 log_w: torch.Tensor) -> None:
@@ -73,6 +84,12 @@ class UniformTorus(ZProposal):
                        device=generator.device)
         return (2 * math.pi * u - math.pi).to(dtype=dtype, device=device)
 
+    def log_prob(self, z: torch.Tensor, temperature_k: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """-cg_dim log(2 pi) for every row of z [n, cg_dim]; [n] float64."""
+        return torch.full((z.shape[0],), -self.cg_dim * math.log(2 * math.pi),
+                          dtype=torch.float64, device=z.device)
+
 
 class UniformBox(ZProposal):
     """z uniform in a box [low, high] per dimension (analytic systems)."""
@@ -94,6 +111,14 @@ class UniformBox(ZProposal):
                        device=generator.device)
         low, high = self.low.to(u.device), self.high.to(u.device)
         return (low + u * (high - low)).to(dtype=dtype, device=device)
+
+    def log_prob(self, z: torch.Tensor, temperature_k: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """-log(box volume) inside the box, -inf outside; z [n, cg_dim] -> [n] float64."""
+        low, high = self.low.to(z.device), self.high.to(z.device)
+        inside = ((z.double() >= low) & (z.double() <= high)).all(1)
+        value = -float(torch.log(self.high - self.low).sum())
+        return torch.where(inside, value, -math.inf).double()
 
 
 class FrameProposal(ZProposal):
@@ -197,6 +222,13 @@ class AdaptiveTorusProposal(ZProposal):
             raise ValueError(f"explore must be in [0, 1]; got {explore}.")
         if not 0.0 < sharpness <= 1.0:
             raise ValueError(f"sharpness must be in (0, 1] (1: Boltzmann); got {sharpness}.")
+        if int(cg_dim) > MAX_ADAPTIVE_DIMS:
+            raise ConfigError(
+                f'[train] z_proposal = "adaptive" keeps n_bins ** cg_dim cells: {n_bins} ** '
+                f"{cg_dim} = {int(n_bins) ** int(cg_dim):,} per temperature band for this map's "
+                f"{cg_dim} CG torsions (at most {MAX_ADAPTIVE_DIMS}). Use z_proposal = "
+                '"product" (per-torsion histograms, any number of torsions; `ccg train '
+                '--z-proposal product`) or "uniform".')
         self.cg_dim, self.n_bins, self.explore = int(cg_dim), int(n_bins), float(explore)
         self.decay, self.warmup, self.sharpness = float(decay), int(warmup), float(sharpness)
         # band edges uniform in beta = 1 / T (inner edges only)

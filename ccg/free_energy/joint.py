@@ -1,0 +1,194 @@
+"""Joint samples (z, r) of the model and their importance weights; the joint ESS.
+
+Where `estimate_free_energy` draws many r at a few given z, a joint sample draws z from a
+normalized proposal rho(z | T) and one r ~ q(r | z, T), with the weight of the joint density:
+
+    log w = -u(z, r) - log q(r | z, T) - log rho(z | T),   u = beta U(X(z, r)) - log|J|,
+
+so that E[w f(z)] = ∫ f(z) exp(-beta F(z, T)) dz for any f: projections of F onto a few CG
+coordinates and populations of states are weighted sums over the samples
+(`ccg.free_energy.projections`, `ccg.free_energy.states`), whatever the number of CG
+coordinates. The joint ESS = (sum w)^2 / (N sum w^2) in (0, 1] measures the flow and the
+proposal together: it is 1 only when q(r | z) = p(r | z) and rho(z) ∝ exp(-beta F(z)).
+
+The proposal is any object with `sample(n, generator, dtype, device, temperature_k)` and
+`log_prob(z, temperature_k)` (`ccg.training.proposals`); `pilot_proposal` fits a
+`ProductTorusProposal` to the model at one temperature from a few rounds of joint samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ccg._checks import check_temperature
+from ccg.errors import ConfigError
+from ccg.model import BackmappingModel
+from ccg.training.product_proposal import ProductTorusProposal
+
+
+@dataclass
+class JointSamples:
+    """Joint samples at one temperature (numpy, float64).
+
+    Attributes:
+        z: CG coordinates [N, cg_dim] (rad for torsions).
+        log_w: joint log-weights [N] (-inf for non-finite samples: weight 0).
+        temperature_k: T in K.
+        cg_names: names of the CG coordinates, in z order.
+    """
+
+    z: np.ndarray
+    log_w: np.ndarray
+    temperature_k: float
+    cg_names: list[str]
+
+    def __len__(self) -> int:
+        return int(self.log_w.shape[0])
+
+    @property
+    def n_nonfinite(self) -> int:
+        """Samples with weight 0 (non-finite energy or density)."""
+        return int((~np.isfinite(self.log_w)).sum())
+
+    @property
+    def ess(self) -> float:
+        """Normalized joint ESS (sum w)^2 / (N sum w^2) in (0, 1] (0 if no finite weight)."""
+        return ess_of(self.log_w)
+
+    def weights(self) -> tuple[np.ndarray, float]:
+        """(w / max w [N], log max w): weights scaled to at most 1, and the scale."""
+        finite = np.isfinite(self.log_w)
+        if not finite.any():
+            raise ValueError("No joint sample has a finite weight: the flow or the proposal "
+                             "put every sample where the energy is not finite.")
+        top = float(self.log_w[finite].max())
+        return np.where(finite, np.exp(self.log_w - top), 0.0), top
+
+    def select(self, index: np.ndarray) -> JointSamples:
+        """The samples at `index` (an integer or boolean array)."""
+        return JointSamples(self.z[index], self.log_w[index], self.temperature_k,
+                            list(self.cg_names))
+
+
+def ess_of(log_w: np.ndarray) -> float:
+    """Normalized ESS (sum w)^2 / (N sum w^2) of log-weights [N] (-inf: weight 0)."""
+    log_w = np.asarray(log_w, dtype=np.float64)
+    finite = np.isfinite(log_w)
+    if log_w.size == 0 or not finite.any():
+        return 0.0
+    a = log_w[finite]
+    log_ess = 2 * np.logaddexp.reduce(a) - np.logaddexp.reduce(2 * a)
+    return float(np.exp(log_ess) / log_w.size)
+
+
+def _check_proposal(model: BackmappingModel, proposal) -> None:
+    for name in ("sample", "log_prob"):
+        if not callable(getattr(proposal, name, None)):
+            raise TypeError(f"Expected a z proposal with sample() and log_prob(); "
+                            f"{type(proposal).__name__} lacks {name}().")
+    if getattr(proposal, "cg_dim", model.cg_dim) != model.cg_dim:
+        raise ValueError(f"The proposal is for {proposal.cg_dim} CG coordinates; the model has "
+                         f"{model.cg_dim}.")
+
+
+def sample_joint(model: BackmappingModel, temperature_k: float, n_samples: int, *, proposal,
+                 chunk_size: int = 16384, generator: torch.Generator | None = None,
+                 progress: bool = False) -> JointSamples:
+    """Draw N joint samples z ~ rho(z | T), r ~ q(r | z, T) and their joint log-weights.
+
+    Args:
+        model: a trained `BackmappingModel`.
+        temperature_k: T in K (> 0).
+        n_samples: N, the number of joint samples (>= 2).
+        proposal: the z proposal (normalized `log_prob`); see `pilot_proposal`.
+        chunk_size: samples per batch through the flow (memory bound).
+        generator: torch random generator (on the model's device); None: torch's default.
+
+    Returns:
+        `JointSamples` with z [N, cg_dim] and log_w [N] (numpy float64, on the CPU).
+    """
+    check_temperature(temperature_k)
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
+        raise ValueError(f"Expected n_samples as an integer >= 2; got {n_samples!r}.")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"Expected chunk_size as a positive integer; got {chunk_size!r}.")
+    _check_proposal(model, proposal)
+    device = next(model.flow.parameters()).device
+    generator = generator if generator is not None else torch.Generator(device).manual_seed(
+        int(torch.randint(2**31, ())))
+    zs, log_ws = [], []
+    starts = range(0, n_samples, chunk_size)
+    for start in tqdm(starts, disable=not progress, desc="joint samples", unit="chunk"):
+        n = min(chunk_size, n_samples - start)
+        temps = torch.full((n,), float(temperature_k), dtype=torch.float64, device=device)
+        z = proposal.sample(n, generator, torch.float64, device, temperature_k=temps)
+        with torch.no_grad():
+            s = model.sample(z, float(temperature_k), generator=generator)
+        log_rho = proposal.log_prob(z, temps).to(device=device, dtype=torch.float64)
+        zs.append(z.cpu())
+        log_ws.append((s.log_weights.double() - log_rho).cpu())
+    log_w = torch.cat(log_ws).numpy()
+    log_w = np.where(np.isnan(log_w), -np.inf, log_w)
+    return JointSamples(torch.cat(zs).numpy(), log_w, float(temperature_k),
+                        list(model.cg_map.cg_names))
+
+
+def pilot_proposal(model: BackmappingModel, temperature_k: float, *, n_samples: int = 8192,
+                   rounds: int = 6, n_bins: int = 36, explore: float = 0.1,
+                   sharpness: float = 1.0, generator: torch.Generator | None = None
+                   ) -> ProductTorusProposal:
+    """A `ProductTorusProposal` fitted to the model at one temperature: `rounds` rounds of
+    `n_samples` joint samples (z from the proposal so far, starting uniform; one r each) teach
+    it the 1-D marginals of exp(-beta F) along each torsion. Needs a torsion CG map."""
+    if not bool(model.cg_map.z_circular.all()):
+        raise ConfigError("Joint samples need CG coordinates on the torus (a torsion map): the "
+                          "z proposal is a product of histograms over [-pi, pi). This model's "
+                          "CG coordinates are Cartesian/linear.")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"Expected rounds as a positive integer; got {rounds!r}.")
+    proposal = ProductTorusProposal(model.cg_dim, temperature_k, temperature_k, n_bins=n_bins,
+                                    n_bands=1, explore=explore, decay=0.7, warmup=0,
+                                    sharpness=sharpness)
+    for _ in range(rounds):
+        samples = sample_joint(model, temperature_k, n_samples, proposal=proposal,
+                               generator=generator)
+        z = torch.from_numpy(samples.z)
+        # observe wants log w of (z, T) without the proposal's own density: add it back
+        temps = torch.full((len(samples),), float(temperature_k), dtype=torch.float64)
+        log_w = torch.from_numpy(samples.log_w) + proposal.log_prob(z, temps)
+        proposal.observe(z, temps, log_w[:, None])
+    return proposal
+
+
+def joint_ess(model: BackmappingModel, temperatures_k, *, n_samples: int = 16384,
+              proposal=None, generator: torch.Generator | None = None) -> np.ndarray:
+    """The joint ESS of the model at each temperature: [n_T] in (0, 1].
+
+    Args:
+        model: a trained `BackmappingModel`.
+        temperatures_k: temperatures in K (a number or a sequence).
+        n_samples: joint samples per temperature.
+        proposal: the z proposal; None: `pilot_proposal` at each temperature (torsion maps).
+    """
+    temps = np.atleast_1d(np.asarray(temperatures_k, dtype=np.float64))
+    out = np.empty(len(temps))
+    for i, t in enumerate(temps):
+        rho = proposal if proposal is not None else pilot_proposal(model, float(t),
+                                                                   generator=generator)
+        out[i] = sample_joint(model, float(t), n_samples, proposal=rho, generator=generator).ess
+    return out
+
+
+def log_normalizer(samples: JointSamples) -> tuple[float, float]:
+    """log ∫ exp(-beta F(z)) dz (= -beta F of the whole CG space) and its standard error."""
+    w, top = samples.weights()
+    mean = float(w.mean())
+    if mean <= 0:
+        return -math.inf, math.inf
+    se = float(w.std(ddof=1) / math.sqrt(len(w)) / mean)
+    return math.log(mean) + top, se

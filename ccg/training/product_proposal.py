@@ -1,0 +1,238 @@
+"""A z proposal that scales with the number of torsions: a product of adaptive 1-D histograms.
+
+The adaptive grid (`AdaptiveTorusProposal`) keeps n_bins ** d cells, which stops at d = 3. This
+proposal keeps, for each of `n_bands` temperature bands, one histogram of n_bins per torsion
+(n_bands · d · n_bins numbers) and draws every torsion independently:
+
+    rho(z | T) = prod_i [ (1 - explore) q_i(z_i | band(T)) + explore / 2 pi ],
+    q_i(bin) ∝ p_i(bin) ** sharpness,   uniform inside a bin,
+
+where p_i is the running estimate of the 1-D marginal of exp(-beta F) along torsion i. It is
+learned from the trainer's per-(z, T) estimates log w (`observe`) by importance sampling with
+the proposal itself: bin b of torsion i gets mass sum_k exp(l_k - log rho(z_k | T_k)) over the
+rows with z_k,i in b, l_k = log mean_j w_kj = -beta F(z_k, T_k), exponentially averaged over
+steps (`decay`). The temperature-dependent constant of beta F (entropy of the fast coordinates)
+is removed inside a band by a running least-squares slope of l on log T (z and T are drawn
+independently within a band, so the slope holds no z dependence). The density is normalized
+and known (`log_prob`), so joint samples z ~ rho, r ~ q(r | z, T) are importance weights of the
+joint model (`ccg.free_energy.joint`). For a separable F (a product of 1-D marginals) the
+proposal at sharpness 1 is exact up to the histogram's resolution; correlations between
+torsions are not modelled (that is what the importance weights correct).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ccg._checks import check_temperature
+from ccg.model import BackmappingModel
+from ccg.training.proposals import Z_PROPOSALS, ZProposal, uniform_proposal
+
+__all__ = ["ProductTorusProposal", "product_proposal"]
+
+TWO_PI = 2 * math.pi
+
+
+class ProductTorusProposal(ZProposal):
+    """rho(z | T) = product over torsions of adaptive 1-D histograms mixed with the uniform.
+
+    Args:
+        cg_dim: number of torsions d (rad, [-pi, pi)).
+        t_min, t_max: temperature range in K; bands are uniform in beta.
+        n_bins: histogram bins per torsion.
+        n_bands: temperature bands (each has its own histograms).
+        explore: per-torsion weight of the uniform density, in (0, 1] (keeps rho > 0).
+        decay: weight of the past in the running bin masses, in [0, 1).
+        warmup: observations before the histograms are used (uniform until then).
+        sharpness: q_i ∝ p_i ** sharpness, in (0, 1] (1: the marginal itself).
+    """
+
+    def __init__(self, cg_dim: int, t_min: float, t_max: float, *, n_bins: int = 24,
+                 n_bands: int = 4, explore: float = 0.1, decay: float = 0.9, warmup: int = 100,
+                 sharpness: float = 0.5):
+        check_temperature(t_min, "t_min")
+        check_temperature(t_max, "t_max")
+        if t_min > t_max:
+            raise ValueError(f"t_min ({t_min} K) is above t_max ({t_max} K); swap them.")
+        if isinstance(cg_dim, bool) or not isinstance(cg_dim, int) or cg_dim < 1:
+            raise ValueError(f"Expected cg_dim as a positive int; got {cg_dim!r}.")
+        if not 0.0 < explore <= 1.0:
+            raise ValueError(f"explore must be in (0, 1] (the uniform part keeps rho > 0); got "
+                             f"{explore}.")
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1); got {decay}.")
+        if not 0.0 < sharpness <= 1.0:
+            raise ValueError(f"sharpness must be in (0, 1] (1: the marginal); got {sharpness}.")
+        if n_bins < 2 or n_bands < 1:
+            raise ValueError(f"Expected n_bins >= 2 and n_bands >= 1; got {n_bins}, {n_bands}.")
+        self.cg_dim, self.n_bins, self.explore = int(cg_dim), int(n_bins), float(explore)
+        self.decay, self.warmup, self.sharpness = float(decay), int(warmup), float(sharpness)
+        inv = torch.linspace(1.0 / t_max, 1.0 / t_min, int(n_bands) + 1, dtype=torch.float64)
+        self.inner_edges = 1.0 / inv[1:-1]  # descending temperatures; band 0 is the hottest
+        self.log_t_center = torch.log(2.0 / (inv[1:] + inv[:-1]))  # [n_bands]
+        shape = (int(n_bands), self.cg_dim, self.n_bins)
+        self.log_mass = torch.full(shape, -math.inf, dtype=torch.float64)
+        self.seen = torch.zeros(shape, dtype=torch.float64)
+        self.t_stats = torch.zeros(int(n_bands), 5, dtype=torch.float64)  # 1, x, x², y, xy
+        self.n_observed = 0
+
+    # ---- bookkeeping ----------------------------------------------------------------------
+
+    @property
+    def n_bands(self) -> int:
+        return self.log_mass.shape[0]
+
+    def _to(self, device: torch.device) -> None:
+        for name in ("log_mass", "seen", "t_stats", "inner_edges", "log_t_center"):
+            value = getattr(self, name)
+            if value.device != device:
+                setattr(self, name, value.to(device))
+
+    def _band_index(self, temperature_k: torch.Tensor) -> torch.Tensor:
+        t = temperature_k.double()
+        return (t[:, None] < self.inner_edges.to(t.device)[None, :]).sum(1)
+
+    def _bins(self, z: torch.Tensor) -> torch.Tensor:
+        wrapped = torch.remainder(z.double() + math.pi, TWO_PI)
+        return torch.clamp((wrapped / (TWO_PI / self.n_bins)).long(), 0, self.n_bins - 1)
+
+    def marginal_log_probs(self) -> torch.Tensor:
+        """log p_i(bin) [n_bands, d, n_bins]: the learned 1-D marginals, each normalized over
+        its bins. Bins never observed count as the band's most probable one; a band with no
+        observation is uniform."""
+        seen = self.seen > 0
+        best = torch.where(seen, self.log_mass, -math.inf).amax(2, keepdim=True)
+        best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))
+        filled = torch.where(seen, self.log_mass, best)
+        return torch.log_softmax(filled, dim=2)
+
+    def marginal_free_energy(self) -> torch.Tensor:
+        """The learned marginals as F_i / k_B T per bin [n_bands, d, n_bins]: -log of the
+        normalized density (per rad) averaged over the bin."""
+        return -(self.marginal_log_probs() - math.log(TWO_PI / self.n_bins))
+
+    def _bin_log_q(self) -> torch.Tensor:
+        """log q_i(bin) [n_bands, d, n_bins] of the sharpened histograms."""
+        return torch.log_softmax(self.sharpness * self.marginal_log_probs(), dim=2)
+
+    def _rows_log_q(self, temperature_k: torch.Tensor | None, n: int) -> torch.Tensor:
+        """log q_i(bin) for each row [n, d, n_bins] (the band average without temperatures)."""
+        log_q = self._bin_log_q()
+        if temperature_k is None:
+            average = torch.logsumexp(log_q, 0) - math.log(self.n_bands)
+            return average[None].expand(n, -1, -1)
+        if temperature_k.shape != (n,):
+            raise ValueError(f"Expected temperature_k of shape [{n}] (K); got "
+                             f"{list(temperature_k.shape)}.")
+        return log_q[self._band_index(temperature_k.to(log_q.device))]
+
+    # ---- the density ----------------------------------------------------------------------
+
+    def log_prob(self, z: torch.Tensor, temperature_k: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        """log rho(z | T) [n] (per rad^d) of z [n, d] (rad) at the rows' temperatures [n] (K)."""
+        if z.ndim != 2 or z.shape[1] != self.cg_dim:
+            raise ValueError(f"Expected z of shape [n, {self.cg_dim}] (rad); got "
+                             f"{list(z.shape)}.")
+        uniform = -math.log(TWO_PI)
+        if self.n_observed < self.warmup:
+            return torch.full((z.shape[0],), self.cg_dim * uniform, dtype=torch.float64,
+                              device=z.device)
+        self._to(z.device)
+        log_q = self._rows_log_q(temperature_k, z.shape[0])
+        per_bin = torch.gather(log_q, 2, self._bins(z)[:, :, None])[:, :, 0]
+        keep = math.log(1.0 - self.explore) if self.explore < 1 else -math.inf
+        dens = torch.logaddexp(keep + per_bin - math.log(TWO_PI / self.n_bins),
+                               torch.full_like(per_bin, math.log(self.explore) + uniform))
+        return dens.sum(1)
+
+    def sample(self, n: int, generator: torch.Generator, dtype, device,
+               temperature_k: torch.Tensor | None = None) -> torch.Tensor:
+        """[n, cg_dim] in rad; with `temperature_k` [n] (K) row i is drawn for its own band.
+        Drawn on the generator's device."""
+        where = generator.device
+        kw = {"generator": generator, "dtype": torch.float64, "device": where}
+        if self.n_observed < self.warmup:
+            u = torch.rand(n, self.cg_dim, **kw)
+            return (TWO_PI * u - math.pi).to(dtype=dtype, device=device)
+        self._to(where)
+        temps = None if temperature_k is None else temperature_k.to(where)
+        probs = torch.exp(self._rows_log_q(temps, n)).reshape(n * self.cg_dim, self.n_bins)
+        bins = torch.multinomial(probs, 1, replacement=True, generator=generator)
+        bins = bins.reshape(n, self.cg_dim)
+        inside = -math.pi + (bins + torch.rand(n, self.cg_dim, **kw)) * (TWO_PI / self.n_bins)
+        uniform = TWO_PI * torch.rand(n, self.cg_dim, **kw) - math.pi
+        explore = torch.rand(n, self.cg_dim, **kw) < self.explore
+        return torch.where(explore, uniform, inside).to(dtype=dtype, device=device)
+
+    # ---- learning -------------------------------------------------------------------------
+
+    def observe(self, z: torch.Tensor, temperature_k: torch.Tensor, log_w: torch.Tensor) -> None:
+        """Record estimates: z [n, d] (rad, drawn from this proposal), T [n] (K), log_w [n, K]
+        of each (z, T)'s flow samples. Sums go through `reduce` (an all-reduce under DDP)."""
+        self._to(z.device)
+        n_bands = self.n_bands
+        ell = (torch.logsumexp(log_w.double(), 1) - math.log(log_w.shape[1]))
+        ok = torch.isfinite(ell)
+        band = self._band_index(temperature_k)
+        x = torch.log(temperature_k.double()) - self.log_t_center[band]
+        y = torch.where(ok, ell, torch.zeros_like(ell))
+        rows = torch.stack([torch.ones_like(x), x, x * x, y, x * y], 1) * ok[:, None]
+        batch_stats = torch.zeros_like(self.t_stats).index_add_(0, band, rows)
+        batch_stats = self.reduce(batch_stats)
+        hit = batch_stats[:, 0] > 0
+        self.t_stats = torch.where(hit[:, None], self.decay * self.t_stats + batch_stats,
+                                   self.t_stats)
+        s1, sx, sxx, sy, sxy = self.t_stats.unbind(1)
+        var = sxx * s1 - sx * sx
+        slope = torch.where(var > 1e-12 * s1.clamp_min(1.0) ** 2,
+                            (sxy * s1 - sx * sy) / var.clamp_min(1e-300), torch.zeros_like(var))
+        v = ell - slope[band] * x - self.log_prob(z, temperature_k)
+        v = torch.where(ok, v, torch.full_like(v, -math.inf))
+        top = v.max() if bool(ok.any()) else v.new_zeros(())
+        shift_sum = self.reduce(torch.stack([torch.where(ok.any(), top, 0.0),
+                                             ok.any().double()]))
+        shift = shift_sum[0] / shift_sum[1].clamp_min(1.0)
+        weight = torch.exp(torch.clamp(v - shift, max=700.0))  # 0 where not finite
+        cells = (band[:, None] * self.cg_dim + torch.arange(self.cg_dim, device=z.device)
+                 ) * self.n_bins + self._bins(z)
+        mass = torch.zeros(self.log_mass.numel(), dtype=torch.float64, device=z.device)
+        mass.index_add_(0, cells.reshape(-1), weight[:, None].expand(-1, self.cg_dim).reshape(-1))
+        count = torch.zeros_like(mass).index_add_(
+            0, cells.reshape(-1), ok[:, None].expand(-1, self.cg_dim).reshape(-1).double())
+        mass = self.reduce(mass).reshape(self.log_mass.shape)
+        count = self.reduce(count).reshape(self.log_mass.shape)
+        with torch.no_grad():
+            log_batch = torch.log(mass) + shift
+            band_hit = (count.sum((1, 2)) > 0).reshape(n_bands, 1, 1)
+            updated = torch.logaddexp(self.log_mass + math.log(self.decay) if self.decay > 0
+                                      else torch.full_like(self.log_mass, -math.inf), log_batch)
+            self.log_mass = torch.where(band_hit, updated, self.log_mass)
+            self.seen = self.seen + count
+        self.n_observed += 1
+
+    def state_dict(self) -> dict:
+        return {"log_mass": self.log_mass.cpu().clone(), "seen": self.seen.cpu().clone(),
+                "t_stats": self.t_stats.cpu().clone(), "n_observed": self.n_observed}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("log_mass", "seen", "t_stats"):
+            value = state[name]
+            if tuple(value.shape) != tuple(getattr(self, name).shape):
+                raise ValueError(f"The saved product proposal has {name} of shape "
+                                 f"{list(value.shape)}; this one {list(getattr(self, name).shape)}"
+                                 ". It was saved for another cg_dim, n_bins or n_bands.")
+            setattr(self, name, value.clone().to(getattr(self, name).device))
+        self.n_observed = int(state["n_observed"])
+
+
+@Z_PROPOSALS.register("product")
+def product_proposal(model: BackmappingModel, *, t_min: float, t_max: float,
+                     sharpness: float = 0.5, cg_frames=None, seed: int = 0) -> ZProposal:
+    """Torsion maps: `ProductTorusProposal` over [t_min, t_max] K (per-torsion adaptive
+    histograms; any number of torsions); other CG spaces: as `uniform_proposal`."""
+    if not bool(model.cg_map.z_circular.all()):
+        return uniform_proposal(model, t_min=t_min, t_max=t_max, cg_frames=cg_frames, seed=seed)
+    return ProductTorusProposal(model.cg_dim, t_min, t_max, sharpness=sharpness)
