@@ -9,6 +9,7 @@ row's training temperature [n] (K), which only temperature-aware proposals use.
 from __future__ import annotations
 
 import abc
+import logging
 import math
 from pathlib import Path
 
@@ -321,7 +322,20 @@ def adaptive_proposal(model: BackmappingModel, *, t_min: float, t_max: float,
                       sharpness: float = 0.5, cg_frames: str | Path | None = None,
                       seed: int = 0) -> ZProposal:
     """Torsion maps: `AdaptiveTorusProposal` over [t_min, t_max] K (z | T where the flow finds
-    F low, z ~ exp(-sharpness beta F)); other CG spaces: as `uniform_proposal`."""
+    F low, z ~ exp(-sharpness beta F)); other CG spaces: as `uniform_proposal`. Its grid has
+    n_bins ** cg_dim cells per temperature band, so a map of more than
+    `ADAPTIVE_GRID_MAX_DIMS` torsions (e.g. backbone-torsions of a tripeptide: 24 ** 6 cells,
+    gigabytes) gets the uniform torus instead (logged)."""
     if not bool(model.cg_map.z_circular.all()):
         return uniform_proposal(model, t_min=t_min, t_max=t_max, cg_frames=cg_frames, seed=seed)
+    if model.cg_dim > ADAPTIVE_GRID_MAX_DIMS:
+        logging.getLogger(__name__).info(
+            "z proposal: uniform on the torus (the adaptive grid is for at most %d CG torsions; "
+            "this map has %d)", ADAPTIVE_GRID_MAX_DIMS, model.cg_dim)
+        return UniformTorus(model.cg_dim)
     return AdaptiveTorusProposal(model.cg_dim, t_min, t_max, sharpness=sharpness)
+
+
+ADAPTIVE_GRID_MAX_DIMS = 3
+"""`[train] z_proposal = "adaptive"` uses its grid up to this many CG torsions, else the uniform
+torus (the grid's memory grows as 24 ** cg_dim)."""
