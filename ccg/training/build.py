@@ -24,6 +24,8 @@ from ccg.training.base_init import (
     circular_concentration,
     conditional_moments,
     harmonic_scale_tril,
+    has_reference,
+    reference_hessian,
     stiff_torsions,
 )
 from ccg.training.base_modes import second_minima
@@ -90,8 +92,10 @@ def build_model(config: RunConfig, system: System | None = None) -> BackmappingM
     t_ref = config.train.reference_temperature
     fc = config.flow
     linear_stiff = fc.linear_stiff_torsions and isinstance(cg_map, TorsionMap)
+    # d2U/dr2 at the reference, computed once (the stiff-torsion map below packs the same r)
+    hessian = reference_hessian(cg_map, system) if has_reference(system) else None
     if linear_stiff:  # the peptide omegas: unwrapped around the reference by the map
-        quads = stiff_torsions(cg_map, system, t_ref)
+        quads = stiff_torsions(cg_map, system, t_ref, hessian=hessian)
         if quads:
             named = dict(zip(cg_map.torsion_names, cg_map.torsion_atoms, strict=True))
             cg_map = TorsionMap(system.topology, named, system.reference_positions,
@@ -105,15 +109,16 @@ def build_model(config: RunConfig, system: System | None = None) -> BackmappingM
     loc = cg_map.r_reference
     if isinstance(system, AnalyticSystem):
         loc = conditional_moments(system, t_ref)[0]
-    scale = base_scale(cg_map, t_ref, system)
+    scale = base_scale(cg_map, t_ref, system, hessian=hessian)
     if linear_stiff:  # the stiff chiral torsions: real coordinates t' with a Gaussian base
-        rho = circular_concentration(cg_map, system, t_ref, circular)
+        rho = circular_concentration(cg_map, system, t_ref, circular, hessian=hessian)
         linear = cg_map.r_chiral & (rho > 0)
         scale = torch.where(linear, -torch.log(rho.clamp_min(1e-12)), scale)
         circular = circular & ~linear
-    tril = harmonic_scale_tril(cg_map, system, t_ref, ~circular) if fc.correlated_base else None
-    rho = circular_concentration(cg_map, system, t_ref, circular) if fc.concentrate_circular \
-        else None
+    tril = (harmonic_scale_tril(cg_map, system, t_ref, ~circular, hessian=hessian)
+            if fc.correlated_base else None)
+    rho = (circular_concentration(cg_map, system, t_ref, circular, hessian=hessian)
+           if fc.concentrate_circular else None)
     modes = None
     if rho is not None and fc.circular_modes:
         found = second_minima(cg_map, system, t_ref, rho > 0, circular)
