@@ -32,9 +32,8 @@ from ccg.training.base_modes import second_minima
 from ccg.training.config import RunConfig
 from ccg.training.proposals import Z_PROPOSALS, ZProposal
 
-_SYSTEM_SETTINGS = ("[system] sequence / pdb, forcefield, implicit_solvent, add_hydrogens "
-                    "(ccg train --sequence / --pdb, --forcefield, --implicit-solvent, "
-                    "--add-hydrogens)")
+_SYSTEM_SETTINGS = ("Set by [system] forcefield, implicit_solvent, add_hydrogens (ccg train "
+                    "--forcefield, --implicit-solvent, --add-hydrogens).")
 
 
 def build_system(config: RunConfig) -> System:
@@ -63,7 +62,7 @@ def build_system(config: RunConfig) -> System:
         if sc.pdb is not None:
             return OpenMMSystem.from_pdb(sc.pdb, tuple(sc.forcefield), **sc.options)
     except ValueError as err:  # ConfigError, or OpenMM's template errors from from_pdb
-        raise ConfigError(f"{err} The settings: {_SYSTEM_SETTINGS}.") from None
+        raise ConfigError(f"{err} {_SYSTEM_SETTINGS}") from None
     return SYSTEMS.resolve(sc.registered_name)(**sc.options)
 
 
