@@ -55,6 +55,9 @@ from ccg.mapping import (
     TorsionMap,
     ZMatrix,
     find_chiral_centers,
+    peptide_torsion_map,
+    peptide_torsions,
+    resolve_torsions,
     torsion_map_for,
 )
 from ccg.model import BackmappingModel, FlowSamples
@@ -185,10 +188,13 @@ __all__ = [
     "make_analytic",
     "make_context",
     "minimize_keeping_cg",
+    "peptide_torsion_map",
+    "peptide_torsions",
     "plot_free_energy",
     "predicts_within_noise",
     "read_cg_frames",
     "read_cg_input",
+    "resolve_torsions",
     "rmse_after_shift",
     "run_cycle",
     "save_cg_model",
