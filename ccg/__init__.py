@@ -72,6 +72,9 @@ from ccg.mapping import (
     TorsionMap,
     ZMatrix,
     find_chiral_centers,
+    peptide_torsion_map,
+    peptide_torsions,
+    resolve_torsions,
     torsion_map_for,
 )
 from ccg.model import BackmappingModel, FlowSamples
@@ -214,6 +217,8 @@ __all__ = [
     "make_analytic",
     "make_context",
     "minimize_keeping_cg",
+    "peptide_torsion_map",
+    "peptide_torsions",
     "pilot_proposal",
     "plot_free_energy",
     "plot_projections",
@@ -224,6 +229,7 @@ __all__ = [
     "read_cg_input",
     "region_populations",
     "resolve_dims",
+    "resolve_torsions",
     "rmse_after_shift",
     "run_cycle",
     "sample_joint",

@@ -67,6 +67,10 @@ def files(tmp_path_factory) -> dict[str, Path]:
     out["bad_key"], out["bad_type"] = folder / "bad_key.toml", folder / "bad_type.toml"
     (folder / "a_file").write_text("not a folder")
     out["a_file"] = folder / "a_file"
+    # a PDB of heavy atoms only (the bundled Ace-(Ala)3-Nme without its hydrogens)
+    heavy = mdtraj.load(str(ccg.systems.peptides.bundled_pdb_path("ala3")))
+    heavy.atom_slice(heavy.topology.select("not element H")).save_pdb(str(folder / "heavy.pdb"))
+    out["heavy_pdb"] = folder / "heavy.pdb"
     return out
 
 
@@ -94,6 +98,13 @@ def _bm(f, o, *extra, model="model", cg=H5, out="atoms.pdb"):
 def _train(f, o, *extra, out="run"):
     return ["train", "--system", "double-well", "--steps", "2", "--n-z", "4",
             "--samples-per-z", "2", "--out", str(o / out), "--no-progress", *extra]
+
+
+def _peptide(f, o, *extra, sequence="AA"):
+    """Train on a peptide from its sequence (vacuum: the fastest build)."""
+    return ["train", "--sequence", sequence, "--implicit-solvent", "none", "--steps", "1",
+            "--n-z", "2", "--samples-per-z", "2", "--out", str(o / "run"), "--no-progress",
+            *extra]
 
 
 def _touch(*names):
@@ -209,6 +220,31 @@ CASES = [
          ("4 CG coordinates", "--frames")),
     Case("--plot with --frames", lambda f, o: _fe(f, o, "--frames", H5, "--plot",
                                                   str(o / "f.png")), ("--plot", "--frames")),
+    # molecules and CG maps
+    Case("unknown residue letter", lambda f, o: _peptide(f, o, sequence="AXA"),
+         ("--sequence", "Unknown residue letter 'X' at position 2", "Fix: replace it")),
+    Case("PDB without hydrogens", lambda f, o: ["train", "--pdb", str(f["heavy_pdb"]),
+                                                "--steps", "1", "--out", str(o / "run")],
+         ("no hydrogen atoms", "--add-hydrogens")),
+    Case("force field that does not cover the molecule",
+         lambda f, o: _peptide(f, o, "--forcefield", "tip3p.xml"),
+         ("No template found", "['tip3p.xml']", "--forcefield")),
+    Case("unknown force-field file", lambda f, o: _peptide(f, o, "--forcefield", "amber99X.xml"),
+         ("amber99X.xml", "--forcefield")),
+    Case("torsion name that does not exist",
+         lambda f, o: _peptide(f, o, "--cg", "torsions", "--torsions", "phi2", "phi9"),
+         ('"phi9"', "no residue number 9", "ACE1, ALA2, ALA3, NME4", "--torsions")),
+    Case("torsion the residue does not have",
+         lambda f, o: _peptide(f, o, "--cg", "torsions", "--torsions", "chi1:2"),
+         ("residue 2 has no chi1", "--torsions")),
+    Case("unreadable torsion name", lambda f, o: _peptide(f, o, "--cg", "torsions",
+                                                         "--torsions", "chi12"),
+         ('cannot read "chi12"', "KIND:RES", "--torsions")),
+    Case("--torsions without --cg torsions", lambda f, o: _peptide(f, o, "--torsions", "phi2"),
+         ("--cg torsions", "drop --torsions")),
+    Case("C-alpha beads for a dipeptide", lambda f, o: _train(f, o, "--system",
+                                                              "alanine-dipeptide", "--cg", "ca"),
+         ("at least 3 residues", "heavy-atoms")),
     # devices
     Case("--device cuda without CUDA", lambda f, o: _fe(f, o, "--device", "cuda"),
          ("--device", "no CUDA device", "cpu")),

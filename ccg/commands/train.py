@@ -11,9 +11,10 @@ from ccg.commands._common import (
     apply_resources,
     check_output_folder,
 )
+from ccg.systems.peptides import IMPLICIT_SOLVENT_MODELS
 from ccg.training.config import DEFAULT_MINUTES
 from ccg.training.distributed import launched_world_size
-from ccg.training.run import check_resume
+from ccg.training.run import STRUCTURE_FILE, check_resume
 
 LOSS_RISE_WARNING = 2.0
 """nats: `ccg train` warns when the final 200-step mean loss is this far above the run's best."""
@@ -34,8 +35,23 @@ def add_parser(sub) -> None:
     p.add_argument("--config", help="TOML file with [system], [map], [flow], [train] tables")
     p.add_argument("--system", help=f"registered system: {', '.join(ccg.SYSTEMS.names())} "
                    "(default: alanine-dipeptide)")
+    p.add_argument("--sequence", help="a peptide in one-letter codes (e.g. AAA): built with "
+                   "ACE/NME caps, every hydrogen, minimized ([system] sequence)")
+    p.add_argument("--pdb", help="a PDB file of the molecule ([system] pdb); with every "
+                   "hydrogen unless --add-hydrogens")
+    p.add_argument("--forcefield", nargs="+", metavar="XML",
+                   help="OpenMM force-field files for --sequence / --pdb (default: "
+                   "amber99sbildn.xml)")
+    p.add_argument("--implicit-solvent", choices=list(IMPLICIT_SOLVENT_MODELS),
+                   help="generalized Born model added to --forcefield, or none (vacuum); "
+                   "default: obc2 for --sequence, the --forcefield files as listed for --pdb")
+    p.add_argument("--add-hydrogens", action="store_true",
+                   help="--pdb: add missing hydrogens (OpenMM Modeller, pH 7) and minimize")
     p.add_argument("--cg", help=f"CG map: {', '.join(ccg.CG_MAPS.names())} (default: the "
                    "system's own: phi-psi for molecules, split for analytic systems)")
+    p.add_argument("--torsions", nargs="+", metavar="NAME",
+                   help="--cg torsions: the CG torsions, e.g. phi2 psi2 chi1:3 2:-C-N-CA-C "
+                   "(KIND:RES or RES:A-B-C-D; see docs/configuration.md)")
     p.add_argument("--cg-frames", help="bead maps: trajectory whose frames are the z proposal")
     p.add_argument("--minutes", type=float,
                    help=f"wall-time budget of the optimization (default: {DEFAULT_MINUTES:g})")
@@ -74,7 +90,11 @@ def config_from_args(args: argparse.Namespace) -> ccg.RunConfig:
     """A RunConfig from --config (if any) overridden by the command-line flags (validated)."""
     config = ccg.RunConfig.from_toml(args.config) if args.config else ccg.RunConfig()
     overrides = {
-        ("system", "name"): args.system, ("map", "cg"): args.cg,
+        ("system", "name"): args.system, ("system", "sequence"): args.sequence,
+        ("system", "pdb"): args.pdb, ("system", "forcefield"): args.forcefield,
+        ("system", "implicit_solvent"): args.implicit_solvent,
+        ("system", "add_hydrogens"): args.add_hydrogens or None,
+        ("map", "cg"): args.cg, ("map", "torsions"): args.torsions,
         ("map", "cg_frames"): args.cg_frames, ("train", "minutes"): args.minutes,
         ("train", "steps"): args.steps, ("train", "t_min"): args.t_min,
         ("train", "t_max"): args.t_max, ("train", "t_values"): args.t_values,
@@ -86,7 +106,7 @@ def config_from_args(args: argparse.Namespace) -> ccg.RunConfig:
     for (section, key), value in overrides.items():
         if value is not None:
             setattr(getattr(config, section), key, value)
-    if args.system and not args.cg:
+    if (args.system or args.sequence or args.pdb) and not args.cg:
         config.system.validate()
         config.map.cg = config.system.default_map
     return config.validate()
@@ -122,4 +142,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"model:   {out / 'model.pt'}")
     print(f"metrics: {out / 'metrics.json'}")
     print(f"plot:    {out / 'training.png'}")
+    if config.system.pdb is not None or config.system.sequence is not None:
+        print(f"structure: {out / STRUCTURE_FILE}")
     return 0

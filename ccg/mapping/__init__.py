@@ -5,6 +5,8 @@
 - `ZMatrix`: batched internal coordinates with log|det J|, built from a bond graph.
 - `TorsionMap`: z = named torsions (φ, ψ); `AtomSubsetMap`: z = CG atom positions;
   `CoordinateSplitMap`: z = the first coordinates of an analytic system.
+- peptide torsions by residue (`peptide_torsions`, `resolve_torsions`, `peptide_torsion_map`):
+  the "backbone-torsions" and "torsions" maps; "ca" (one bead per C-alpha) is a bead map.
 - chirality: `find_chiral_centers`, `chirality_signs`, half-range torsion helpers.
 
 Convention: log_jac = log|det ∂x/∂(z, r)| in both `split` and `merge`.
@@ -20,6 +22,13 @@ from ccg.mapping.chirality import (
     half_range_to_torsion,
     torsion_to_half_range,
 )
+from ccg.mapping.peptide import (
+    TORSION_KINDS,
+    backbone_torsions,
+    peptide_torsion_map,
+    peptide_torsions,
+    resolve_torsions,
+)
 from ccg.mapping.split import CoordinateSplitMap
 from ccg.mapping.torsion import LOG_RIGID_BODY_ROTATIONS, TorsionMap, torsion_map_for
 from ccg.mapping.zmatrix import InternalCoordinates, ZMatrix, bond_angle, dihedral
@@ -29,6 +38,7 @@ __all__ = [
     "HALF_RANGE_LOG_JAC",
     "LOG_RIGID_BODY_ROTATIONS",
     "MAP_TYPES",
+    "TORSION_KINDS",
     "AtomSubsetMap",
     "CGMap",
     "ChiralCenter",
@@ -36,13 +46,17 @@ __all__ = [
     "InternalCoordinates",
     "TorsionMap",
     "ZMatrix",
+    "backbone_torsions",
     "bond_angle",
     "chirality_signs",
     "dihedral",
     "find_chiral_centers",
     "half_range_to_torsion",
     "map_from_config",
+    "peptide_torsion_map",
+    "peptide_torsions",
     "register_map",
+    "resolve_torsions",
     "torsion_map_for",
     "torsion_to_half_range",
 ]

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ccg.errors import ConfigError
 from ccg.mapping.base import CG_MAPS, CGMap, as_reference_xyz, check_topology, register_map
 from ccg.mapping.graph import MolGraph, components, graph_from_bonds, graph_from_topology
 from ccg.mapping.split import ICSplit
@@ -211,3 +212,18 @@ def heavy_atom_map(system) -> AtomSubsetMap:
 def backbone_map(system) -> AtomSubsetMap:
     """`[map] cg = "backbone"`: one bead per backbone atom (N, CA, C, O)."""
     return AtomSubsetMap(system.topology, "backbone", system.reference_positions)
+
+
+@CG_MAPS.register("ca", systems="molecular")
+def ca_map(system) -> AtomSubsetMap:
+    """`[map] cg = "ca"`: one bead per residue at its C-alpha (atoms named CA; the ACE / NME
+    caps have none). Needs at least 3 residues with a C-alpha (a rigid frame)."""
+    topology = system.topology
+    ca = [a.index for a in topology.atoms if a.name == "CA"]
+    if len(ca) < 3:
+        raise ConfigError(
+            f'[map] cg = "ca" needs at least 3 residues with a C-alpha (atom CA) to fix a frame; '
+            f"the molecule has {len(ca)}. Fix: use --cg heavy-atoms or backbone (beads), or "
+            "phi-psi / backbone-torsions (torsions)."
+        )
+    return AtomSubsetMap(topology, ca, system.reference_positions)

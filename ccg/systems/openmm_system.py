@@ -352,6 +352,16 @@ class OpenMMSystem(MolecularSystem):
             lines.append(f"OpenMM path: platform {self._platform}, n_workers {self._n_workers}")
         return "\n".join(lines)
 
+    @property
+    def pdb(self) -> str:
+        """The structure as PDB text: the file it was built from (for a built peptide or a
+        prepared PDB, the minimized structure with every hydrogen), else written from the
+        topology and the reference positions."""
+        if self._pdb is not None:
+            return self._pdb
+        pos = self._positions if self._positions is not None else np.zeros((self.n_atoms, 3))
+        return pdb_text(self._topology, pos)
+
     def __repr__(self) -> str:
         return (
             f"OpenMMSystem(n_atoms={self.n_atoms}, terms={self.term_paths}, "

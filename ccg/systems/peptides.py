@@ -561,20 +561,7 @@ def prepare_pdb(
         raise ConfigError(f"PDB file not found: {path}. Fix: check the path.")
     files = forcefield_files(forcefield, implicit_solvent)
     check_platform(minimize_platform)
-    try:
-        pdb = app.PDBFile(str(path))
-    except Exception as err:
-        raise ConfigError(f"Could not read the PDB file {path}: {err}") from err
-    n_hydrogens = sum(
-        1 for atom in pdb.topology.atoms() if getattr(atom.element, "symbol", None) == "H"
-    )
-    if n_hydrogens == 0 and not add_hydrogens:
-        raise ConfigError(
-            f"The PDB file {path} has no hydrogen atoms ({pdb.topology.getNumAtoms()} heavy "
-            "atoms); ccg needs every atom of the force field. Fix: pass add_hydrogens=True "
-            "(ccg: --add-hydrogens) to add them with OpenMM's Modeller at pH 7, or add them "
-            "with pdbfixer first."
-        )
+    pdb = check_hydrogens(path, add_hydrogens)
     ff = _forcefield(files)
     topology, positions = pdb.topology, pdb.getPositions(asNumpy=True)
     remarks = [f"ccg prepare_pdb: {path.name}", f"force field: {' '.join(files)}"]
@@ -597,6 +584,27 @@ def prepare_pdb(
         create_system=dict(create_system or {}),
         system_options=system_options,
     )
+
+
+def check_hydrogens(pdb_path: str | os.PathLike[str], add_hydrogens: bool) -> app.PDBFile:
+    """Read a PDB file; ConfigError if it cannot be read, or has no hydrogen atom and
+    `add_hydrogens` is False (the message names --add-hydrogens)."""
+    path = Path(pdb_path)
+    try:
+        pdb = app.PDBFile(str(path))
+    except Exception as err:
+        raise ConfigError(f"Could not read the PDB file {path}: {err}") from err
+    n_hydrogens = sum(
+        1 for atom in pdb.topology.atoms() if getattr(atom.element, "symbol", None) == "H"
+    )
+    if n_hydrogens == 0 and not add_hydrogens:
+        raise ConfigError(
+            f"The PDB file {path} has no hydrogen atoms ({pdb.topology.getNumAtoms()} heavy "
+            "atoms); ccg needs every atom of the force field. Fix: pass add_hydrogens=True "
+            "(ccg: --add-hydrogens) to add them with OpenMM's Modeller at pH 7, or add them "
+            "with pdbfixer first."
+        )
+    return pdb
 
 
 def _forcefield(files: list[str]) -> app.ForceField:

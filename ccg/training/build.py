@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ccg.errors import ConfigError
 from ccg.flows.build import build_flow
 from ccg.mapping.base import CG_MAPS, CGMap
 from ccg.mapping.torsion import TorsionMap
@@ -16,46 +17,84 @@ from ccg.model import BackmappingModel
 from ccg.systems.analytic import AnalyticSystem
 from ccg.systems.base import System
 from ccg.systems.openmm_system import OpenMMSystem
+from ccg.systems.peptides import build_peptide, prepare_pdb
 from ccg.systems.registry import SYSTEMS
 from ccg.training.base_init import (
     base_scale,
     circular_concentration,
     conditional_moments,
     harmonic_scale_tril,
+    has_reference,
+    reference_hessian,
     stiff_torsions,
 )
 from ccg.training.base_modes import second_minima
 from ccg.training.config import RunConfig
 from ccg.training.proposals import Z_PROPOSALS, ZProposal
 
+_SYSTEM_SETTINGS = ("Set by [system] forcefield, implicit_solvent, add_hydrogens (ccg train "
+                    "--forcefield, --implicit-solvent, --add-hydrogens).")
+
 
 def build_system(config: RunConfig) -> System:
-    """The system of `config.system`: a PDB with force-field files, or a registered name."""
+    """The system of `config.system`: a peptide sequence or a PDB with force-field files
+    (and an implicit-solvent model), or a registered name.
+
+    A sequence is built by `build_peptide` (caps, hydrogens, minimized); a PDB with
+    `implicit_solvent` or `add_hydrogens` by `prepare_pdb` (minimized when hydrogens were
+    added), any other PDB by `OpenMMSystem.from_pdb` with the force-field files as listed.
+
+    Raises:
+        ConfigError: force-field files that do not exist or do not cover the molecule, a
+            structure OpenMM cannot use (the message names the settings to change).
+    """
     sc = config.system
-    if sc.pdb is not None:
-        return OpenMMSystem.from_pdb(sc.pdb, tuple(sc.forcefield), **sc.options)
+    try:
+        if sc.sequence is not None:
+            return build_peptide(sc.sequence, forcefield=tuple(sc.forcefield),
+                                 implicit_solvent=sc.implicit_solvent or "obc2",
+                                 **sc.options).system
+        if sc.pdb is not None and (sc.implicit_solvent is not None or sc.add_hydrogens):
+            options = {"minimize_structure": sc.add_hydrogens, **sc.options}
+            return prepare_pdb(sc.pdb, forcefield=tuple(sc.forcefield),
+                               implicit_solvent=sc.implicit_solvent or "none",
+                               add_hydrogens=sc.add_hydrogens, **options).system
+        if sc.pdb is not None:
+            return OpenMMSystem.from_pdb(sc.pdb, tuple(sc.forcefield), **sc.options)
+    except ValueError as err:  # ConfigError, or OpenMM's template errors from from_pdb
+        raise ConfigError(f"{err} {_SYSTEM_SETTINGS}") from None
     return SYSTEMS.resolve(sc.registered_name)(**sc.options)
 
 
 def build_map(config: RunConfig, system: System) -> CGMap:
-    """The CG map of `config.map` (a registered name) for `system`."""
-    return CG_MAPS.resolve(config.map.cg)(system)
+    """The CG map of `config.map` (a registered name, with the options it takes, such as
+    `[map] torsions`) for `system`."""
+    options = {key: getattr(config.map, key)
+               for key in CG_MAPS.info(config.map.cg).get("options", ())}
+    return CG_MAPS.resolve(config.map.cg)(system, **options)
 
 
-def build_model(config: RunConfig) -> BackmappingModel:
+def build_model(config: RunConfig, system: System | None = None) -> BackmappingModel:
     """System + CG map + a freshly initialized flow, as configured (validated first).
 
     The flow's base is initialized from the force field at the system's reference structure
     (`ccg.training.base_init`); the model is on the CPU in float32.
+
+    Args:
+        config: the run configuration.
+        system: use this system instead of building `config.system` (e.g. a peptide built
+            once with `build_peptide` and reused for several maps).
     """
     config.validate()
-    system = build_system(config)
+    system = build_system(config) if system is None else system
     cg_map = build_map(config, system)
     t_ref = config.train.reference_temperature
     fc = config.flow
     linear_stiff = fc.linear_stiff_torsions and isinstance(cg_map, TorsionMap)
+    # d2U/dr2 at the reference, computed once (the stiff-torsion map below packs the same r)
+    hessian = reference_hessian(cg_map, system) if has_reference(system) else None
     if linear_stiff:  # the peptide omegas: unwrapped around the reference by the map
-        quads = stiff_torsions(cg_map, system, t_ref)
+        quads = stiff_torsions(cg_map, system, t_ref, hessian=hessian)
         if quads:
             named = dict(zip(cg_map.torsion_names, cg_map.torsion_atoms, strict=True))
             cg_map = TorsionMap(system.topology, named, system.reference_positions,
@@ -69,15 +108,16 @@ def build_model(config: RunConfig) -> BackmappingModel:
     loc = cg_map.r_reference
     if isinstance(system, AnalyticSystem):
         loc = conditional_moments(system, t_ref)[0]
-    scale = base_scale(cg_map, t_ref, system)
+    scale = base_scale(cg_map, t_ref, system, hessian=hessian)
     if linear_stiff:  # the stiff chiral torsions: real coordinates t' with a Gaussian base
-        rho = circular_concentration(cg_map, system, t_ref, circular)
+        rho = circular_concentration(cg_map, system, t_ref, circular, hessian=hessian)
         linear = cg_map.r_chiral & (rho > 0)
         scale = torch.where(linear, -torch.log(rho.clamp_min(1e-12)), scale)
         circular = circular & ~linear
-    tril = harmonic_scale_tril(cg_map, system, t_ref, ~circular) if fc.correlated_base else None
-    rho = circular_concentration(cg_map, system, t_ref, circular) if fc.concentrate_circular \
-        else None
+    tril = (harmonic_scale_tril(cg_map, system, t_ref, ~circular, hessian=hessian)
+            if fc.correlated_base else None)
+    rho = (circular_concentration(cg_map, system, t_ref, circular, hessian=hessian)
+           if fc.concentrate_circular else None)
     modes = None
     if rho is not None and fc.circular_modes:
         found = second_minima(cg_map, system, t_ref, rho > 0, circular)

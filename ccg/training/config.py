@@ -32,6 +32,8 @@ from ccg._checks import check_field_types
 from ccg.errors import ConfigError
 from ccg.flows.config import FlowConfig
 from ccg.mapping.base import CG_MAPS
+from ccg.mapping.peptide import check_torsion_specs
+from ccg.systems.peptides import IMPLICIT_SOLVENT_MODELS, check_hydrogens, check_sequence
 from ccg.systems.registry import SYSTEMS
 from ccg.training import product_proposal  # noqa: F401  (registers "product")
 from ccg.training.proposals import T_SAMPLING, Z_PROPOSALS
@@ -51,31 +53,67 @@ DEFAULT_SYSTEM = "alanine-dipeptide"
 
 @dataclass
 class SystemConfig:
-    """The target system (`[system]`): a registered `name` (`ccg.systems.SYSTEMS`), or a `pdb`
-    with `forcefield` files."""
+    """The target system (`[system]`): a registered `name` (`ccg.systems.SYSTEMS`), a peptide
+    `sequence`, or a `pdb`, with `forcefield` files and an `implicit_solvent` model."""
 
     name: str | None = None
-    """A registered system: alanine-dipeptide (the default without a pdb), harmonic,
-    double-well, mueller-brown."""
+    """A registered system: alanine-dipeptide (the default without a pdb or sequence),
+    ala3-obc2, ..., harmonic, double-well, mueller-brown."""
     pdb: str | None = None
-    """A PDB file with all hydrogens (instead of a registered `name`)."""
+    """A PDB file (instead of a registered `name`); it needs every hydrogen unless
+    `add_hydrogens`."""
+    sequence: str | None = None
+    """A peptide in one-letter codes, e.g. "AAA": built with ACE/NME caps, extended, every
+    hydrogen added and minimized in the force field (`ccg.systems.build_peptide`)."""
     forcefield: list[str] = field(default_factory=lambda: ["amber99sbildn.xml"])
-    """OpenMM force-field XML files for `pdb`."""
+    """OpenMM force-field XML files for `pdb` or `sequence`."""
+    implicit_solvent: str | None = None
+    """"obc2", "gbn2" or "none" (vacuum), added to `forcefield` (see
+    `ccg.systems.forcefield_files`). Unset: "obc2" for a sequence; for a pdb the
+    `forcefield` files exactly as listed."""
+    add_hydrogens: bool = False
+    """pdb: add missing hydrogens (OpenMM Modeller, pH 7) and minimize the structure."""
     options: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments of the system's builder (`OpenMMSystem.from_pdb` for a pdb)."""
+    """Keyword arguments of the system's builder (`OpenMMSystem.from_pdb` for a pdb,
+    `build_peptide` for a sequence, `prepare_pdb` for a pdb with implicit_solvent or
+    add_hydrogens)."""
 
     def validate(self) -> SystemConfig:
         check_field_types(self, "system")
-        if self.pdb is not None and self.name is not None:
-            raise ConfigError(f'[system] gives both name = "{self.name}" and pdb = '
-                              f'"{self.pdb}"; keep one of them.')
-        if self.pdb is None and self.registered_name not in SYSTEMS:
+        given = [f'{key} = "{getattr(self, key)}"' for key in ("name", "pdb", "sequence")
+                 if getattr(self, key) is not None]
+        if len(given) > 1:
+            raise ConfigError(f"[system] gives {' and '.join(given)}; keep one of them "
+                              "(ccg train: one of --system, --pdb, --sequence).")
+        if self.pdb is None and self.sequence is None and self.registered_name not in SYSTEMS:
             raise ConfigError(
                 f'Unknown system "{self.name}". Must be one of {SYSTEMS.names()}, '
-                "or give [system] pdb = 'file.pdb' with forcefield = [...]."
+                "or give [system] pdb = 'file.pdb' or sequence = 'AAA' with forcefield = [...]."
             )
-        if self.pdb is not None and not Path(self.pdb).is_file():
-            raise ConfigError(f"[system] pdb file not found: {self.pdb}")
+        if self.implicit_solvent is not None and (
+                self.implicit_solvent not in IMPLICIT_SOLVENT_MODELS):
+            raise ConfigError(
+                f'[system] implicit_solvent must be one of {list(IMPLICIT_SOLVENT_MODELS)}; got '
+                f'"{self.implicit_solvent}" (ccg train --implicit-solvent).'
+            )
+        if self.implicit_solvent is not None and self.pdb is None and self.sequence is None:
+            raise ConfigError(
+                "[system] implicit_solvent is for a pdb or a sequence; a registered system "
+                f'("{self.registered_name}") has its own. Fix: drop --implicit-solvent, or '
+                "choose a registered system with it in the name (e.g. ala3-gbn2)."
+            )
+        if self.add_hydrogens and self.pdb is None:
+            raise ConfigError("[system] add_hydrogens is for a pdb (--pdb); a sequence gets "
+                              "every hydrogen anyway. Fix: drop --add-hydrogens.")
+        if self.sequence is not None:
+            try:
+                check_sequence(self.sequence)
+            except ConfigError as err:
+                raise ConfigError(f"[system] sequence (--sequence): {err}") from None
+        if self.pdb is not None:
+            if not Path(self.pdb).is_file():
+                raise ConfigError(f"[system] pdb file not found: {self.pdb}")
+            check_hydrogens(self.pdb, self.add_hydrogens)
         return self
 
     @property
@@ -85,20 +123,25 @@ class SystemConfig:
 
     @property
     def label(self) -> str:
-        """What to call the system in messages: the PDB file's name, or the system's."""
-        return Path(self.pdb).name if self.pdb is not None else self.registered_name
+        """What to call the system in messages: the PDB file's name, the peptide's sequence,
+        or the system's name."""
+        if self.pdb is not None:
+            return Path(self.pdb).name
+        if self.sequence is not None:
+            return f"peptide {self.sequence.strip().upper()}"
+        return self.registered_name
 
     @property
     def kind(self) -> str:
         """"molecular" or "analytic"."""
-        if self.pdb is not None:
+        if self.pdb is not None or self.sequence is not None:
             return "molecular"
         return SYSTEMS.info(self.registered_name)["kind"]
 
     @property
     def default_map(self) -> str:
         """The CG map a run of this system uses unless told otherwise."""
-        if self.pdb is not None:
+        if self.pdb is not None or self.sequence is not None:
             return "phi-psi"
         return SYSTEMS.info(self.registered_name)["default_map"]
 
@@ -108,14 +151,27 @@ class MapConfig:
     """The CG map (`[map]`): a registered name (`ccg.mapping.CG_MAPS`)."""
 
     cg: str = "phi-psi"
-    """phi-psi (torsions), heavy-atoms or backbone (beads), split (analytic systems)."""
+    """phi-psi, backbone-torsions or torsions (torsions), heavy-atoms, backbone or ca (beads),
+    split (analytic systems)."""
     cg_frames: str | None = None
     """Bead maps: a trajectory of CG (or atomistic) frames used as the z proposal."""
+    torsions: list[str] | None = None
+    """cg = "torsions": the torsions, e.g. ["phi2", "psi2", "chi1:3", "2:-C-N-CA-C"] (syntax:
+    `ccg.mapping.peptide`)."""
 
     def validate(self) -> MapConfig:
         check_field_types(self, "map")
         if self.cg not in CG_MAPS:
             raise ConfigError(f'Unknown CG map "{self.cg}". Must be one of {CG_MAPS.names()}.')
+        takes = CG_MAPS.info(self.cg).get("options", ())
+        if self.torsions is not None and "torsions" not in takes:
+            raise ConfigError(f'[map] torsions is for cg = "torsions"; got cg = "{self.cg}". '
+                              "Fix: set --cg torsions, or drop --torsions.")
+        if "torsions" in takes:
+            if self.torsions is None:
+                raise ConfigError('[map] cg = "torsions" needs the list [map] torsions = '
+                                  '["phi2", "psi2", ...] (ccg train --torsions phi2 psi2).')
+            check_torsion_specs(self.torsions)
         if self.cg_frames is not None and not Path(self.cg_frames).is_file():
             raise ConfigError(f"[map] cg_frames file not found: {self.cg_frames}")
         return self
@@ -138,8 +194,9 @@ class TrainConfig:
     z_proposal: str = "adaptive"
     """A registered z proposal (`ccg.training.proposals.Z_PROPOSALS`). Torsion maps:
     "adaptive" (concentrated where the flow's own running estimates of F are low, 30 %
-    uniform; see AdaptiveTorusProposal; at most 3 torsions), "product" (per-torsion adaptive
-    histograms, any number of torsions; see ProductTorusProposal) or "uniform" on the torus.
+    uniform: the joint grid of AdaptiveTorusProposal up to 3 torsions, the per-torsion
+    histograms of ProductTorusProposal beyond), "product" (per-torsion adaptive histograms,
+    any number of torsions) or "uniform" on the torus.
     Bead and analytic maps draw from their CG frames / box either way."""
     z_sharpness: float = 0.5
     """Adaptive proposal: z ~ exp(-z_sharpness * beta F(z, T)) at each pair's own T; below 1

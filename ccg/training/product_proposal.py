@@ -28,9 +28,15 @@ import torch
 
 from ccg._checks import check_temperature
 from ccg.model import BackmappingModel
-from ccg.training.proposals import Z_PROPOSALS, ZProposal, uniform_proposal
+from ccg.training.proposals import (
+    MAX_ADAPTIVE_DIMS,
+    Z_PROPOSALS,
+    AdaptiveTorusProposal,
+    ZProposal,
+    uniform_proposal,
+)
 
-__all__ = ["ProductTorusProposal", "product_proposal"]
+__all__ = ["ProductTorusProposal", "adaptive_proposal", "product_proposal"]
 
 TWO_PI = 2 * math.pi
 
@@ -236,3 +242,18 @@ def product_proposal(model: BackmappingModel, *, t_min: float, t_max: float,
     if not bool(model.cg_map.z_circular.all()):
         return uniform_proposal(model, t_min=t_min, t_max=t_max, cg_frames=cg_frames, seed=seed)
     return ProductTorusProposal(model.cg_dim, t_min, t_max, sharpness=sharpness)
+
+
+@Z_PROPOSALS.register("adaptive")
+def adaptive_proposal(model: BackmappingModel, *, t_min: float, t_max: float,
+                      sharpness: float = 0.5, cg_frames=None, seed: int = 0) -> ZProposal:
+    """The default. Torsion maps of at most `MAX_ADAPTIVE_DIMS` torsions:
+    `AdaptiveTorusProposal` over [t_min, t_max] K (z | T on the joint grid where the flow finds
+    F low, z ~ exp(-sharpness beta F)); more torsions (the joint grid would need
+    n_bins ** cg_dim cells per band): `ProductTorusProposal` (per-torsion histograms); other
+    CG spaces: as `uniform_proposal`."""
+    if not bool(model.cg_map.z_circular.all()):
+        return uniform_proposal(model, t_min=t_min, t_max=t_max, cg_frames=cg_frames, seed=seed)
+    if model.cg_dim > MAX_ADAPTIVE_DIMS:
+        return ProductTorusProposal(model.cg_dim, t_min, t_max, sharpness=sharpness)
+    return AdaptiveTorusProposal(model.cg_dim, t_min, t_max, sharpness=sharpness)

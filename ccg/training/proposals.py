@@ -346,14 +346,3 @@ def uniform_proposal(model: BackmappingModel, *, t_min: float, t_max: float,
         low, high = model.system.cg_bounds
         return UniformBox(low, high)
     return FrameProposal(proposal_frames(model, cg_frames, t_max, seed=seed))
-
-
-@Z_PROPOSALS.register("adaptive")
-def adaptive_proposal(model: BackmappingModel, *, t_min: float, t_max: float,
-                      sharpness: float = 0.5, cg_frames: str | Path | None = None,
-                      seed: int = 0) -> ZProposal:
-    """Torsion maps: `AdaptiveTorusProposal` over [t_min, t_max] K (z | T where the flow finds
-    F low, z ~ exp(-sharpness beta F)); other CG spaces: as `uniform_proposal`."""
-    if not bool(model.cg_map.z_circular.all()):
-        return uniform_proposal(model, t_min=t_min, t_max=t_max, cg_frames=cg_frames, seed=seed)
-    return AdaptiveTorusProposal(model.cg_dim, t_min, t_max, sharpness=sharpness)

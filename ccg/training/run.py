@@ -1,5 +1,5 @@
 """A whole training run: `train(config, out_dir)` builds the model, trains it and writes
-`model.pt`, `metrics.json` and `training.png`."""
+`model.pt`, `metrics.json` and `training.png` (and `structure.pdb` for a sequence or a PDB)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ccg.constants import KB_KJMOL_PER_K
+from ccg.io.atomic import atomic_write_text
 from ccg.io.model_file import save_model
 from ccg.model import BackmappingModel
 from ccg.training import distributed
@@ -23,6 +24,10 @@ from ccg.training.plots import plot_training
 from ccg.training.trainer import Trainer, read_checkpoint
 
 logger = logging.getLogger(__name__)
+
+STRUCTURE_FILE = "structure.pdb"
+"""A run from a sequence or a PDB writes the structure it used (built / minimized, every
+hydrogen: the system's reference structure) under this name next to model.pt."""
 
 _DDP_OPTIONS = inspect.signature(DistributedDataParallel).parameters
 _NO_BUFFER_SYNC = ({"forward_sync_buffers": False} if "forward_sync_buffers" in _DDP_OPTIONS
@@ -37,7 +42,8 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     Args:
         config: the run (validated here, before any work).
         out_dir: output folder (created): `model.pt` (the trained model), `checkpoint.pt`,
-            `metrics.json` and `training.png`.
+            `metrics.json`, `training.png` and, for a `[system]` sequence or pdb,
+            `structure.pdb` (the structure used: built or prepared, minimized, every hydrogen).
         resume: continue from `out_dir/checkpoint.pt`; the configuration must be the run's
             own except for the budget (`RunConfig.check_resumable`).
         progress: show a progress bar (stderr).
@@ -91,6 +97,8 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     model.flow.eval()
     if ranks.main:  # one model file, one plot
         save_model(out / "model.pt", model, metrics=summary, run_config=config.to_dict())
+        if config.system.pdb is not None or config.system.sequence is not None:
+            atomic_write_text(out / STRUCTURE_FILE, model.system.pdb)
         plot_training(trainer.metrics, trainer.band_ess, out / "training.png",
                       t_range=model.t_range)
     summary["wall_s"] = time.perf_counter() - start
