@@ -21,14 +21,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from common import (
-    STATES,
-    free_energy_2d,
-    populations,
-    ramachandran_state,
-    residue_pairs,
-    rmse_shifted,
-)
+from common import free_energy_2d, residue_pairs, rmse_shifted
+
+import ccg
 
 
 def main() -> None:
@@ -49,10 +44,14 @@ def main() -> None:
               + " ".join(f"{a / max(t, 1):.2f}" for a, t in zip(d["accepted"], d["attempted"],
                                                                 strict=True)))
     rng = np.random.default_rng(0)
+    # ccg's per-residue Ramachandran regions (`ccg.ramachandran_groups`), named phi_k / psi_k
+    cg_names = [f"{n[:3]}_{n[3:]}" for n in names]
+    groups = {g.name: g for g in ccg.ramachandran_groups(cg_names)}
+    labels = next(iter(groups.values())).all_labels
     print("| T (K) | residue | RMSE seed 1 vs 2 (kT) | RMSE halves (kT, per seed) | "
           "shuffled halves (kT) | "
-          + " | ".join(f"{s} % (SE)" for s in STATES) + " |")
-    print("|---|---|---|---|---|" + "---|" * len(STATES))
+          + " | ".join(f"{s} % (SE)" for s in labels) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(labels))
     for temp in args.temperatures:
         series = []
         for d in data:
@@ -80,10 +79,16 @@ def main() -> None:
                 halves.append(rmse_shifted(free_energy_2d(s[:h, c_phi], s[:h, c_psi], args.grid),
                                            free_energy_2d(s[h:, c_phi], s[h:, c_psi], args.grid),
                                            mask))
-            state = [ramachandran_state(s[:, c_phi], s[:, c_psi]) for s in series]
-            per_seed = [populations(s) for s in state]
-            pops = np.mean([p for p, _ in per_seed], 0)
-            errs = np.sqrt(np.sum([e**2 for _, e in per_seed], 0)) / len(per_seed)
+            group = groups[f"phi_{res}/psi_{res}"]
+            per_seed = []
+            for s in series:  # equal weights, standard errors from 20 batch means
+                table = ccg.group_populations(
+                    ccg.JointSamples(s, np.zeros(len(s)), temp, cg_names), [group],
+                    n_batches=20)
+                rows = {label: (p, e) for _, label, p, e in table.rows("group")}
+                per_seed.append(np.array([rows[label] for label in labels]))
+            pops = np.mean([p[:, 0] for p in per_seed], 0)
+            errs = np.sqrt(np.sum([p[:, 1] ** 2 for p in per_seed], 0)) / len(per_seed)
             f_merged_all.append(f_merged)
             pops_all.append(pops)
             errs_all.append(errs)
@@ -99,7 +104,7 @@ def main() -> None:
                                 grid=0.5 * (edges[1:] + edges[:-1]),
                                 residues=np.array([r for r, _, _ in pairs]),
                                 populations=np.stack(pops_all), population_se=np.stack(errs_all),
-                                states=np.array(STATES), temperature_k=np.array(temp))
+                                states=np.array(labels), temperature_k=np.array(temp))
             print(f"wrote {path}")
 
 

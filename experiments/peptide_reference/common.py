@@ -1,5 +1,5 @@
-"""Helpers of the peptide reference scripts: the ladder, backbone torsions, per-residue
-Ramachandran histograms and state populations with block standard errors."""
+"""Helpers of the peptide reference scripts: the ladder, backbone torsions and per-residue
+Ramachandran histograms (the states are ccg's own, `ccg.ramachandran_groups`)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,6 @@ import numpy as np
 
 KB_KJ_PER_MOL_K = 0.0083144626181532
 """Boltzmann constant in kJ / (mol K) (R of the 2019 SI)."""
-
-STATES = ("beta", "PPII", "alpha_R", "alpha_L")
-"""Per-residue Ramachandran regions, a partition of the torus (degrees): phi >= 0 is alpha_L;
-for phi < 0, psi >= 90 or psi < -150 is beta (phi < -90) or PPII (phi >= -90); the rest
-alpha_R."""
-
 
 def default_ladder() -> np.ndarray:
     """300 -> 450 K geometric in 4 steps, 450 -> 600 K in 3 (8 temperatures, 450 K exact)."""
@@ -55,14 +49,6 @@ def residue_pairs(names) -> list[tuple[int, int, int]]:
     return out
 
 
-def ramachandran_state(phi: np.ndarray, psi: np.ndarray) -> np.ndarray:
-    """Index into `STATES` of each (phi, psi) (rad)."""
-    phi_d, psi_d = np.degrees(phi), np.degrees(psi)
-    extended = (psi_d >= 90) | (psi_d < -150)
-    state = np.where(extended, np.where(phi_d < -90, 0, 1), 2)
-    return np.where(phi_d >= 0, 3, state)
-
-
 def free_energy_2d(phi: np.ndarray, psi: np.ndarray, n_grid: int = 36) -> np.ndarray:
     """-log p on an n_grid x n_grid grid over [-pi, pi)^2 (kT, min 0; inf where empty)."""
     edges = np.linspace(-np.pi, np.pi, n_grid + 1)
@@ -77,12 +63,3 @@ def rmse_shifted(f_a: np.ndarray, f_b: np.ndarray, mask: np.ndarray) -> float:
     mask = mask & np.isfinite(f_a) & np.isfinite(f_b)
     diff = f_a[mask] - f_b[mask]
     return float(np.sqrt(np.mean((diff - diff.mean()) ** 2)))
-
-
-def populations(states: np.ndarray, n_blocks: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """Populations of each of `STATES` and their standard errors from `n_blocks` block means
-    (states: [n] indices in time order)."""
-    onehot = states[:, None] == np.arange(len(STATES))[None, :]
-    blocks = np.array_split(onehot.astype(float), n_blocks)
-    means = np.stack([b.mean(0) for b in blocks])
-    return onehot.mean(0), means.std(0, ddof=1) / np.sqrt(n_blocks)
