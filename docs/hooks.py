@@ -359,8 +359,9 @@ def config_tables() -> list[ConfigTable]:
 
     return [
         ConfigTable(ccg.SystemConfig, "`[system]`: the system", "system", True,
-                    "What U(x) is: a registered system by `name`, or a `pdb` with `forcefield` "
-                    "files (see [Your own molecule](your-own-molecule.md)).",
+                    "What U(x) is: a registered system by `name`, a peptide `sequence`, or a "
+                    "`pdb`, with `forcefield` files and an `implicit_solvent` model (see "
+                    "[Your own molecule](your-own-molecule.md)).",
                     run_flags("system")),
         ConfigTable(ccg.MapConfig, "`[map]`: the CG map", "map", True,
                     "Which CG coordinates z the flow is conditioned on.", run_flags("map")),
