@@ -114,7 +114,8 @@ API_GROUPS = [
               "simulate", "LangevinResult", "default_start", "grid_centers",
               "histogram_free_energy", "rmse_after_shift", "shifted_difference",
               "kl_divergence", "state_populations", "held_out_scores", "HeldOutScore",
-              "predicts_within_noise", "worst_chi2", "sample_joint", "JointSamples", "pilot_proposal",
+              "predicts_within_noise", "worst_chi2", "sample_joint", "JointSamples",
+              "pilot_proposal",
               "joint_ess", "project_free_energy", "Projection", "resolve_dims", "plot_projections",
               "group_populations", "region_populations", "StateGroup", "StateTable", "Region",
               "ramachandran_groups", "halves_groups", "save_state_table"],
@@ -364,8 +365,9 @@ def config_tables() -> list[ConfigTable]:
 
     return [
         ConfigTable(ccg.SystemConfig, "`[system]`: the system", "system", True,
-                    "What U(x) is: a registered system by `name`, or a `pdb` with `forcefield` "
-                    "files (see [Your own molecule](your-own-molecule.md)).",
+                    "What U(x) is: a registered system by `name`, a peptide `sequence`, or a "
+                    "`pdb`, with `forcefield` files and an `implicit_solvent` model (see "
+                    "[Your own molecule](your-own-molecule.md)).",
                     run_flags("system")),
         ConfigTable(ccg.MapConfig, "`[map]`: the CG map", "map", True,
                     "Which CG coordinates z the flow is conditioned on.", run_flags("map")),

@@ -380,3 +380,34 @@ def test_build_model_flow_keeps_every_chirality(name, peptide, ref):
         assert omega and all(kinds[t] == "improper" for t in omega)
         assert len(cg_map.stiff_torsions) >= 21 - (name == "torsions")  # 21 peptide bonds
     _check_chirality(model, ref)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_train_from_a_sequence_then_backmap_and_free_energy(tmp_path):
+    """ccg train --sequence ... writes model.pt and structure.pdb; backmap and free-energy
+    --frames accept the model (a dipeptide in vacuum, one step: the plumbing, not accuracy)."""
+    from ccg.cli import build_parser, main
+    from ccg.commands.train import config_from_args
+
+    argv = ["train", "--sequence", "AA", "--implicit-solvent", "none", "--forcefield",
+            "amber14-all.xml", "--cg", "torsions", "--torsions", "phi2", "psi:3", "--steps",
+            "1", "--n-z", "2", "--samples-per-z", "2", "--out", str(tmp_path / "run"),
+            "--no-progress", "--threads", "1"]
+    config = config_from_args(build_parser().parse_args(argv))
+    assert (config.system.sequence, config.system.implicit_solvent) == ("AA", "none")
+    assert config.system.forcefield == ["amber14-all.xml"]
+    assert (config.map.cg, config.map.torsions) == ("torsions", ["phi2", "psi:3"])
+    assert main(argv) == 0
+    run = tmp_path / "run"
+    assert (run / "model.pt").is_file() and (run / "structure.pdb").is_file()
+    model = ccg.load_model(run / "model.pt")
+    assert model.cg_map.cg_names == ["phi2", "psi3"] and model.system.n_atoms == 32
+    assert main(["backmap", str(run / "model.pt"), "--cg", str(run / "structure.pdb"),
+                 "--temperature", "300", "--samples-per-frame", "2", "--select", "all",
+                 "--out", str(tmp_path / "atoms.pdb"), "--no-progress", "--threads", "1"]) == 0
+    assert main(["free-energy", str(run / "model.pt"), "--frames", str(tmp_path / "atoms.pdb"),
+                 "--temperature", "300", "--samples", "8", "--out", str(tmp_path / "fe.npz"),
+                 "--no-progress", "--threads", "1"]) == 0
+    assert (tmp_path / "fe.npz").is_file()

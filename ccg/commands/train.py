@@ -103,6 +103,9 @@ def config_from_args(args: argparse.Namespace) -> ccg.RunConfig:
         ("flow", "backend"): args.backend, ("train", "seed"): args.seed,
         ("train", "dtype"): args.dtype, ("train", "checkpoint_every"): args.checkpoint_every,
     }
+    given = [key for key in ("system", "sequence", "pdb") if getattr(args, key) is not None]
+    if len(given) == 1:  # one molecule flag replaces the molecule of --config
+        config.system.name = config.system.sequence = config.system.pdb = None
     for (section, key), value in overrides.items():
         if value is not None:
             setattr(getattr(config, section), key, value)

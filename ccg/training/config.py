@@ -33,12 +33,12 @@ from ccg.errors import ConfigError
 from ccg.flows.config import FlowConfig
 from ccg.mapping.base import CG_MAPS
 from ccg.mapping.peptide import check_torsion_specs
-from ccg.systems.peptides import IMPLICIT_SOLVENT_MODELS, check_hydrogens, check_sequence
-from ccg.systems.registry import SYSTEMS
-from ccg.training import product_proposal  # noqa: F401  (registers "product")
+from ccg.training import product_proposal  # noqa: F401  (registers "product" and "adaptive")
 from ccg.training.proposals import T_SAMPLING, Z_PROPOSALS
+from ccg.training.system_config import DEFAULT_SYSTEM, SystemConfig
 
-__all__ = ["ConfigError", "FlowConfig", "MapConfig", "RunConfig", "SystemConfig", "TrainConfig"]
+__all__ = ["DEFAULT_SYSTEM", "ConfigError", "FlowConfig", "MapConfig", "RunConfig",
+           "SystemConfig", "TrainConfig"]
 
 
 COMPILE_MODES = ("none", "flow")
@@ -46,105 +46,6 @@ COMPILE_MODES = ("none", "flow")
 
 DEFAULT_MINUTES = 20.0
 """The training budget of a configuration that gives neither steps nor minutes."""
-
-DEFAULT_SYSTEM = "alanine-dipeptide"
-"""The system of a configuration that names none."""
-
-
-@dataclass
-class SystemConfig:
-    """The target system (`[system]`): a registered `name` (`ccg.systems.SYSTEMS`), a peptide
-    `sequence`, or a `pdb`, with `forcefield` files and an `implicit_solvent` model."""
-
-    name: str | None = None
-    """A registered system: alanine-dipeptide (the default without a pdb or sequence),
-    ala3-obc2, ..., harmonic, double-well, mueller-brown."""
-    pdb: str | None = None
-    """A PDB file (instead of a registered `name`); it needs every hydrogen unless
-    `add_hydrogens`."""
-    sequence: str | None = None
-    """A peptide in one-letter codes, e.g. "AAA": built with ACE/NME caps, extended, every
-    hydrogen added and minimized in the force field (`ccg.systems.build_peptide`)."""
-    forcefield: list[str] = field(default_factory=lambda: ["amber99sbildn.xml"])
-    """OpenMM force-field XML files for `pdb` or `sequence`."""
-    implicit_solvent: str | None = None
-    """"obc2", "gbn2" or "none" (vacuum), added to `forcefield` (see
-    `ccg.systems.forcefield_files`). Unset: "obc2" for a sequence; for a pdb the
-    `forcefield` files exactly as listed."""
-    add_hydrogens: bool = False
-    """pdb: add missing hydrogens (OpenMM Modeller, pH 7) and minimize the structure."""
-    options: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments of the system's builder (`OpenMMSystem.from_pdb` for a pdb,
-    `build_peptide` for a sequence, `prepare_pdb` for a pdb with implicit_solvent or
-    add_hydrogens)."""
-
-    def validate(self) -> SystemConfig:
-        check_field_types(self, "system")
-        given = [f'{key} = "{getattr(self, key)}"' for key in ("name", "pdb", "sequence")
-                 if getattr(self, key) is not None]
-        if len(given) > 1:
-            raise ConfigError(f"[system] gives {' and '.join(given)}; keep one of them "
-                              "(ccg train: one of --system, --pdb, --sequence).")
-        if self.pdb is None and self.sequence is None and self.registered_name not in SYSTEMS:
-            raise ConfigError(
-                f'Unknown system "{self.name}". Must be one of {SYSTEMS.names()}, '
-                "or give [system] pdb = 'file.pdb' or sequence = 'AAA' with forcefield = [...]."
-            )
-        if self.implicit_solvent is not None and (
-                self.implicit_solvent not in IMPLICIT_SOLVENT_MODELS):
-            raise ConfigError(
-                f'[system] implicit_solvent must be one of {list(IMPLICIT_SOLVENT_MODELS)}; got '
-                f'"{self.implicit_solvent}" (ccg train --implicit-solvent).'
-            )
-        if self.implicit_solvent is not None and self.pdb is None and self.sequence is None:
-            raise ConfigError(
-                "[system] implicit_solvent is for a pdb or a sequence; a registered system "
-                f'("{self.registered_name}") has its own. Fix: drop --implicit-solvent, or '
-                "choose a registered system with it in the name (e.g. ala3-gbn2)."
-            )
-        if self.add_hydrogens and self.pdb is None:
-            raise ConfigError("[system] add_hydrogens is for a pdb (--pdb); a sequence gets "
-                              "every hydrogen anyway. Fix: drop --add-hydrogens.")
-        if self.sequence is not None:
-            try:
-                check_sequence(self.sequence)
-            except ConfigError as err:
-                raise ConfigError(f"[system] sequence (--sequence): {err}") from None
-        if self.pdb is not None:
-            if not Path(self.pdb).is_file():
-                raise ConfigError(f"[system] pdb file not found: {self.pdb}")
-            check_hydrogens(self.pdb, self.add_hydrogens)
-        return self
-
-    @property
-    def registered_name(self) -> str:
-        """The registered system this configuration names (the default if none)."""
-        return self.name if self.name is not None else DEFAULT_SYSTEM
-
-    @property
-    def label(self) -> str:
-        """What to call the system in messages: the PDB file's name, the peptide's sequence,
-        or the system's name."""
-        if self.pdb is not None:
-            return Path(self.pdb).name
-        if self.sequence is not None:
-            return f"peptide {self.sequence.strip().upper()}"
-        return self.registered_name
-
-    @property
-    def kind(self) -> str:
-        """"molecular" or "analytic"."""
-        if self.pdb is not None or self.sequence is not None:
-            return "molecular"
-        return SYSTEMS.info(self.registered_name)["kind"]
-
-    @property
-    def default_map(self) -> str:
-        """The CG map a run of this system uses unless told otherwise."""
-        if self.pdb is not None or self.sequence is not None:
-            return "phi-psi"
-        return SYSTEMS.info(self.registered_name)["default_map"]
-
 
 @dataclass
 class MapConfig:
