@@ -71,6 +71,7 @@ from ccg.mapping import (
     CoordinateSplitMap,
     TorsionMap,
     ZMatrix,
+    chirality_signs,
     find_chiral_centers,
     peptide_torsion_map,
     peptide_torsions,
@@ -91,7 +92,9 @@ from ccg.systems import (
     System,
     TorusDoubleWells,
     alanine_dipeptide,
+    build_peptide,
     make_analytic,
+    prepare_pdb,
 )
 from ccg.systems.benchmark import benchmark_energy, format_energy_table
 from ccg.training.benchmark import (
@@ -190,9 +193,11 @@ __all__ = [
     "build_flow",
     "build_map",
     "build_model",
+    "build_peptide",
     "build_proposal",
     "build_system",
     "cg_model_arrays",
+    "chirality_signs",
     "default_start",
     "estimate_free_energy",
     "file_kind",
@@ -223,6 +228,7 @@ __all__ = [
     "plot_free_energy",
     "plot_projections",
     "predicts_within_noise",
+    "prepare_pdb",
     "project_free_energy",
     "ramachandran_groups",
     "read_cg_frames",

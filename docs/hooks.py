@@ -89,7 +89,8 @@ API_GROUPS = [
     ApiGroup("systems", "Systems",
              "Targets: batched, differentiable potential energies U(x) in kJ/mol of x "
              "[B, n_atoms, 3] in nm (molecules) or [B, dim] (analytic systems).",
-             ["System", "MolecularSystem", "OpenMMSystem", "alanine_dipeptide", "AnalyticSystem",
+             ["System", "MolecularSystem", "OpenMMSystem", "alanine_dipeptide", "build_peptide",
+              "prepare_pdb", "AnalyticSystem",
               "HarmonicFastModes", "DoubleWell2D", "MuellerBrown", "TorusDoubleWells",
               "make_analytic",
               "benchmark_energy", "format_energy_table"],
@@ -98,7 +99,7 @@ API_GROUPS = [
              "CG maps and the exact split x <-> (z, r, log|J|).",
              ["CGMap", "TorsionMap", "torsion_map_for", "peptide_torsion_map",
               "peptide_torsions", "resolve_torsions", "AtomSubsetMap", "CoordinateSplitMap",
-              "ZMatrix", "find_chiral_centers"],
+              "ZMatrix", "find_chiral_centers", "chirality_signs"],
              ("ccg.mapping",)),
     ApiGroup("flows", "Flows",
              "The conditional flow q(r | z, T): `sample`, `log_prob`, `sample_and_log_prob` "

@@ -15,8 +15,6 @@ import time
 import torch
 
 import ccg
-from ccg.mapping import chirality_signs, find_chiral_centers
-from ccg.systems import build_peptide
 
 SEQUENCE = "ACDEFGHIKLMNPQRSTVWY"
 TORSIONS = ["phi2", "psi2", "omega3", "chi1:6", "chi2:6", "chi1:14", "SER17:CA-CB-OG-HG"]
@@ -38,12 +36,12 @@ def open_bonds(cg_map, topology):
 def main() -> None:
     torch.set_num_threads(2)
     start = time.perf_counter()
-    system = build_peptide(SEQUENCE, implicit_solvent="none").system
+    system = ccg.build_peptide(SEQUENCE, implicit_solvent="none").system
     top = system.topology
     ref = torch.as_tensor(system.reference_positions, dtype=torch.float64)
     print(f"built {SEQUENCE}: {system.n_atoms} atoms, {top.n_residues} residues "
           f"({time.perf_counter() - start:.1f} s)")
-    centers = find_chiral_centers(top)
+    centers = ccg.find_chiral_centers(top)
     print(f"chiral centers ({len(centers)}):", " ".join(str(top.atom(c.center)) for c in centers))
     label = {a.index: f"{a.residue.name}{a.residue.resSeq}:{a.name}" for a in top.atoms}
     for name in MAPS:
@@ -77,8 +75,8 @@ def main() -> None:
         with torch.no_grad():
             rs, _ = model.flow.sample(model.context(zs, torch.full((n,), 300.0)), generator=gen)
             xs, _ = cg_map.merge(zs, rs)
-        want = chirality_signs(ref[None].float(), centers)
-        kept = (chirality_signs(xs, centers) == want).all(1).float().mean()
+        want = ccg.chirality_signs(ref[None].float(), centers)
+        kept = (ccg.chirality_signs(xs, centers) == want).all(1).float().mean()
         print(f"  untrained flow at z_ref, 300 K, {n} samples: chirality kept in "
               f"{100 * float(kept):.2f} %")
         lengths = (xs[:, idx[:, 0]] - xs[:, idx[:, 1]]).norm(dim=-1).double()
