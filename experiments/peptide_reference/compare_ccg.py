@@ -64,7 +64,7 @@ def main() -> None:
     pairs = [(g.name, *ccg.resolve_dims(g.name.split("/"), names)) for g in groups]
     generator = torch.Generator().manual_seed(args.seed)
     print(f"model {args.model}: CG {', '.join(names)}; reference {', '.join(args.remd)}")
-    print("| T (K) | residue (model names) | RMSE (kT) | bins | joint ESS | "
+    print("| T (K) | residue (model names) | RMSE (kT) | bins | joint ESS (effective) | "
           + " | ".join(f"{s}: ccg / REMD (pp)" for s in groups[0].all_labels) + " |")
     print("|---|---|---|---|---|" + "---|" * len(groups[0].all_labels))
     for temp in args.temperatures:
@@ -85,7 +85,8 @@ def main() -> None:
                 (p, e), (q, u) = a[0], b[0]
                 cells.append(f"{100 * p:.1f}±{100 * e:.1f} / {100 * q:.1f}±{100 * u:.1f}")
             print(f"| {temp:.0f} | {name} | {rmse_shifted(f, f_ref, mask):.3f} | "
-                  f"{int(mask.sum())} | {joint.ess:.3f} | {' | '.join(cells)} |")
+                  f"{int(mask.sum())} | {joint.ess:.2g} ({joint.ess * len(joint):.0f}) | "
+                  f"{' | '.join(cells)} |")
 
 
 if __name__ == "__main__":
