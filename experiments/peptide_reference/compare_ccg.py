@@ -24,8 +24,8 @@ import ccg
 
 
 def reference_samples(paths: list[str], temperature: float, discard_ns: float,
-                      order: list[int], names: list[str]) -> ccg.JointSamples:
-    """The REMD torsions at `temperature` of every seed, columns in the model's CG order."""
+                      order: list[int], names: list[str]) -> list[ccg.JointSamples]:
+    """The REMD torsions at `temperature`, one set per seed, columns in the model's CG order."""
     parts = []
     for path in paths:
         d = np.load(path)
@@ -34,9 +34,16 @@ def reference_samples(paths: list[str], temperature: float, discard_ns: float,
             raise SystemExit(f"error: {temperature} K is not on the ladder of {path}")
         sample_ps = float(d["sample_ps"]) if "sample_ps" in d else float(d["dt_ps"])
         skip = round(discard_ns * 1000 / sample_ps)
-        parts.append(np.asarray(d["torsions"][i, skip:], np.float64)[:, order])
-    z = np.concatenate(parts)
-    return ccg.JointSamples(z, np.zeros(len(z)), temperature, names)
+        z = np.asarray(d["torsions"][i, skip:], np.float64)[:, order]
+        parts.append(ccg.JointSamples(z, np.zeros(len(z)), temperature, names))
+    return parts
+
+
+def merged(parts: list[ccg.JointSamples]) -> ccg.JointSamples:
+    """The seeds pooled with equal total weight each (log-weight −log n per sample)."""
+    z = np.concatenate([p.z for p in parts])
+    log_w = np.concatenate([np.full(len(p), -np.log(len(p))) for p in parts])
+    return ccg.JointSamples(z, log_w, parts[0].temperature_k, parts[0].cg_names)
 
 
 def main() -> None:
@@ -71,9 +78,10 @@ def main() -> None:
         proposal = ccg.pilot_proposal(model, temp, generator=generator)
         joint = ccg.sample_joint(model, temp, args.joint_samples, proposal=proposal,
                                  generator=generator)
-        ref = reference_samples(args.remd, temp, args.discard_ns, order, names)
+        seeds = reference_samples(args.remd, temp, args.discard_ns, order, names)
+        ref = merged(seeds)
         ours = ccg.group_populations(joint, groups)
-        theirs = ccg.group_populations(ref, groups, n_batches=20)
+        theirs = [ccg.group_populations(s, groups, n_batches=20) for s in seeds]
         for name, i, j in pairs:
             f = ccg.project_free_energy(joint, (i, j), n_bins=args.grid).shifted
             f_ref = ccg.project_free_energy(ref, (i, j), n_bins=args.grid).shifted
@@ -81,8 +89,10 @@ def main() -> None:
             cells = []
             for label in groups[0].all_labels:
                 a = [(p, e) for g, s, p, e in ours.rows("group") if g == name and s == label]
-                b = [(p, e) for g, s, p, e in theirs.rows("group") if g == name and s == label]
-                (p, e), (q, u) = a[0], b[0]
+                b = np.array([next((p, e) for g, s, p, e in t.rows("group")
+                               if g == name and s == label) for t in theirs])
+                (p, e), q = a[0], b[:, 0].mean()  # seeds averaged, their errors combined
+                u = np.sqrt((b[:, 1] ** 2).sum()) / len(b)
                 cells.append(f"{100 * p:.1f}±{100 * e:.1f} / {100 * q:.1f}±{100 * u:.1f}")
             print(f"| {temp:.0f} | {name} | {rmse_shifted(f, f_ref, mask):.3f} | "
                   f"{int(mask.sum())} | {joint.ess:.2g} ({joint.ess * len(joint):.0f}) | "
