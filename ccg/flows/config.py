@@ -47,11 +47,12 @@ class FlowConfig:
     weighted by its harmonic population at each temperature (needs `concentrate_circular` and
     `linear_stiff_torsions = false`)."""
     linear_stiff_torsions: bool = True
-    """Torsion maps: model the torsions that are stiff with a single minimum at the reference
-    structure (a ±120° turn costs > 4 k_BT both ways: peptide ω, the chiral CB and HA
-    torsions) as real coordinates with a Gaussian base of their harmonic width, like the
-    improper-style ones, instead of on the circle. On the circle a narrow peak can be pushed
-    against a circular spline's fixed point at ±π and stay there, far from its minimum."""
+    """Torsion and bead maps: model the torsions that are stiff with a single minimum at the
+    reference structure (a ±120° turn costs > 4 k_BT both ways: peptide ω, ring torsions, the
+    chiral CB and HA torsions) as real coordinates with a Gaussian base of their harmonic
+    width, like the improper-style ones, instead of on the circle. On the circle a narrow
+    peak can be pushed against a circular spline's fixed point at ±π and stay there, far
+    from its minimum, and a wrapped-Cauchy base's tails open rings."""
     correlated_base: bool = False
     """Correlate bonds / angles / impropers by the harmonic covariance at the reference
     structure instead of a diagonal base."""

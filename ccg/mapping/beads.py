@@ -110,6 +110,10 @@ class AtomSubsetMap(CGMap):
         reference_xyz: reference structure [n_atoms, 3] nm (fixes chirality signs,
             r_reference and the feature offsets).
         zmatrix, feature_zmatrix: prebuilt Z-matrices (from a config).
+        stiff_torsions: atom quadruples of r torsions (rows of the Z-matrix, neither chiral
+            nor free rotors) to model as real coordinates unwrapped around their reference
+            value, like `TorsionMap`'s: the stiff ring and peptide-bond torsions, whose
+            circular base would otherwise open rings in its tails.
     """
 
     def __init__(
@@ -120,6 +124,7 @@ class AtomSubsetMap(CGMap):
         *,
         zmatrix: ZMatrix | None = None,
         feature_zmatrix: ZMatrix | None = None,
+        stiff_torsions: Sequence[Sequence[int]] = (),
     ) -> None:
         super().__init__()
         n = topology.n_atoms
@@ -133,10 +138,12 @@ class AtomSubsetMap(CGMap):
         fzm = feature_zmatrix if feature_zmatrix is not None else ZMatrix.from_graph(
             cg_graph(graph, idx, ref.numpy()), reference_xyz=ref[idx], chirality=False)
         self.zmatrix, self.feature_zmatrix = zm, fzm
+        self.stiff_torsions = [tuple(int(a) for a in q) for q in stiff_torsions]
         with torch.no_grad():
             ic_ref, _ = zm(ref[None])
         bonds = [(a.index, b.index) for a, b in topology.bonds]
-        self.layout = ICSplit(zm, bonds=bonds, reference_torsions=ic_ref.torsions[0])
+        self.layout = ICSplit(zm, bonds=bonds, reference_torsions=ic_ref.torsions[0],
+                              stiff_rows=zm.row_indices(self.stiff_torsions))
         self.cg_atom_indices = idx
         self._reference_xyz = ref
         self.register_buffer("_cg", torch.tensor(idx, dtype=torch.long), False)
@@ -192,6 +199,7 @@ class AtomSubsetMap(CGMap):
             "reference_xyz": self._reference_xyz.tolist(),
             "zmatrix": self.zmatrix.config(),
             "feature_zmatrix": self.feature_zmatrix.config(),
+            "stiff_torsions": [list(q) for q in self.stiff_torsions],
         }
 
     @classmethod
@@ -199,7 +207,9 @@ class AtomSubsetMap(CGMap):
         check_topology(topology, cfg["n_atoms"], "AtomSubsetMap")
         return cls(topology, list(cfg["cg_atoms"]), cfg["reference_xyz"],
                    zmatrix=ZMatrix.from_config(cfg["zmatrix"]),
-                   feature_zmatrix=ZMatrix.from_config(cfg["feature_zmatrix"]))
+                   feature_zmatrix=ZMatrix.from_config(cfg["feature_zmatrix"]),
+                   stiff_torsions=[tuple(q) for q in cfg.get("stiff_torsions", [])])
+
 
 
 @CG_MAPS.register("heavy-atoms", systems="molecular")

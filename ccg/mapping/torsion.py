@@ -89,19 +89,12 @@ class TorsionMap(CGMap):
                 raise ValueError(f"Torsion {name}={q} is not an entry of the Z-matrix.")
             z_index.append(hits[0])
         self.stiff_torsions = [tuple(int(a) for a in q) for q in stiff_torsions]
-        stiff_rows = []
-        for q in self.stiff_torsions:
-            hits = [t for t, row in enumerate(zm.rows) if row in (q, q[::-1])]
-            if not hits:
-                raise ValueError(f"stiff torsion {q} is not an entry of the Z-matrix; give "
-                                 "quadruples from zmatrix.rows.")
-            stiff_rows.append(hits[0])
         self.zmatrix = zm
         with torch.no_grad():
             ic_ref, _ = zm(ref[None])
         bonds = [(a.index, b.index) for a, b in topology.bonds]
         self.layout = ICSplit(zm, z_index, bonds=bonds, reference_torsions=ic_ref.torsions[0],
-                              stiff_rows=stiff_rows)
+                              stiff_rows=zm.row_indices(self.stiff_torsions))
         self.torsion_names = names
         self.torsion_atoms = quads
         self._reference_xyz = ref

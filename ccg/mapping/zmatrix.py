@@ -186,6 +186,17 @@ class ZMatrix(torch.nn.Module):
                 raise ValueError(f"Chiral torsion index {t} out of range [0, {len(self.rows)}).")
         return out
 
+    def row_indices(self, quads: Sequence[Sequence[int]]) -> list[int]:
+        """The index of the row (torsion) of each atom quadruple, given either way round."""
+        where = {row: t for t, row in reversed(list(enumerate(self.rows)))}
+        where.update({row[::-1]: t for t, row in reversed(list(enumerate(self.rows)))
+                      if row[::-1] not in where})
+        missing = [tuple(q) for q in quads if tuple(int(a) for a in q) not in where]
+        if missing:
+            raise ValueError(f"The torsions {missing[:5]} are not rows of the Z-matrix; give "
+                             "atom quadruples from zmatrix.rows.")
+        return [where[tuple(int(a) for a in q)] for q in quads]
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_topology(

@@ -177,9 +177,10 @@ def reference_hessian(cg_map, system, chunk: int = HESSIAN_CHUNK) -> torch.Tenso
 
 def stiff_torsions(cg_map, system, t_ref: float, *,
                    hessian: torch.Tensor | None = None) -> list[tuple[int, ...]]:
-    """Atom quadruples of the circular (not chiral) r torsions of a `TorsionMap` that are stiff
-    with a single minimum at the reference structure: those `circular_concentration` gives a
-    concentrated base (a ±2π/3 turn costs more than 4 k_B T_ref both ways), e.g. peptide ω."""
+    """Atom quadruples of the circular (not chiral) r torsions of a torsion or bead map that
+    are stiff with a single minimum at the reference structure: those `circular_concentration`
+    gives a concentrated base (a ±2π/3 turn costs more than 4 k_B T_ref both ways), e.g.
+    peptide ω and ring torsions."""
     rho = circular_concentration(cg_map, system, t_ref, cg_map.r_circular, hessian=hessian)
     if rho is None:
         return []

@@ -12,6 +12,7 @@ import torch
 from ccg.errors import ConfigError
 from ccg.flows.build import build_flow
 from ccg.mapping.base import CG_MAPS, CGMap
+from ccg.mapping.beads import AtomSubsetMap
 from ccg.mapping.torsion import TorsionMap
 from ccg.model import BackmappingModel
 from ccg.systems.analytic import AnalyticSystem
@@ -90,15 +91,14 @@ def build_model(config: RunConfig, system: System | None = None) -> BackmappingM
     cg_map = build_map(config, system)
     t_ref = config.train.reference_temperature
     fc = config.flow
-    linear_stiff = fc.linear_stiff_torsions and isinstance(cg_map, TorsionMap)
+    linear_stiff = fc.linear_stiff_torsions and isinstance(cg_map, TorsionMap | AtomSubsetMap)
     # d2U/dr2 at the reference, computed once (the stiff-torsion map below packs the same r)
     hessian = reference_hessian(cg_map, system) if has_reference(system) else None
-    if linear_stiff:  # the peptide omegas: unwrapped around the reference by the map
+    if linear_stiff:  # peptide omegas, ring torsions: unwrapped around the reference by the map
         quads = stiff_torsions(cg_map, system, t_ref, hessian=hessian)
-        if quads:
-            named = dict(zip(cg_map.torsion_names, cg_map.torsion_atoms, strict=True))
-            cg_map = TorsionMap(system.topology, named, system.reference_positions,
-                                zmatrix=cg_map.zmatrix, stiff_torsions=quads)
+        if quads:  # the same map (same Z-matrix) with these torsions unwrapped
+            cg_map = type(cg_map).from_config({**cg_map.config(), "stiff_torsions": quads},
+                                              system.topology)
     # Chirality-constrained torsions live on [-pi, pi) like the free ones: the flow keeps them
     # inside it, so every sample has the reference chirality (both ends are the planar,
     # high-energy configuration). With linear_stiff_torsions they are real coordinates instead,
