@@ -84,16 +84,17 @@ def run_md(omm_system: openmm.System, xyz: np.ndarray, *, ps: float, equilibrate
 
 @torch.no_grad()
 def backmap(model: ccg.BackmappingModel, x_md: torch.Tensor, per_frame: int, seed: int):
-    """x [n_frames · per_frame, N, 3] of flow samples at the MD frames' z, 300 K, and the
-    mask of finite samples."""
+    """x [n_frames · per_frame, N, 3] of flow samples at the MD frames' z, 300 K, their
+    energies U (kJ/mol) and the mask of finite samples."""
     z = model.cg_map.coarse_grain(x_md.to(torch.float32)).repeat_interleave(per_frame, 0)
     gen = torch.Generator().manual_seed(seed)
-    xs, ok = [], []
+    xs, us, ok = [], [], []
     for chunk in z.split(2048):
         out = model.sample(chunk, 300.0, generator=gen)
         xs.append(out.x)
+        us.append(out.energy_kjmol)
         ok.append(out.finite)
-    return torch.cat(xs).double(), torch.cat(ok)
+    return torch.cat(xs).double(), torch.cat(us).double(), torch.cat(ok)
 
 
 def deviations(x: torch.Tensor, bonds, b0: torch.Tensor) -> torch.Tensor:
@@ -120,6 +121,9 @@ def main() -> None:
     parser.add_argument("--md-ps", type=float, default=1000.0, help="MD after equilibration")
     parser.add_argument("--frames", type=int, default=2000, help="held-out MD frames backmapped")
     parser.add_argument("--per-frame", type=int, default=5, help="flow samples per frame")
+    parser.add_argument("--energy-cut", type=float, default=None,
+                        help="[train] energy_cut in k_BT (default: max(100, n_r/2 + "
+                             "6 sqrt(n_r/2)), just above the physical range)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/rings"))
     args = parser.parse_args()
@@ -131,11 +135,13 @@ def main() -> None:
     system = built.system
     top = system.topology
     b0_of = equilibrium_lengths(system.openmm_system)
+    u_ref = float(system.energy(torch.as_tensor(system.reference_positions)[None])[0])
     start = time.perf_counter()
     md = run_md(system.openmm_system, system.reference_positions, ps=args.md_ps,
                 equilibrate_ps=100.0, seed=1)
     print(f"MD: {len(md)} frames of {args.md_ps:.0f} ps at 300 K in "
-          f"{time.perf_counter() - start:.0f} s")
+          f"{time.perf_counter() - start:.0f} s", flush=True)
+    np.save(args.out / "md_xyz.npy", md.astype(np.float32))  # for a later look
     train_frames, held_out = md[: len(md) // 2], md[len(md) // 2:]
     step = max(1, len(held_out) // args.frames)
     x_md = torch.as_tensor(held_out[::step][: args.frames], dtype=torch.float64)
@@ -156,13 +162,15 @@ def main() -> None:
         b0 = torch.tensor([b0_of[frozenset(p)] for p in bonds], dtype=torch.float64)
         entry = {"closing_bonds": labels, "md": summary(deviations(x_md, bonds, b0))}
         histograms[name] = {"md": deviations(x_md, bonds, b0)}
+        cut = args.energy_cut or max(100.0, math.ceil(cg_map.n_r / 2
+                                                      + 6 * math.sqrt(cg_map.n_r / 2)))
+        entry["energy_cut_kt"] = cut
         map_cfg = {"cg": name, **({"cg_frames": str(frames_file)}
                                   if isinstance(cg_map, ccg.AtomSubsetMap) else {})}
         config = ccg.RunConfig.from_dict({
             "system": {"sequence": args.sequence, **solvent}, "map": map_cfg,
             # energy_cut above the physical spread of n_r fast coordinates (n_r / 2 +- ...)
-            "train": {"minutes": args.minutes, "seed": 0, "energy_cut": max(
-                100.0, math.ceil(cg_map.n_r / 2 + 6 * math.sqrt(cg_map.n_r / 2)))}})
+            "train": {"minutes": args.minutes, "seed": 0, "energy_cut": cut}})
         torch.manual_seed(0)
         untrained = ccg.build_model(config, system=system).eval()
         tick = time.perf_counter()
@@ -170,14 +178,19 @@ def main() -> None:
         entry["training"] = {"steps": info.get("steps"), "wall_s": time.perf_counter() - tick,
                              "final_ess": info.get("final_ess")}
         for label, model in (("untrained", untrained), ("trained", trained)):
-            x, finite = backmap(model, x_md, args.per_frame, seed=2)
+            x, energy, finite = backmap(model, x_md, args.per_frame, seed=2)
             dev = deviations(x, bonds, b0)
             kept = (ccg.chirality_signs(x.float(), centers) == signs_ref).all(1)
+            # beta (U - U_ref) at 300 K against the training's energy_cut: above it the loss
+            # sees a softened (log) energy and the flow's entropy can win
+            excess = (energy[finite] - u_ref) / (ccg.KB_KJMOL_PER_K * 300.0)
             entry[label] = {**summary(dev), "finite": float(finite.float().mean()),
-                            "chirality_kept": float(kept.float().mean())}
+                            "chirality_kept": float(kept.float().mean()),
+                            "median_excess_energy_kt": float(excess.median()),
+                            "share_above_energy_cut": float((excess > cut).float().mean())}
             histograms[name][label] = dev
         results["maps"][name] = entry
-        print(json.dumps({name: entry}, indent=1))
+        print(json.dumps({name: entry}, indent=1), flush=True)
 
     tmp = args.out / "rings.json.tmp"
     tmp.write_text(json.dumps(results, indent=1))
