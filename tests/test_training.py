@@ -19,7 +19,15 @@ from ccg.flows import build_flow
 from ccg.free_energy.estimators import estimate_free_energy
 from ccg.model import BackmappingModel
 from ccg.systems.analytic import DoubleWell2D, HarmonicFastModes
-from ccg.training.losses import EnergyCut, JointReverseKL, LossOutput, ReverseKL, linlog_cut
+from ccg.training.losses import (
+    EnergyCut,
+    JointReverseKL,
+    LossOutput,
+    ReverseKL,
+    linlog_cut,
+    raised_energy_cut,
+)
+from ccg.training.run import initial_energy_cut
 from ccg.training.trainer import Trainer, TrainingError, ess_per_group
 
 
@@ -517,6 +525,48 @@ def test_energy_cut_warns_inside_the_physical_range_and_rejects_nonpositive():
         EnergyCut(system, 0.0)
     with pytest.raises(Exception, match="energy_cut must be > 0"):
         _config("harmonic", energy_cut=-1.0).validate()
+
+
+def _first_batch(config: RunConfig, n: int = 256):
+    torch.manual_seed(0)
+    model = build_model(config)
+    g = torch.Generator().manual_seed(3)
+    temps = 300.0 + 300.0 * torch.rand(n, generator=g, dtype=torch.float64)
+    z = build_proposal(config, model).sample(n, g, torch.float64, "cpu", temperature_k=temps)
+    return model, z, temps
+
+
+def test_energy_cut_is_raised_when_most_first_samples_are_above_it():
+    """share and median are those of the untrained flow's samples; the cut becomes 10x the
+    median excess exactly when more than half the samples are above it, else stays."""
+    model, z, temps = _first_batch(_config("harmonic"))
+
+    def run(cut: float):
+        return raised_energy_cut(model, z, temps, cut, generator=torch.Generator().manual_seed(1))
+
+    with torch.no_grad():
+        samples = model.sample(z, temps, generator=torch.Generator().manual_seed(1))
+    excess = samples.beta * samples.energy_kjmol  # analytic system: U_ref = 0
+    median = float(excess.median())
+    low, high = median / 4, float(excess.quantile(0.7))
+    cut, share, got_median = run(low)
+    assert got_median == pytest.approx(median)
+    assert share == pytest.approx(float((excess > low).double().mean())) and share > 0.5
+    assert cut == pytest.approx(10 * median)
+    cut, share, _ = run(high)
+    assert cut == high and share == pytest.approx(float((excess > high).double().mean()))
+
+
+def test_the_run_raises_the_cut_unless_told_not_to(caplog):
+    config = _config("harmonic", energy_cut=1e-3)
+    model, _, _ = _first_batch(config)
+    proposal = build_proposal(config, model)
+    with caplog.at_level("WARNING", logger="ccg"):
+        raised = initial_energy_cut(model, proposal, config)
+    assert raised > 1e-3 and "energy_cut raised from 0.001" in caplog.text
+    assert initial_energy_cut(model, proposal, config) == raised  # its own generator
+    kept = _config("harmonic", energy_cut=1e-3, energy_cut_auto=False)
+    assert initial_energy_cut(model, proposal, kept) == 1e-3
 
 
 # --- 6. per-(z, T) ESS and the batch layout ----------------------------------------------------

@@ -147,6 +147,11 @@ class TrainConfig:
     energy_cut: float = 100.0
     """beta U more than this (k_BT) above the reference structure's beta U_ref is softened
     (linear-then-log) in the loss; physical energies are far below it (see EnergyCut)."""
+    energy_cut_auto: bool = True
+    """Before training, sample one batch of the untrained flow; if most of it lies above
+    energy_cut, raise the cut to 10x the batch's median excess energy
+    (`ccg.training.losses.raised_energy_cut`): starting mostly above the cut, where the loss
+    sees only the log of the energy, the flow widens instead of learning."""
     max_nonfinite_fraction: float = 0.1
     """Abort when the running (20-step) fraction of non-finite samples exceeds this."""
     checkpoint_every: int = 200

@@ -19,8 +19,9 @@ from ccg.model import BackmappingModel
 from ccg.training import distributed
 from ccg.training.build import build_model, build_proposal
 from ccg.training.config import RunConfig
-from ccg.training.losses import ReverseKL
+from ccg.training.losses import ReverseKL, raised_energy_cut
 from ccg.training.plots import plot_training
+from ccg.training.proposals import TemperatureSampler
 from ccg.training.trainer import Trainer, read_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
                 model.cg_dim, ", ".join(model.cg_map.cg_names), model.cg_map.n_r)
     report_modes(model)
     proposal = build_proposal(config, model)
+    energy_cut = initial_energy_cut(model, proposal, config)
     dtype = torch.float64 if config.train.dtype == "float64" else torch.float32
     model.flow.to(device=device, dtype=dtype)
     model.cg_map.to(device=device)
@@ -74,7 +76,7 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     if ranks.distributed:  # gradients all-reduced by PyTorch's DDP (buffers are constants)
         sampler = DistributedDataParallel(
             model, device_ids=[device] if device.type == "cuda" else None, **_NO_BUFFER_SYNC)
-    loss = ReverseKL(model, energy_cut=config.train.energy_cut,
+    loss = ReverseKL(model, energy_cut=energy_cut,
                      path_gradient=config.train.path_gradient,
                      forward_weight=config.train.forward_weight,
                      renyi_alpha=config.train.renyi_alpha,
@@ -91,6 +93,7 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
         "final_ess": trainer.metrics["ess"][-1] if trainer.metrics["ess"] else None,
         "kT_ref_kjmol": KB_KJMOL_PER_K * model.t_ref,
         "ema_decay": config.train.ema_decay,
+        "energy_cut_kt": energy_cut,
     }
     summary["loss_rise_from_best"], summary["best_loss_step"] = trainer.loss_rise()
     trainer.apply_average()
@@ -103,6 +106,30 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
                       t_range=model.t_range)
     summary["wall_s"] = time.perf_counter() - start
     return model, summary
+
+
+def initial_energy_cut(model: BackmappingModel, proposal, config: RunConfig) -> float:
+    """`[train] energy_cut`, raised by `raised_energy_cut` when most of one batch of the
+    untrained flow lies above it (`[train] energy_cut_auto`). Measured on the CPU with its own
+    generator (seeded by `[train] seed`), so a resumed run, on any device, gets the same cut."""
+    t = config.train
+    if not t.energy_cut_auto:
+        return t.energy_cut
+    generator = torch.Generator().manual_seed(t.seed)
+    sampler = TemperatureSampler(t.t_min, t.t_max, t.t_sampling, values=t.t_values)
+    temps = sampler.sample(t.n_z, generator, torch.float32, "cpu")
+    z = proposal.sample(t.n_z, generator, torch.float32, "cpu", temperature_k=temps)
+    cut, share, median = raised_energy_cut(
+        model, z.repeat_interleave(t.samples_per_z, 0),
+        temps.repeat_interleave(t.samples_per_z), t.energy_cut, generator=generator)
+    if cut != t.energy_cut:
+        logger.warning(
+            "energy_cut raised from %g to %.0f k_BT: %.0f %% of the untrained flow's samples "
+            "start above %g (median %.0f k_BT above the reference structure), where the "
+            "softened energy would let the flow widen instead of learn. Set [train] "
+            "energy_cut_auto = false to keep %g.", t.energy_cut, cut, 100 * share,
+            t.energy_cut, median, t.energy_cut)
+    return cut
 
 
 def check_resume(config: RunConfig, out_dir: str | Path) -> None:

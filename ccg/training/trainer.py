@@ -442,6 +442,9 @@ class Trainer:
             "batch_size": self.config.n_z * self.config.samples_per_z,
             "loss_rise_from_best": self.loss_rise()[0],
         }
+        energy_cut = getattr(self.loss, "energy_cut", None)  # the reverse-KL losses' EnergyCut
+        if energy_cut is not None:
+            summary["energy_cut_kt"] = energy_cut.cut
         payload = {"summary": summary, "history": self.metrics, "band_ess": self.band_ess}
         atomic_write_text(path, json.dumps(payload))
         return path

@@ -176,7 +176,8 @@ def main() -> None:
         tick = time.perf_counter()
         trained, info = ccg.train(config, args.out / name, progress=False)
         entry["training"] = {"steps": info.get("steps"), "wall_s": time.perf_counter() - tick,
-                             "final_ess": info.get("final_ess")}
+                             "final_ess": info.get("final_ess"),
+                             "energy_cut_kt": info.get("energy_cut_kt")}  # as trained
         for label, model in (("untrained", untrained), ("trained", trained)):
             x, energy, finite = backmap(model, x_md, args.per_frame, seed=2)
             dev = deviations(x, bonds, b0)
@@ -184,6 +185,7 @@ def main() -> None:
             # beta (U - U_ref) at 300 K against the training's energy_cut: above it the loss
             # sees a softened (log) energy and the flow's entropy can win
             excess = (energy[finite] - u_ref) / (ccg.KB_KJMOL_PER_K * 300.0)
+            cut = info.get("energy_cut_kt") or cut
             entry[label] = {**summary(dev), "finite": float(finite.float().mean()),
                             "chirality_kept": float(kept.float().mean()),
                             "median_excess_energy_kt": float(excess.median()),
