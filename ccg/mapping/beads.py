@@ -211,7 +211,6 @@ class AtomSubsetMap(CGMap):
                    stiff_torsions=[tuple(q) for q in cfg.get("stiff_torsions", [])])
 
 
-
 @CG_MAPS.register("heavy-atoms", systems="molecular")
 def heavy_atom_map(system) -> AtomSubsetMap:
     """`[map] cg = "heavy-atoms"`: one bead per heavy (non-hydrogen) atom."""

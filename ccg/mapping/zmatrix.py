@@ -188,9 +188,10 @@ class ZMatrix(torch.nn.Module):
 
     def row_indices(self, quads: Sequence[Sequence[int]]) -> list[int]:
         """The index of the row (torsion) of each atom quadruple, given either way round."""
-        where = {row: t for t, row in reversed(list(enumerate(self.rows)))}
-        where.update({row[::-1]: t for t, row in reversed(list(enumerate(self.rows)))
-                      if row[::-1] not in where})
+        where: dict[tuple[int, ...], int] = {}
+        for t, row in enumerate(self.rows):  # the first row that matches, either way round
+            where.setdefault(row, t)
+            where.setdefault(row[::-1], t)
         missing = [tuple(q) for q in quads if tuple(int(a) for a in q) not in where]
         if missing:
             raise ValueError(f"The torsions {missing[:5]} are not rows of the Z-matrix; give "

@@ -13,24 +13,14 @@ from __future__ import annotations
 import time
 
 import torch
+from common import open_bonds, ring_closures
 
 import ccg
 
 SEQUENCE = "ACDEFGHIKLMNPQRSTVWY"
 TORSIONS = ["phi2", "psi2", "omega3", "chi1:6", "chi2:6", "chi1:14", "SER17:CA-CB-OG-HG"]
 MAPS = ["backbone-torsions", "ca", "heavy-atoms", "backbone", "torsions"]
-RINGS = {"PRO", "PHE", "TYR", "TRP", "HIS"}
 FLOW = {"n_layers": 2, "hidden": 16, "n_blocks": 1, "n_bins": 4}
-
-
-def open_bonds(cg_map, topology):
-    zm = cg_map.zmatrix
-    carried = {frozenset(row[:2]) for row in zm.rows}
-    if zm.root:
-        carried |= {frozenset(zm.root[:2]), frozenset(zm.root[1:])}
-    fixed = set(zm.fixed_atoms)
-    return [(a.index, b.index) for a, b in topology.bonds
-            if frozenset((a.index, b.index)) not in carried and not {a.index, b.index} <= fixed]
 
 
 def main() -> None:
@@ -53,8 +43,7 @@ def main() -> None:
         built = time.perf_counter() - tick
         cg_map = model.cg_map
         bonds = open_bonds(cg_map, top)
-        rings = [(a, b) for a, b in bonds if top.atom(a).residue is top.atom(b).residue
-                 and top.atom(a).residue.name in RINGS]
+        rings = ring_closures(cg_map, top)
         print(f"\n{name}: z {cg_map.cg_dim}, r {cg_map.n_r}, chirality-constrained torsions "
               f"{len(cg_map.zmatrix.chiral)}, bonds not in the Z-matrix {len(bonds)} "
               f"(ring closures {len(rings)}); build_model {built:.0f} s")

@@ -28,6 +28,7 @@ import mdtraj
 import numpy as np
 import openmm
 import torch
+from common import ring_closures
 from openmm import unit
 
 import ccg
@@ -35,21 +36,7 @@ import ccg
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-RING_RESIDUES = {"PRO", "PHE", "TYR", "TRP", "HIS"}
 TOLERANCE_NM = 0.005
-
-
-def closing_bonds(cg_map, topology) -> list[tuple[int, int]]:
-    """Bonds inside a ring residue that no Z-matrix row carries (the ring closures)."""
-    zm = cg_map.zmatrix
-    carried = {frozenset(row[:2]) for row in zm.rows}
-    if zm.root:
-        carried |= {frozenset(zm.root[:2]), frozenset(zm.root[1:])}
-    fixed = set(zm.fixed_atoms)
-    return [(a.index, b.index) for a, b in topology.bonds
-            if frozenset((a.index, b.index)) not in carried
-            and not {a.index, b.index} <= fixed and a.residue is b.residue
-            and a.residue.name in RING_RESIDUES]
 
 
 def equilibrium_lengths(system: openmm.System) -> dict[frozenset, float]:
@@ -156,7 +143,7 @@ def main() -> None:
     histograms = {}
     for name in args.maps:
         cg_map = ccg.build_map(ccg.RunConfig.from_dict({"map": {"cg": name}}), system)
-        bonds = closing_bonds(cg_map, top)
+        bonds = ring_closures(cg_map, top)
         labels = [f"{top.atom(a).residue}:{top.atom(a).name}-{top.atom(b).name}"
                   for a, b in bonds]
         b0 = torch.tensor([b0_of[frozenset(p)] for p in bonds], dtype=torch.float64)
