@@ -224,6 +224,34 @@ def test_joint_ess_matches_the_exact_value(system, scale):
     assert ess.shape == (1,) and abs(ess[0] / exact - 1) < 0.06, (ess, exact)
 
 
+def _uniform_reverse_kl(system, temperature_k: float, scale: float) -> float:
+    """Exact KL(q || p) of z ~ uniform, r ~ q with widths times s: per CG coordinate
+    KL(uniform || p_i) = -log 2 pi + beta <F_i>_uniform + log Z_i, plus per r coordinate the
+    Gaussian's (s^2 - 1 - 2 log s) / 2."""
+    beta = 1.0 / (KB_KJMOL_PER_K * temperature_k)
+    x, w = np.polynomial.legendre.leggauss(400)
+    z = torch.tensor(x * math.pi)[:, None].expand(-1, system.cg_dim).contiguous()
+    f = system.coordinate_free_energy(z, torch.tensor([beta])).numpy()
+    mean_f = (f * w[:, None]).sum(0) / 2                 # (1 / 2 pi) * integral over [-pi, pi)
+    kl_z = -math.log(2 * math.pi) + beta * mean_f + system.log_partition_1d(temperature_k)
+    return float(kl_z.sum() + system.cg_dim * (scale**2 - 1 - 2 * math.log(scale)) / 2)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.15])
+def test_reverse_kl_gap_matches_the_exact_value(system, scale):
+    model = oracle_model(system, scale)
+    exact = _uniform_reverse_kl(system, 600.0, scale)
+    samples = ccg.sample_joint(model, 600.0, 2**17, proposal=UniformTorus(4), generator=gen(6))
+    a = samples.log_w
+    se = a.std() / math.sqrt(a.size)                     # of mean log w, the dominant term
+    assert exact > 0.05 and abs(samples.reverse_kl - exact) < 5 * se + 0.01, \
+        (samples.reverse_kl, exact, se)
+    samples.log_w[:10] = -np.inf                        # excluded, and counted
+    assert samples.n_nonfinite == 10 and np.isfinite(samples.reverse_kl)
+    samples.log_w[:] = -np.inf
+    assert math.isnan(samples.reverse_kl)
+
+
 def test_joint_ess_is_high_with_the_pilot_proposal_and_normalizer_is_exact(system, model,
                                                                            proposal):
     samples = ccg.sample_joint(model, T, 2**16, proposal=proposal, generator=gen(5))

@@ -44,5 +44,5 @@ def draw_joint(model, args: argparse.Namespace, device: torch.device) -> ccg.Joi
     bad = f", {samples.n_nonfinite} non-finite (weight 0)" if samples.n_nonfinite else ""
     print(f"{len(samples)} joint samples at {args.temperature} K over {model.cg_dim} CG "
           f"coordinates: joint ESS {samples.ess:.3f} ({samples.ess * len(samples):.0f} "
-          f"effective){bad}")
+          f"effective), reverse-KL gap {samples.reverse_kl:.3g} nats{bad}")
     return samples

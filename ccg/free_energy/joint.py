@@ -60,6 +60,23 @@ class JointSamples:
         """Normalized joint ESS (sum w)^2 / (N sum w^2) in (0, 1] (0 if no finite weight)."""
         return ess_of(self.log_w)
 
+    @property
+    def reverse_kl(self) -> float:
+        """The reverse-KL gap KL(q || p) of the joint model, in nats (>= 0, 0 iff q = p).
+
+        q(z, r) is the z proposal times the flow, p the Boltzmann distribution over (z, r);
+        with w = p~ / q (`log_w`, p~ unnormalized) KL(q || p) = log E_q[w] - E_q[log w],
+        estimated by sample means over the finite weights (`n_nonfinite` counts the rest,
+        whose log w is -inf: where they occur the gap is infinite). Biased low for small N, as
+        log mean w is. The global quality figure of the Boltzmann-generator literature, next
+        to the joint `ess`; nan if no weight is finite.
+        """
+        finite = np.isfinite(self.log_w)
+        if not finite.any():
+            return math.nan
+        a = self.log_w[finite]
+        return float(np.logaddexp.reduce(a) - math.log(a.size) - a.mean())
+
     def weights(self) -> tuple[np.ndarray, float]:
         """(w / max w [N], log max w): weights scaled to at most 1, and the scale."""
         finite = np.isfinite(self.log_w)
