@@ -39,6 +39,7 @@ def _run(seed: int, n: int = 3000) -> dict:
             "torsions": z.reshape(3, n, 6).astype(np.float32),
             "temperatures_k": np.array([300.0, 450.0, 600.0]), "sample_ps": np.array(0.1),
             "samples_per_exchange": np.array(10), "n_samples": np.array(n // 10),
+            "replica_steps_per_sample": np.array(3000),
             "accepted": np.array([50, 60]), "attempted": np.array([100, 100]),
             "system": np.array("fake"), "seed": np.array(seed), "ns": np.array(1.0),
             "complete": np.array(True)}
@@ -71,6 +72,7 @@ def test_summary_populations_and_errors_equal_ccg_batch_means(summary):
     assert s["hist"].shape == (2, 3, 20, 36, 36)
     assert int(s["hist"][1].sum()) == 3 * 2500           # every sample in one bin per residue
     assert float(s["ns"]) == pytest.approx(0.3)
+    assert float(s["ladder_steps_per_sample"]) == 300 and int(s["discarded_samples"]) == 500
 
 
 def test_summary_surfaces_equal_ccg_projections_single_and_merged(summary):

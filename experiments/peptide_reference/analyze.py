@@ -34,6 +34,22 @@ from summary import (
 )
 
 
+def prefix_errors(run: dict, other: dict, everything: list[dict]):
+    """(k, n_blocks, MD steps, [mean RMSE over residues per T]) for the first k blocks of
+    `run` against all of `other` (bins below 4 kT in the merge of `everything`)."""
+    n_blocks = run["hist"].shape[2]
+    per_block = run["hist"][0, 0].sum(axis=(1, 2))             # samples in each block
+    for k in sorted({k for k in (1, 2, 4, 10, n_blocks) if k <= n_blocks}):
+        used = int(run["discarded_samples"]) + int(per_block[:k].sum())
+        errs = []
+        for t in range(run["hist"].shape[0]):
+            errs.append(np.mean([rmse_shifted(
+                free_energy(run["hist"][t, r, :k]), free_energy(other["hist"][t, r]),
+                merged_free_energy([x["hist"][t, r] for x in everything]) < 4.0)
+                for r in range(run["hist"].shape[1])]))
+        yield k, n_blocks, used * float(run["ladder_steps_per_sample"]), errs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,7 +94,7 @@ def main() -> None:
                 half = len(h) // 2
                 halves.append(rmse_shifted(free_energy(h[:half]),
                                            free_energy(h[half:]), mask))
-                total = h.sum(0)
+                total = h.sum(0).astype(np.int64)
                 first = rng.binomial(total, 0.5)
                 shuffled.append(rmse_shifted(free_energy(first),
                                              free_energy(total - first), mask))
@@ -88,6 +104,16 @@ def main() -> None:
             print(f"| {temp:.0f} | {res} | {seed_rmse:.3f} | "
                   f"{' / '.join(f'{h:.3f}' for h in halves)} | "
                   f"{' / '.join(f'{h:.3f}' for h in shuffled)} | {cells} |")
+    print()
+    print("What REMD costs: the per-residue F of the first blocks of each seed against the "
+          "other seed (all of it), RMSE in kT averaged over residues, at the MD steps of the "
+          "whole ladder up to there (the dropped equilibration included):")
+    for i, d in enumerate(data[:2] if len(data) > 1 else []):
+        print(f"  seed {int(d['seed'])}: " + "; ".join(
+            f"{k}/{n_blocks} ({steps:.2g} steps) " + ", ".join(
+                f"{temp:.0f} K {err:.2f}" for temp, err in zip(args.temperatures, errs,
+                                                               strict=True))
+            for k, n_blocks, steps, errs in prefix_errors(d, data[1 - i], data)))
     print()
     print("Most populated joint states (residues "
           f"{', '.join(map(str, residues))}), % (SE), per seed and merged:")

@@ -13,7 +13,8 @@ series (block b holds samples i with i * n_blocks // n == b, the batches of
     joint_counts  [n_T, n_blocks, n_states ** n_res]  joint labels of all residues (residue
                                                       order, first residue most significant)
 
-plus the run's metadata (system, seed, ns, sample_ps, acceptance, ...). From these, exactly:
+plus the run's metadata (system, seed, ns, sample_ps, acceptance, MD steps of the whole ladder
+per sample, ...). From these, exactly:
 the free-energy surface of a seed or of seeds merged with equal weights, the halves of a run
 (blocks 0..n/2-1 against the rest), the populations with the batch-means standard errors of
 `ccg.group_populations`, and the joint states. A summary is a few hundred kB, committed under
@@ -85,7 +86,9 @@ def summarize(run: dict, temperatures: Sequence[float], *, discard_ns: float = 1
     return {"format": np.array(FORMAT), "system": np.array(str(run["system"])),
             "seed": np.array(int(run["seed"])), "ns": np.array(n_valid * sample_ps / 1000),
             "complete": np.array(bool(run["complete"])), "sample_ps": np.array(sample_ps),
-            "discard_ns": np.array(float(discard_ns)),
+            "discard_ns": np.array(float(discard_ns)), "discarded_samples": np.array(skip),
+            "ladder_steps_per_sample": np.array(float(run["replica_steps_per_sample"])
+                                                / int(run["samples_per_exchange"])),
             "ladder_k": np.asarray(run["temperatures_k"]),
             "acceptance": accepted / np.maximum(attempted, 1),
             "temperatures_k": np.asarray(temperatures, np.float64),
