@@ -26,7 +26,13 @@ from ccg.free_energy.compare import (
 )
 from ccg.free_energy.estimators import PointEstimates, estimate_free_energy
 from ccg.free_energy.fit import FitConfig, ObservableSet, fit_free_energy_model
-from ccg.free_energy.joint import JointSamples, joint_ess, pilot_proposal, sample_joint
+from ccg.free_energy.joint import (
+    JointSamples,
+    joint_ess,
+    joint_ess_parts,
+    pilot_proposal,
+    sample_joint,
+)
 from ccg.free_energy.langevin import LangevinResult, default_start, simulate
 from ccg.free_energy.plots import plot_free_energy, plot_projections
 from ccg.free_energy.projections import Projection, project_free_energy, resolve_dims
@@ -215,6 +221,7 @@ __all__ = [
     "held_out_scores",
     "histogram_free_energy",
     "joint_ess",
+    "joint_ess_parts",
     "kl_divergence",
     "load_cg_model",
     "load_model",

@@ -224,6 +224,21 @@ def test_joint_ess_matches_the_exact_value(system, scale):
     assert ess.shape == (1,) and abs(ess[0] / exact - 1) < 0.06, (ess, exact)
 
 
+@pytest.mark.parametrize("scale", [1.0, 1.3])
+def test_joint_ess_parts_separate_proposal_and_flow(system, scale):
+    model = oracle_model(system, scale)
+    flow_exact = 1.0 / (scale**2 / math.sqrt(2 * scale**2 - 1)) ** system.cg_dim
+    proposal_exact = _uniform_ess(system, 600.0, 1.0)
+    parts = ccg.joint_ess_parts(model, 600.0, proposal=UniformTorus(4), n_z=2**13, r_per_z=32,
+                                generator=gen(7))
+    assert abs(parts["flow"] / flow_exact - 1) < 0.03, (parts, flow_exact)
+    assert parts["flow_worst_1pct"] <= parts["flow"]
+    assert abs(parts["proposal"] / proposal_exact - 1) < 0.08, (parts, proposal_exact)
+    assert abs(parts["joint"] / (proposal_exact * flow_exact) - 1) < 0.1, parts
+    with pytest.raises(ValueError, match="r_per_z"):
+        ccg.joint_ess_parts(model, 600.0, proposal=UniformTorus(4), r_per_z=1)
+
+
 def _uniform_reverse_kl(system, temperature_k: float, scale: float) -> float:
     """Exact KL(q || p) of z ~ uniform, r ~ q with widths times s: per CG coordinate
     KL(uniform || p_i) = -log 2 pi + beta <F_i>_uniform + log Z_i, plus per r coordinate the

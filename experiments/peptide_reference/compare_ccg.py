@@ -85,6 +85,15 @@ def main() -> None:
             joint_rows.append(f"| {temp:.0f} | {state} | {100 * p:.1f}±{100 * e:.1f} | "
                               f"{100 * q[code]:.1f}±{100 * u[code]:.1f} |")
     print()
+    print("Where the joint ESS is lost (`ccg.joint_ess_parts`, 4,096 z x 32 r per T):")
+    for temp in args.temperatures:
+        proposal = ccg.pilot_proposal(model, temp, generator=generator)
+        parts = ccg.joint_ess_parts(model, temp, proposal=proposal, n_z=4096, r_per_z=32,
+                                    generator=generator)
+        print(f"  {temp:.0f} K: joint {parts['joint']:.2g}, proposal (rho against "
+              f"exp(-beta F)) {parts['proposal']:.2g}, flow (mean per-z ESS) "
+              f"{parts['flow']:.2g}, worst 1 % of z {parts['flow_worst_1pct']:.2g}")
+    print()
     print("| T (K) | joint state (REMD's top 5) | ccg (%) | REMD (%) |")
     print("|---|---|---|---|")
     print("\n".join(joint_rows))
