@@ -410,8 +410,10 @@ def test_build_model_flow_keeps_every_chirality_and_ring(name, peptide, ref):
     _check_chirality(model, ref)
     # rings at the reference's z (on the torus a random proline phi leaves no closed ring)
     z = cg_map.coarse_grain(ref[None]).float().expand(2000, -1)
-    with torch.no_grad():
-        x = model.sample(z, 300.0, generator=torch.Generator().manual_seed(7)).x
+    with torch.no_grad():  # (geometry only: the flow and the map, no energies)
+        context = model.context(z, torch.full((2000,), 300.0))
+        r, _ = model.flow.sample(context, generator=torch.Generator().manual_seed(7))
+        x = cg_map.merge(z, r)[0]
     closures = torch.tensor(_ring_bonds(_open_bonds(cg_map, topology), topology) or [(0, 1)])
     length = (x[:, closures[:, 0]] - x[:, closures[:, 1]]).norm(dim=-1)
     length_ref = (ref[closures[:, 0]] - ref[closures[:, 1]]).norm(dim=-1).float()
