@@ -74,6 +74,7 @@ def test_states_writes_npz_csv_and_panels_and_refuses_to_overwrite(wells_model, 
     (["--joint-samples", "1"], "--joint-samples must be >= 2"),
     (["--csv", "{out}"], "unsupported extension"),
     (["--top", "-1"], "--top must be >= 0"),
+    (["--pilot-sharpness", "0"], "--pilot-sharpness must be in (0, 1]"),
 ])
 def test_states_refusals_write_nothing(wells_model, tmp_path, capsys, extra, message):
     out = tmp_path / "states.npz"
@@ -95,10 +96,15 @@ def test_states_ramachandran_on_a_phi_psi_model(ala2_model, tmp_path, capsys):
     np.testing.assert_allclose(data["population"][data["kind"] == "group"].sum(), 1.0)
 
 
-def test_free_energy_project_writes_a_projection(wells_model, tmp_path, capsys):
+def test_free_energy_project_writes_a_projection(wells_model, tmp_path, capsys, monkeypatch):
     out, plot = tmp_path / "proj.npz", tmp_path / "proj.png"
+    pilot, seen = ccg.pilot_proposal, []
+    monkeypatch.setattr(ccg, "pilot_proposal",
+                        lambda *a, **k: seen.append(k["sharpness"]) or pilot(*a, **k))
     assert main(["free-energy", str(wells_model), "--temperature", "300", "--project", "z0,2",
-                 "--grid", "12", "--out", str(out), "--plot", str(plot), *FAST]) == 0
+                 "--grid", "12", "--out", str(out), "--plot", str(plot), *FAST,
+                 "--pilot-sharpness", "0.5"]) == 0
+    assert seen == [0.5]
     assert "F projected onto z0, z2 on 144 bins" in capsys.readouterr().out
     data = np.load(out)
     assert data["F_kT"].shape == (12, 12) and data["grid"].shape == (2, 12)
@@ -111,6 +117,7 @@ def test_free_energy_project_writes_a_projection(wells_model, tmp_path, capsys):
     (["--project", "z0,z1,z2"], "one or two"),
     (["--project", "z0", "--frames", "cg.csv"], "does not take --frames"),
     ([], "project onto one or two of them instead (--project z0,z1)"),
+    (["--project", "z0", "--pilot-sharpness", "1.5"], "--pilot-sharpness must be in (0, 1]"),
 ])
 def test_free_energy_project_refusals(wells_model, tmp_path, capsys, extra, message):
     out = tmp_path / "fes.npz"
