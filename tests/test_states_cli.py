@@ -100,11 +100,12 @@ def test_free_energy_project_writes_a_projection(wells_model, tmp_path, capsys, 
     out, plot = tmp_path / "proj.npz", tmp_path / "proj.png"
     pilot, seen = ccg.pilot_proposal, []
     monkeypatch.setattr(ccg, "pilot_proposal",
-                        lambda *a, **k: seen.append(k["sharpness"]) or pilot(*a, **k))
+                        lambda *a, **k: seen.append((k["sharpness"], k["blocks"]))
+                        or pilot(*a, **k))
     assert main(["free-energy", str(wells_model), "--temperature", "300", "--project", "z0,2",
                  "--grid", "12", "--out", str(out), "--plot", str(plot), *FAST,
-                 "--pilot-sharpness", "0.5"]) == 0
-    assert seen == [0.5]
+                 "--pilot-sharpness", "0.5", "--pilot-blocks", "residue"]) == 0
+    assert seen == [(0.5, "residue")]  # no (phi, psi) names here: residue blocks are 1-D
     assert "F projected onto z0, z2 on 144 bins" in capsys.readouterr().out
     data = np.load(out)
     assert data["F_kT"].shape == (12, 12) and data["grid"].shape == (2, 12)

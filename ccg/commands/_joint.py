@@ -12,7 +12,7 @@ from ccg.errors import ConfigError
 
 
 def add_joint_arguments(p: argparse.ArgumentParser) -> None:
-    """--joint-samples, --pilot-samples and --pilot-sharpness."""
+    """--joint-samples, --pilot-samples, --pilot-sharpness and --pilot-blocks."""
     p.add_argument("--joint-samples", type=int, default=65536,
                    help="joint samples (z from a proposal, one r ~ q(r | z, T) each) that are "
                    "reweighted into projections and populations")
@@ -22,6 +22,9 @@ def add_joint_arguments(p: argparse.ArgumentParser) -> None:
                    help="the proposal follows each torsion's marginal to this power, in (0, 1]: "
                    "1 for a well-trained flow; try 0.5 when the joint ESS is tiny and the "
                    "per-z ESS low (the marginals are then learned from a few heavy weights)")
+    p.add_argument("--pilot-blocks", choices=("torsion", "residue"), default="torsion",
+                   help="the proposal's histograms: one per torsion, or one 2-D histogram per "
+                   "residue's (phi, psi) (keeps their coupling; other torsions 1-D)")
 
 
 def check_pilot_sharpness(value: float) -> None:
@@ -49,7 +52,8 @@ def draw_joint(model, args: argparse.Namespace, device: torch.device) -> ccg.Joi
     """Fit the pilot proposal, draw --joint-samples joint samples, print their ESS."""
     gen = torch.Generator(device).manual_seed(args.seed)
     proposal = ccg.pilot_proposal(model, args.temperature, n_samples=args.pilot_samples,
-                                  sharpness=args.pilot_sharpness, generator=gen)
+                                  sharpness=args.pilot_sharpness, blocks=args.pilot_blocks,
+                                  generator=gen)
     samples = ccg.sample_joint(model, args.temperature, args.joint_samples, proposal=proposal,
                                generator=gen, progress=not args.no_progress)
     bad = f", {samples.n_nonfinite} non-finite (weight 0)" if samples.n_nonfinite else ""

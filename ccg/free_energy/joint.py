@@ -20,6 +20,7 @@ The proposal is any object with `sample(n, generator, dtype, device, temperature
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ccg._checks import check_temperature
 from ccg.errors import ConfigError
+from ccg.mapping.peptide import residue_blocks
 from ccg.model import BackmappingModel
 from ccg.training.product_proposal import ProductTorusProposal
 
@@ -158,20 +160,32 @@ def sample_joint(model: BackmappingModel, temperature_k: float, n_samples: int, 
 
 def pilot_proposal(model: BackmappingModel, temperature_k: float, *, n_samples: int = 8192,
                    rounds: int = 6, n_bins: int = 36, explore: float = 0.1,
-                   sharpness: float = 1.0, generator: torch.Generator | None = None
-                   ) -> ProductTorusProposal:
+                   sharpness: float = 1.0, blocks: str | Sequence[Sequence[int]] = "torsion",
+                   generator: torch.Generator | None = None) -> ProductTorusProposal:
     """A `ProductTorusProposal` fitted to the model at one temperature: `rounds` rounds of
     `n_samples` joint samples (z from the proposal so far, starting uniform; one r each) teach
-    it the 1-D marginals of exp(-beta F) along each torsion. Needs a torsion CG map."""
+    it the marginals of exp(-beta F) over each block of torsions. Needs a torsion CG map.
+
+    `blocks`: "torsion" (a 1-D histogram per torsion), "residue" (a 2-D histogram per
+    residue's (phi, psi) pair, `ccg.mapping.peptide.residue_blocks`), or explicit index blocks.
+    """
     if not bool(model.cg_map.z_circular.all()):
         raise ConfigError("Joint samples need CG coordinates on the torus (a torsion map): the "
                           "z proposal is a product of histograms over [-pi, pi). This model's "
                           "CG coordinates are Cartesian/linear.")
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"Expected rounds as a positive integer; got {rounds!r}.")
+    if blocks == "torsion":
+        blocks = None
+    elif blocks == "residue":
+        blocks = residue_blocks(model.cg_map.cg_names,
+                                getattr(model.cg_map, "torsion_atoms", None))
+    elif isinstance(blocks, str):
+        raise ValueError(f'Expected blocks "torsion", "residue" or index blocks; got '
+                         f'"{blocks}".')
     proposal = ProductTorusProposal(model.cg_dim, temperature_k, temperature_k, n_bins=n_bins,
                                     n_bands=1, explore=explore, decay=0.7, warmup=0,
-                                    sharpness=sharpness)
+                                    sharpness=sharpness, blocks=blocks)
     for _ in range(rounds):
         samples = sample_joint(model, temperature_k, n_samples, proposal=proposal,
                                generator=generator)

@@ -22,7 +22,6 @@ gives every group's label populations and the most populated joint states.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 
 from ccg.free_energy.joint import JointSamples
 from ccg.io.atomic import atomic_path
+from ccg.mapping.peptide import phi_psi_pairs
 
 RAMACHANDRAN_DEG = {
     "A": [((-160.0, -20.0), (-120.0, 50.0))],            # alpha-R
@@ -241,25 +241,17 @@ def ramachandran_groups(cg_names: Sequence[str],
                         ) -> list[StateGroup]:
     """One alpha-R (A) / beta (B) / PPII (P) / alpha-L (L) / other (O) group per residue.
 
-    (phi, psi) pairs are found by name: "phi"/"psi", or "phi_k"/"psi_k" with the same k; with
-    `torsion_atoms` (the map's atom quadruples, as `TorsionMap.torsion_atoms`) a phi pairs with
-    the psi of the same C-alpha atom instead. Regions: `RAMACHANDRAN_DEG`. Raises ValueError
-    when no pair is found.
+    (phi, psi) pairs as `ccg.mapping.peptide.phi_psi_pairs` finds them: by name ("phi"/"psi",
+    "phi_k"/"psi_k", "phi<res>"/"psi<res>"), or with `torsion_atoms` (the map's atom quadruples,
+    as `TorsionMap.torsion_atoms`) by their shared C-alpha atom. Regions: `RAMACHANDRAN_DEG`.
+    Raises ValueError when no pair is found.
     """
     names = list(cg_names)
-    phis = [i for i, n in enumerate(names) if re.fullmatch(r"phi(_\d+)?", n)]
-    psis = [i for i, n in enumerate(names) if re.fullmatch(r"psi(_\d+)?", n)]
-    pairs = []
-    for i in phis:
-        if torsion_atoms is not None:
-            match = [j for j in psis if torsion_atoms[j][1] == torsion_atoms[i][2]]
-        else:
-            match = [j for j in psis if names[j][3:] == names[i][3:]]
-        if match:
-            pairs.append((i, match[0]))
+    pairs = phi_psi_pairs(names, torsion_atoms)
     if not pairs:
         raise ValueError(f"No (phi, psi) pair among the CG coordinates {names}; Ramachandran "
-                         "states need a backbone torsion map (cg = \"phi-psi\").")
+                         "states need a backbone torsion map (cg = \"phi-psi\" or "
+                         "\"backbone-torsions\").")
     groups = []
     for i, j in pairs:
         labels = {}

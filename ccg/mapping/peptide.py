@@ -252,3 +252,37 @@ def listed_torsion_map(system, torsions: Sequence[str] | None = None) -> Torsion
         raise ConfigError('[map] cg = "torsions" needs the list [map] torsions = ["phi2", '
                           '"psi2", ...] (ccg train --torsions phi2 psi2).')
     return peptide_torsion_map(system.topology, torsions, system.reference_positions)
+
+
+def phi_psi_pairs(cg_names: Sequence[str],
+                  torsion_atoms: Sequence[Sequence[int]] | None = None) -> list[tuple[int, int]]:
+    """The (phi, psi) pairs of one residue each among CG torsions, as indices into z.
+
+    Names are "phi"/"psi", "phi_k"/"psi_k" (the `phi-psi` map) or "phi<res>"/"psi<res>" (the
+    `backbone-torsions` map); a phi pairs with the psi of the same suffix, or, with
+    `torsion_atoms` (the map's atom quadruples), with the psi whose C-alpha (its second atom)
+    is the phi's (its third). Pairs are ordered by their phi; unpaired torsions are left out.
+    """
+    names = list(cg_names)
+    phis = [i for i, n in enumerate(names) if re.fullmatch(r"phi(_?\d+)?", n)]
+    psis = [i for i, n in enumerate(names) if re.fullmatch(r"psi(_?\d+)?", n)]
+    pairs = []
+    for i in phis:
+        if torsion_atoms is not None:
+            match = [j for j in psis if torsion_atoms[j][1] == torsion_atoms[i][2]]
+        else:
+            match = [j for j in psis if names[j][3:] == names[i][3:]]
+        if match:
+            pairs.append((i, match[0]))
+    return pairs
+
+
+def residue_blocks(cg_names: Sequence[str],
+                   torsion_atoms: Sequence[Sequence[int]] | None = None
+                   ) -> list[tuple[int, ...]]:
+    """Blocks of z indices for a block-product z proposal: each residue's (phi, psi) pair
+    (`phi_psi_pairs`), every other torsion alone; ordered by their first index."""
+    pairs = phi_psi_pairs(cg_names, torsion_atoms)
+    paired = {i for pair in pairs for i in pair}
+    singles = [(i,) for i in range(len(cg_names)) if i not in paired]
+    return sorted([*pairs, *singles])

@@ -97,7 +97,8 @@ class TrainConfig:
     "adaptive" (concentrated where the flow's own running estimates of F are low, 30 %
     uniform: the joint grid of AdaptiveTorusProposal up to 3 torsions, the per-torsion
     histograms of ProductTorusProposal beyond), "product" (per-torsion adaptive histograms,
-    any number of torsions) or "uniform" on the torus.
+    any number of torsions), "residue-pairs" (one 2-D histogram per residue's (phi, psi),
+    other torsions 1-D) or "uniform" on the torus.
     Bead and analytic maps draw from their CG frames / box either way."""
     z_sharpness: float = 0.5
     """Adaptive proposal: z ~ exp(-z_sharpness * beta F(z, T)) at each pair's own T; below 1

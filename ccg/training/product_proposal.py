@@ -1,23 +1,28 @@
-"""A z proposal that scales with the number of torsions: a product of adaptive 1-D histograms.
+"""A z proposal that scales with the number of torsions: a product of adaptive histograms over
+small blocks of torsions (one torsion each, or each residue's (phi, psi) pair).
 
 The adaptive grid (`AdaptiveTorusProposal`) keeps n_bins ** d cells, which stops at d = 3. This
-proposal keeps, for each of `n_bands` temperature bands, one histogram of n_bins per torsion
-(n_bands · d · n_bins numbers) and draws every torsion independently:
+proposal splits the d torsions into blocks b of k_b <= 3 torsions and keeps, for each of
+`n_bands` temperature bands, one histogram of n_bins ** k_b cells per block (n_bands · sum_b
+n_bins ** k_b numbers); the blocks are drawn independently:
 
-    rho(z | T) = prod_i [ (1 - explore) q_i(z_i | band(T)) + explore / 2 pi ],
-    q_i(bin) ∝ p_i(bin) ** sharpness,   uniform inside a bin,
+    rho(z | T) = prod_b [ (1 - explore) q_b(z_b | band(T)) + explore / (2 pi) ** k_b ],
+    q_b(cell) ∝ p_b(cell) ** sharpness,   uniform inside a cell,
 
-where p_i is the running estimate of the 1-D marginal of exp(-beta F) along torsion i. It is
-learned from the trainer's per-(z, T) estimates log w (`observe`) by importance sampling with
-the proposal itself: bin b of torsion i gets mass sum_k exp(l_k - log rho(z_k | T_k)) over the
-rows with z_k,i in b, l_k = log mean_j w_kj = -beta F(z_k, T_k), exponentially averaged over
+where p_b is the running estimate of the marginal of exp(-beta F) over the torsions of block b
+(a 1-D marginal for one-torsion blocks, the product proposal proper; a residue's Ramachandran
+surface for (phi, psi) blocks, which keeps the strong phi-psi coupling of a residue that a
+product of 1-D marginals loses). It is learned from the trainer's per-(z, T) estimates log w
+(`observe`) by importance sampling with the proposal itself: cell c of block b gets mass
+sum_k exp(l_k - log rho(z_k | T_k)) over the rows with z_k,b in c,
+l_k = log mean_j w_kj = -beta F(z_k, T_k), exponentially averaged over
 steps (`decay`). The temperature-dependent constant of beta F (entropy of the fast coordinates)
 is removed inside a band by a running least-squares slope of l on log T (z and T are drawn
 independently within a band, so the slope holds no z dependence). The density is normalized
 and known (`log_prob`), so joint samples z ~ rho, r ~ q(r | z, T) are importance weights of the
-joint model (`ccg.free_energy.joint`). For a separable F (a product of 1-D marginals) the
-proposal at sharpness 1 is exact up to the histogram's resolution; correlations between
-torsions are not modelled (that is what the importance weights correct).
+joint model (`ccg.free_energy.joint`). For an F that separates over the blocks the proposal at
+sharpness 1 is exact up to the histogram's resolution; correlations between blocks are not
+modelled (that is what the importance weights correct).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import math
 import torch
 
 from ccg._checks import check_temperature
+from ccg.mapping.peptide import residue_blocks
 from ccg.model import BackmappingModel
 from ccg.training.proposals import (
     MAX_ADAPTIVE_DIMS,
@@ -36,20 +42,43 @@ from ccg.training.proposals import (
     uniform_proposal,
 )
 
-__all__ = ["ProductTorusProposal", "adaptive_proposal", "product_proposal"]
+__all__ = ["ProductTorusProposal", "adaptive_proposal", "product_proposal",
+           "residue_pairs_proposal"]
 
 TWO_PI = 2 * math.pi
+MAX_BLOCK_CELLS = 50_000
+"""Most histogram cells (n_bins ** k) one block may have."""
+
+
+def _check_blocks(blocks, cg_dim: int, n_bins: int) -> list[tuple[int, ...]]:
+    """`blocks` as a list of index tuples that partition range(cg_dim); None: one per torsion."""
+    if blocks is None:
+        return [(i,) for i in range(cg_dim)]
+    out = [tuple(int(i) for i in block) for block in blocks]
+    flat = sorted(i for block in out for i in block)
+    if flat != list(range(cg_dim)) or any(len(block) == 0 for block in out):
+        raise ValueError(f"Expected blocks that hold each torsion index 0..{cg_dim - 1} exactly "
+                         f"once; got {out}.")
+    big = [block for block in out if n_bins ** len(block) > MAX_BLOCK_CELLS]
+    if big:
+        raise ValueError(f"Blocks {big} would need n_bins ** {len(big[0])} = "
+                         f"{n_bins ** len(big[0])} cells (at most {MAX_BLOCK_CELLS}); use "
+                         "smaller blocks or fewer n_bins.")
+    return out
 
 
 class ProductTorusProposal(ZProposal):
-    """rho(z | T) = product over torsions of adaptive 1-D histograms mixed with the uniform.
+    """rho(z | T) = product over blocks of torsions of adaptive histograms mixed with the
+    uniform.
 
     Args:
         cg_dim: number of torsions d (rad, [-pi, pi)).
+        blocks: a partition of the torsion indices 0..d-1 into blocks (sequences of indices);
+            None: one block per torsion (a product of 1-D histograms). See `residue_blocks`.
         t_min, t_max: temperature range in K; bands are uniform in beta.
-        n_bins: histogram bins per torsion.
+        n_bins: histogram bins per torsion (a block of k torsions has n_bins ** k cells).
         n_bands: temperature bands (each has its own histograms).
-        explore: per-torsion weight of the uniform density, in (0, 1] (keeps rho > 0).
+        explore: per-block weight of the uniform density, in (0, 1] (keeps rho > 0).
         decay: weight of the past in the running bin masses, in [0, 1).
         warmup: observations before the histograms are used (uniform until then).
         sharpness: q_i ∝ p_i ** sharpness, in (0, 1] (1: the marginal itself).
@@ -57,7 +86,7 @@ class ProductTorusProposal(ZProposal):
 
     def __init__(self, cg_dim: int, t_min: float, t_max: float, *, n_bins: int = 24,
                  n_bands: int = 4, explore: float = 0.1, decay: float = 0.9, warmup: int = 100,
-                 sharpness: float = 0.5):
+                 sharpness: float = 0.5, blocks=None):
         check_temperature(t_min, "t_min")
         check_temperature(t_max, "t_max")
         if t_min > t_max:
@@ -78,7 +107,19 @@ class ProductTorusProposal(ZProposal):
         inv = torch.linspace(1.0 / t_max, 1.0 / t_min, int(n_bands) + 1, dtype=torch.float64)
         self.inner_edges = 1.0 / inv[1:-1]  # descending temperatures; band 0 is the hottest
         self.log_t_center = torch.log(2.0 / (inv[1:] + inv[:-1]))  # [n_bands]
-        shape = (int(n_bands), self.cg_dim, self.n_bins)
+        self.blocks = _check_blocks(blocks, self.cg_dim, self.n_bins)
+        sizes = [len(block) for block in self.blocks]
+        self.n_cells = self.n_bins ** max(sizes)
+        self._block_of = torch.empty(self.cg_dim, dtype=torch.long)  # [d] block of torsion i
+        self._place = torch.empty(self.cg_dim, dtype=torch.long)  # [d] n_bins ** position
+        for b, block in enumerate(self.blocks):
+            for j, i in enumerate(block):
+                self._block_of[i], self._place[i] = b, self.n_bins ** j
+        self._log_width = torch.tensor(sizes, dtype=torch.float64) * math.log(TWO_PI / n_bins)
+        self._log_volume = torch.tensor(sizes, dtype=torch.float64) * math.log(TWO_PI)
+        cells = torch.arange(self.n_cells)
+        self._valid = cells[None, :] < torch.tensor([self.n_bins ** k for k in sizes])[:, None]
+        shape = (int(n_bands), len(self.blocks), self.n_cells)
         self.log_mass = torch.full(shape, -math.inf, dtype=torch.float64)
         self.seen = torch.zeros(shape, dtype=torch.float64)
         self.t_stats = torch.zeros(int(n_bands), 5, dtype=torch.float64)  # 1, x, x², y, xy
@@ -91,7 +132,8 @@ class ProductTorusProposal(ZProposal):
         return self.log_mass.shape[0]
 
     def _to(self, device: torch.device) -> None:
-        for name in ("log_mass", "seen", "t_stats", "inner_edges", "log_t_center"):
+        for name in ("log_mass", "seen", "t_stats", "inner_edges", "log_t_center", "_block_of",
+                     "_place", "_log_width", "_log_volume", "_valid"):
             value = getattr(self, name)
             if value.device != device:
                 setattr(self, name, value.to(device))
@@ -100,31 +142,41 @@ class ProductTorusProposal(ZProposal):
         t = temperature_k.double()
         return (t[:, None] < self.inner_edges.to(t.device)[None, :]).sum(1)
 
-    def _bins(self, z: torch.Tensor) -> torch.Tensor:
+    @property
+    def n_blocks(self) -> int:
+        return len(self.blocks)
+
+    def _cells(self, z: torch.Tensor) -> torch.Tensor:
+        """The cell of each block [n, n_blocks] holding z [n, d]: sum_j bin(z_{b_j}) n_bins ** j."""
         wrapped = torch.remainder(z.double() + math.pi, TWO_PI)
-        return torch.clamp((wrapped / (TWO_PI / self.n_bins)).long(), 0, self.n_bins - 1)
+        bins = torch.clamp((wrapped / (TWO_PI / self.n_bins)).long(), 0, self.n_bins - 1)
+        cells = torch.zeros(z.shape[0], self.n_blocks, dtype=torch.long, device=z.device)
+        return cells.index_add_(1, self._block_of, bins * self._place)
 
     def marginal_log_probs(self) -> torch.Tensor:
-        """log p_i(bin) [n_bands, d, n_bins]: the learned 1-D marginals, each normalized over
-        its bins. Bins never observed count as the band's most probable one; a band with no
-        observation is uniform."""
-        seen = self.seen > 0
+        """log p_b(cell) [n_bands, n_blocks, n_cells]: the learned block marginals, each
+        normalized over its cells (cell sum_j bin_j n_bins ** j for the block's torsions in
+        order; -inf past a smaller block's n_bins ** k). Cells never observed count as the
+        band's most probable one; a band with no observation is uniform."""
+        seen = (self.seen > 0) & self._valid
         best = torch.where(seen, self.log_mass, -math.inf).amax(2, keepdim=True)
         best = torch.where(torch.isfinite(best), best, torch.zeros_like(best))
         filled = torch.where(seen, self.log_mass, best)
-        return torch.log_softmax(filled, dim=2)
+        return torch.log_softmax(torch.where(self._valid, filled, -math.inf), dim=2)
 
     def marginal_free_energy(self) -> torch.Tensor:
-        """The learned marginals as F_i / k_B T per bin [n_bands, d, n_bins]: -log of the
-        normalized density (per rad) averaged over the bin."""
-        return -(self.marginal_log_probs() - math.log(TWO_PI / self.n_bins))
+        """The learned marginals as F_b / k_B T per cell [n_bands, n_blocks, n_cells]: -log of
+        the normalized density (per rad ** k_b) averaged over the cell (+inf past a block's
+        cells). One-torsion blocks: [n_bands, d, n_bins], the 1-D marginals."""
+        return -(self.marginal_log_probs() - self._log_width[:, None])
 
     def _bin_log_q(self) -> torch.Tensor:
-        """log q_i(bin) [n_bands, d, n_bins] of the sharpened histograms."""
+        """log q_b(cell) [n_bands, n_blocks, n_cells] of the sharpened histograms."""
         return torch.log_softmax(self.sharpness * self.marginal_log_probs(), dim=2)
 
     def _rows_log_q(self, temperature_k: torch.Tensor | None, n: int) -> torch.Tensor:
-        """log q_i(bin) for each row [n, d, n_bins] (the band average without temperatures)."""
+        """log q_b(cell) for each row [n, n_blocks, n_cells] (the band average without
+        temperatures)."""
         log_q = self._bin_log_q()
         if temperature_k is None:
             average = torch.logsumexp(log_q, 0) - math.log(self.n_bands)
@@ -142,16 +194,15 @@ class ProductTorusProposal(ZProposal):
         if z.ndim != 2 or z.shape[1] != self.cg_dim:
             raise ValueError(f"Expected z of shape [n, {self.cg_dim}] (rad); got "
                              f"{list(z.shape)}.")
-        uniform = -math.log(TWO_PI)
         if self.n_observed < self.warmup:
-            return torch.full((z.shape[0],), self.cg_dim * uniform, dtype=torch.float64,
-                              device=z.device)
+            return torch.full((z.shape[0],), -self.cg_dim * math.log(TWO_PI),
+                              dtype=torch.float64, device=z.device)
         self._to(z.device)
         log_q = self._rows_log_q(temperature_k, z.shape[0])
-        per_bin = torch.gather(log_q, 2, self._bins(z)[:, :, None])[:, :, 0]
+        per_cell = torch.gather(log_q, 2, self._cells(z)[:, :, None])[:, :, 0]
         keep = math.log(1.0 - self.explore) if self.explore < 1 else -math.inf
-        dens = torch.logaddexp(keep + per_bin - math.log(TWO_PI / self.n_bins),
-                               torch.full_like(per_bin, math.log(self.explore) + uniform))
+        dens = torch.logaddexp(keep + per_cell - self._log_width,
+                               (math.log(self.explore) - self._log_volume).expand_as(per_cell))
         return dens.sum(1)
 
     def sample(self, n: int, generator: torch.Generator, dtype, device,
@@ -165,12 +216,13 @@ class ProductTorusProposal(ZProposal):
             return (TWO_PI * u - math.pi).to(dtype=dtype, device=device)
         self._to(where)
         temps = None if temperature_k is None else temperature_k.to(where)
-        probs = torch.exp(self._rows_log_q(temps, n)).reshape(n * self.cg_dim, self.n_bins)
-        bins = torch.multinomial(probs, 1, replacement=True, generator=generator)
-        bins = bins.reshape(n, self.cg_dim)
+        probs = torch.exp(self._rows_log_q(temps, n)).reshape(n * self.n_blocks, self.n_cells)
+        cells = torch.multinomial(probs, 1, replacement=True, generator=generator)
+        cells = cells.reshape(n, self.n_blocks)
+        bins = (cells[:, self._block_of] // self._place) % self.n_bins  # [n, d]
         inside = -math.pi + (bins + torch.rand(n, self.cg_dim, **kw)) * (TWO_PI / self.n_bins)
         uniform = TWO_PI * torch.rand(n, self.cg_dim, **kw) - math.pi
-        explore = torch.rand(n, self.cg_dim, **kw) < self.explore
+        explore = (torch.rand(n, self.n_blocks, **kw) < self.explore)[:, self._block_of]
         return torch.where(explore, uniform, inside).to(dtype=dtype, device=device)
 
     # ---- learning -------------------------------------------------------------------------
@@ -202,12 +254,13 @@ class ProductTorusProposal(ZProposal):
                                              ok.any().double()]))
         shift = shift_sum[0] / shift_sum[1].clamp_min(1.0)
         weight = torch.exp(torch.clamp(v - shift, max=700.0))  # 0 where not finite
-        cells = (band[:, None] * self.cg_dim + torch.arange(self.cg_dim, device=z.device)
-                 ) * self.n_bins + self._bins(z)
+        nb = self.n_blocks
+        cells = (band[:, None] * nb + torch.arange(nb, device=z.device)) * self.n_cells \
+            + self._cells(z)
         mass = torch.zeros(self.log_mass.numel(), dtype=torch.float64, device=z.device)
-        mass.index_add_(0, cells.reshape(-1), weight[:, None].expand(-1, self.cg_dim).reshape(-1))
+        mass.index_add_(0, cells.reshape(-1), weight[:, None].expand(-1, nb).reshape(-1))
         count = torch.zeros_like(mass).index_add_(
-            0, cells.reshape(-1), ok[:, None].expand(-1, self.cg_dim).reshape(-1).double())
+            0, cells.reshape(-1), ok[:, None].expand(-1, nb).reshape(-1).double())
         mass = self.reduce(mass).reshape(self.log_mass.shape)
         count = self.reduce(count).reshape(self.log_mass.shape)
         with torch.no_grad():
@@ -221,9 +274,15 @@ class ProductTorusProposal(ZProposal):
 
     def state_dict(self) -> dict:
         return {"log_mass": self.log_mass.cpu().clone(), "seen": self.seen.cpu().clone(),
-                "t_stats": self.t_stats.cpu().clone(), "n_observed": self.n_observed}
+                "t_stats": self.t_stats.cpu().clone(), "n_observed": self.n_observed,
+                "blocks": [list(block) for block in self.blocks]}
 
     def load_state_dict(self, state: dict) -> None:
+        saved = [tuple(block) for block in state.get("blocks", [(i,) for i in range(
+            state["log_mass"].shape[1])])]  # states saved before blocks: one per torsion
+        if saved != self.blocks:
+            raise ValueError(f"The saved product proposal has blocks {saved}; this one "
+                             f"{self.blocks}. It was saved for another cg_dim or z_proposal.")
         for name in ("log_mass", "seen", "t_stats"):
             value = state[name]
             if tuple(value.shape) != tuple(getattr(self, name).shape):
@@ -242,6 +301,18 @@ def product_proposal(model: BackmappingModel, *, t_min: float, t_max: float,
     if not bool(model.cg_map.z_circular.all()):
         return uniform_proposal(model, t_min=t_min, t_max=t_max, cg_frames=cg_frames, seed=seed)
     return ProductTorusProposal(model.cg_dim, t_min, t_max, sharpness=sharpness)
+
+
+@Z_PROPOSALS.register("residue-pairs")
+def residue_pairs_proposal(model: BackmappingModel, *, t_min: float, t_max: float,
+                           sharpness: float = 0.5, cg_frames=None, seed: int = 0) -> ZProposal:
+    """Backbone torsion maps: `ProductTorusProposal` with one 2-D histogram per residue's
+    (phi, psi) pair (`residue_blocks`; other torsions 1-D); other CG spaces: as
+    `product_proposal`."""
+    if not bool(model.cg_map.z_circular.all()):
+        return uniform_proposal(model, t_min=t_min, t_max=t_max, cg_frames=cg_frames, seed=seed)
+    blocks = residue_blocks(model.cg_map.cg_names, getattr(model.cg_map, "torsion_atoms", None))
+    return ProductTorusProposal(model.cg_dim, t_min, t_max, sharpness=sharpness, blocks=blocks)
 
 
 @Z_PROPOSALS.register("adaptive")

@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pilot-sharpness", type=float, default=1.0,
                         help="the pilot proposal's sharpness, in (0, 1] (ccg.pilot_proposal)")
+    parser.add_argument("--pilot-blocks", choices=("torsion", "residue"), default="torsion",
+                        help="1-D histograms per torsion or 2-D per residue (ccg.pilot_proposal)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     refs = [load(path, args.temperatures, discard_ns=args.discard_ns) for path in args.remd]
@@ -64,7 +66,7 @@ def main() -> None:
     joint_rows = []
     for t, temp in enumerate(args.temperatures):
         proposal = ccg.pilot_proposal(model, temp, sharpness=args.pilot_sharpness,
-                                      generator=generator)
+                                      blocks=args.pilot_blocks, generator=generator)
         joint = ccg.sample_joint(model, temp, args.joint_samples, proposal=proposal,
                                  generator=generator)
         ours = ccg.group_populations(joint, groups, top=len(labels) ** len(groups))
@@ -91,7 +93,7 @@ def main() -> None:
     print("Where the joint ESS is lost (`ccg.joint_ess_parts`, 4,096 z x 32 r per T):")
     for temp in args.temperatures:
         proposal = ccg.pilot_proposal(model, temp, sharpness=args.pilot_sharpness,
-                                      generator=generator)
+                                      blocks=args.pilot_blocks, generator=generator)
         parts = ccg.joint_ess_parts(model, temp, proposal=proposal, n_z=4096, r_per_z=32,
                                     generator=generator)
         print(f"  {temp:.0f} K: joint {parts['joint']:.2g}, proposal (rho against "
