@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import assert_normalized_torus_density
 
 import ccg
 from ccg.mapping.peptide import phi_psi_pairs, residue_blocks
@@ -83,15 +84,7 @@ def test_pairing_the_coupled_torsions_raises_the_joint_ess(pair_proposal):
 @pytest.mark.parametrize("blocks", [None, [(0, 1), (2,)], [(2, 0, 1)]])
 def test_block_density_is_normalized_and_matches_its_samples(blocks):
     prop = learn(blocks, n_bins=8, steps=20)
-    g = torch.Generator().manual_seed(2)
-    n = 200_000
-    temps = torch.full((n,), T, dtype=torch.float64)
-    z = UniformTorus(3).sample(n, g, torch.float64, "cpu")
-    ratio = torch.exp(prop.log_prob(z, temps)) * (2 * math.pi) ** 3
-    assert abs(float(ratio.mean()) - 1.0) < 4 * float(ratio.std()) / math.sqrt(n)
-    zs = prop.sample(n, g, torch.float64, "cpu", temps)  # E_rho[u / rho] = 1 as well
-    inv = torch.exp(-prop.log_prob(zs, temps)) / (2 * math.pi) ** 3
-    assert abs(float(inv.mean()) - 1.0) < 4 * float(inv.std()) / math.sqrt(n)
+    assert_normalized_torus_density(prop, 3, T, torch.Generator().manual_seed(2))
 
 
 def test_one_torsion_blocks_are_the_product_proposal_exactly():

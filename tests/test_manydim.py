@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import assert_normalized_torus_density
 
 import ccg
 from ccg import ConfigError, RunConfig, TorusDoubleWells
@@ -161,15 +162,7 @@ def test_product_proposal_recovers_the_marginal_free_energies(system):
 
 
 def test_product_proposal_density_is_normalized_and_matches_its_samples(system, proposal):
-    g = gen(2)
-    n = 200_000
-    z = UniformTorus(4).sample(n, g, torch.float64, "cpu")
-    temps = torch.full((n,), T, dtype=torch.float64)
-    ratio = torch.exp(proposal.log_prob(z, temps)) * (2 * math.pi) ** 4
-    assert abs(float(ratio.mean()) - 1.0) < 4 * float(ratio.std()) / math.sqrt(n)
-    zs = proposal.sample(n, g, torch.float64, "cpu", temps)  # E_rho[u / rho] = 1 as well
-    inv = torch.exp(-proposal.log_prob(zs, temps)) / (2 * math.pi) ** 4
-    assert abs(float(inv.mean()) - 1.0) < 4 * float(inv.std()) / math.sqrt(n)
+    assert_normalized_torus_density(proposal, 4, T, gen(2))
 
 
 def test_product_proposal_bands_state_and_training():
