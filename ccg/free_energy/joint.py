@@ -29,9 +29,8 @@ from tqdm.auto import tqdm
 
 from ccg._checks import check_temperature
 from ccg.errors import ConfigError
-from ccg.mapping.peptide import residue_blocks
 from ccg.model import BackmappingModel
-from ccg.training.product_proposal import ProductTorusProposal
+from ccg.training.product_proposal import ProductTorusProposal, model_blocks
 
 
 @dataclass
@@ -175,14 +174,8 @@ def pilot_proposal(model: BackmappingModel, temperature_k: float, *, n_samples: 
                           "CG coordinates are Cartesian/linear.")
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"Expected rounds as a positive integer; got {rounds!r}.")
-    if blocks == "torsion":
-        blocks = None
-    elif blocks == "residue":
-        blocks = residue_blocks(model.cg_map.cg_names,
-                                getattr(model.cg_map, "torsion_atoms", None))
-    elif isinstance(blocks, str):
-        raise ValueError(f'Expected blocks "torsion", "residue" or index blocks; got '
-                         f'"{blocks}".')
+    if isinstance(blocks, str):
+        blocks = model_blocks(model, blocks)
     proposal = ProductTorusProposal(model.cg_dim, temperature_k, temperature_k, n_bins=n_bins,
                                     n_bands=1, explore=explore, decay=0.7, warmup=0,
                                     sharpness=sharpness, blocks=blocks)

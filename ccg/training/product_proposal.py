@@ -42,7 +42,7 @@ from ccg.training.proposals import (
     uniform_proposal,
 )
 
-__all__ = ["ProductTorusProposal", "adaptive_proposal", "product_proposal",
+__all__ = ["ProductTorusProposal", "adaptive_proposal", "model_blocks", "product_proposal",
            "residue_pairs_proposal"]
 
 TWO_PI = 2 * math.pi
@@ -65,6 +65,16 @@ def _check_blocks(blocks, cg_dim: int, n_bins: int) -> list[tuple[int, ...]]:
                          f"{n_bins ** len(big[0])} cells (at most {MAX_BLOCK_CELLS}); use "
                          "smaller blocks or fewer n_bins.")
     return out
+
+
+def model_blocks(model: BackmappingModel, kind: str) -> list[tuple[int, ...]] | None:
+    """Blocks of a model's torsions by name: "torsion" -> None (one per torsion), "residue" ->
+    `residue_blocks` of its map (paired by the shared C-alpha where the map has atoms)."""
+    if kind == "torsion":
+        return None
+    if kind == "residue":
+        return residue_blocks(model.cg_map.cg_names, getattr(model.cg_map, "torsion_atoms", None))
+    raise ValueError(f'Expected blocks "torsion" or "residue"; got "{kind}".')
 
 
 class ProductTorusProposal(ZProposal):
@@ -311,8 +321,8 @@ def residue_pairs_proposal(model: BackmappingModel, *, t_min: float, t_max: floa
     `product_proposal`."""
     if not bool(model.cg_map.z_circular.all()):
         return uniform_proposal(model, t_min=t_min, t_max=t_max, cg_frames=cg_frames, seed=seed)
-    blocks = residue_blocks(model.cg_map.cg_names, getattr(model.cg_map, "torsion_atoms", None))
-    return ProductTorusProposal(model.cg_dim, t_min, t_max, sharpness=sharpness, blocks=blocks)
+    return ProductTorusProposal(model.cg_dim, t_min, t_max, sharpness=sharpness,
+                                blocks=model_blocks(model, "residue"))
 
 
 @Z_PROPOSALS.register("adaptive")

@@ -2,6 +2,7 @@
 
 Usage: python experiments/peptide_reference/f_convergence.py MODEL [--states AAAAA BBBBB]
        [--temperature 300] [--samples 64 1024 16384] [--seed 0] [--threads 1]
+       [--parts-r 8 32 128]
 
 For a (φ, ψ) model of any peptide, puts every residue at the centre of a Ramachandran region
 (A: α_R (−65°, −40°), B: β (−120°, 130°), P: PPII (−70°, 145°), L: α_L (60°, 40°); a state
@@ -10,6 +11,10 @@ importance weights for each number of flow samples. βF = −log mean w, so a fl
 part of p(r | z)'s mass shows as βF falling (and the ESS dropping) as samples grow; where it
 falls by several k_BT the model's free energies and populations at such z are biased high by
 at least that much, whatever the z proposal.
+
+`--parts-r R ...` adds `ccg.joint_ess_parts` (1,024 z from a pilot proposal at sharpness 0.5,
+R flow samples at each) for each R: a mean per-z ESS that keeps falling as R grows says the
+ESS read off few samples per z (as training reports it) is biased high.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, nargs="+", default=[64, 1024, 16384])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--parts-r", type=int, nargs="*", default=[],
+                        help="also joint_ess_parts at these r per z (e.g. 8 32 128)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = ccg.load_model(args.model)
@@ -62,6 +69,14 @@ def main() -> None:
     for k, (letters, _) in enumerate(rows):
         cells = " | ".join(f"{e.beta_f[k]:.2f} | {e.ess[k]:.3f}" for e in estimates)
         print(f"| {args.temperature:.0f} | {letters} | {cells} |")
+    if args.parts_r:
+        proposal = ccg.pilot_proposal(model, args.temperature, sharpness=0.5,
+                                      generator=generator)
+        for r in args.parts_r:
+            p = ccg.joint_ess_parts(model, args.temperature, proposal=proposal, n_z=1024,
+                                    r_per_z=r, generator=generator)
+            print(f"1,024 z x {r} r: joint {p['joint']:.2g}, proposal {p['proposal']:.2g}, "
+                  f"mean per-z ESS {p['flow']:.2g}, worst 1 % {p['flow_worst_1pct']:.2g}")
 
 
 if __name__ == "__main__":
