@@ -68,7 +68,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (folder / "a_file").write_text("not a folder")
     out["a_file"] = folder / "a_file"
     # a PDB of heavy atoms only (the bundled Ace-(Ala)3-Nme without its hydrogens)
-    heavy = mdtraj.load(str(ccg.systems.peptides.bundled_pdb_path("ala3")))
+    heavy = mdtraj.load(str(ccg.systems.bundled_pdb_path("ala3")))
     heavy.atom_slice(heavy.topology.select("not element H")).save_pdb(str(folder / "heavy.pdb"))
     out["heavy_pdb"] = folder / "heavy.pdb"
     return out

@@ -31,7 +31,7 @@ from ccg.systems._torch_terms import (
     compile_force,
     supported_forces,
 )
-from ccg.systems.peptides import (
+from ccg.systems.bundled import (
     ala3_gbn2,
     ala3_obc2,
     ala5_gbn2,

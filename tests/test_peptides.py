@@ -13,11 +13,8 @@ import torch
 import ccg
 from ccg.errors import ConfigError
 from ccg.systems import SYSTEMS, OpenMMSystem, build_peptide, forcefield_files, prepare_pdb
-from ccg.systems.peptides import (
-    BUNDLED_RECIPES,
-    bundled_pdb_path,
-    peptide_heavy_atoms,
-)
+from ccg.systems.bundled import BUNDLED_RECIPES, bundled_pdb_path
+from ccg.systems.peptides import peptide_heavy_atoms
 
 # --- implicit solvent -> force-field files -------------------------------------------------------
 
@@ -222,6 +219,6 @@ def test_chignolin_is_a_beta_hairpin():
 
 
 def test_rebuilding_a_bundled_structure_reproduces_it():
-    rebuilt = ccg.systems.peptides.build_bundled("ala3")
+    rebuilt = ccg.systems.build_bundled("ala3")
     bundled = openmm.app.PDBFile(str(bundled_pdb_path("ala3"))).getPositions(asNumpy=True)._value
     np.testing.assert_allclose(rebuilt.system.reference_positions, bundled, atol=2e-4)

@@ -11,7 +11,7 @@ from ccg.commands._common import (
     apply_resources,
     check_output_folder,
 )
-from ccg.systems.peptides import IMPLICIT_SOLVENT_MODELS
+from ccg.systems.forcefields import IMPLICIT_SOLVENT_MODELS
 from ccg.training.config import DEFAULT_MINUTES
 from ccg.training.distributed import launched_world_size
 from ccg.training.run import STRUCTURE_FILE, check_resume

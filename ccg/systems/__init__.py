@@ -10,14 +10,10 @@ from ccg.systems.analytic import (
     make_analytic,
 )
 from ccg.systems.base import MolecularSystem, System
+from ccg.systems.bundled import build_bundled, bundled_pdb_path
+from ccg.systems.forcefields import IMPLICIT_SOLVENT_MODELS, forcefield_files
 from ccg.systems.openmm_system import OpenMMSystem
-from ccg.systems.peptides import (
-    IMPLICIT_SOLVENT_MODELS,
-    BuiltSystem,
-    build_peptide,
-    forcefield_files,
-    prepare_pdb,
-)
+from ccg.systems.peptides import BuiltSystem, build_peptide, prepare_pdb
 from ccg.systems.registry import SYSTEM_KINDS, SYSTEMS, system_from_config, system_to_config
 from ccg.systems.torus_wells import TorusDoubleWells
 
@@ -36,7 +32,9 @@ __all__ = [
     "TorusDoubleWells",
     "alanine_dipeptide",
     "analytic_names",
+    "build_bundled",
     "build_peptide",
+    "bundled_pdb_path",
     "forcefield_files",
     "make_analytic",
     "prepare_pdb",

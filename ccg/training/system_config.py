@@ -10,7 +10,8 @@ from typing import Any
 
 from ccg._checks import check_field_types
 from ccg.errors import ConfigError
-from ccg.systems.peptides import IMPLICIT_SOLVENT_MODELS, check_hydrogens, check_sequence
+from ccg.systems.forcefields import IMPLICIT_SOLVENT_MODELS
+from ccg.systems.peptides import check_hydrogens, check_sequence
 from ccg.systems.registry import SYSTEMS
 
 DEFAULT_SYSTEM = "alanine-dipeptide"
