@@ -23,7 +23,8 @@ from openmm import unit
 
 from ccg.cli import main
 from ccg.systems import OpenMMSystem
-from ccg.systems._gb_terms import CustomGBTerm, GBSAOBCTerm, gb_models
+from ccg.systems._gb_recognize import gb_models
+from ccg.systems._gb_terms import CustomGBTerm, GBSAOBCTerm
 from ccg.systems._torch_terms import (
     TORCH_FORCES,
     UnsupportedForce,

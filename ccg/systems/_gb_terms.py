@@ -32,11 +32,8 @@ expressions, whose surface term is the literal 28.3919551 and whose salt screeni
 replaces 1/eps_solvent by exp(-kappa B_i) / eps_solvent (self) and exp(-kappa f_ij) /
 eps_solvent (pairs).
 
-A CustomGBForce is compiled only if it is exactly one of the recognized models: its computed
-values, energy terms (expressions compared character by character, numbers such as the
-dielectrics read from them), computation types, per-particle parameter names, global
-parameters and tabulated functions. Anything else raises `UnsupportedForce` and OpenMM
-evaluates the force.
+A CustomGBForce is compiled only if it is exactly one of the models that `_gb_recognize`
+recognizes; anything else raises `UnsupportedForce` and OpenMM evaluates the force.
 
 Batched layout: per unordered atom pair (i < j) the distance is computed once; the Born sums
 are `index_add` reductions of the two directed terms H_ij and H_ji over the pair list.
@@ -45,13 +42,19 @@ are `index_add` reductions of the two directed terms H_ij and H_ji over the pair
 from __future__ import annotations
 
 import copy
-import re
-from dataclasses import dataclass
 
 import numpy as np
 import openmm
 import torch
 
+from ccg.systems._gb_recognize import (
+    ACE_CUSTOM,
+    K_E_CUSTOM,
+    discrete_table,
+    energy_constants,
+    particle_table,
+    recognize,
+)
 from ccg.systems._torch_terms import (
     ONE_4PI_EPS0,
     TORCH_FORCES,
@@ -417,196 +420,7 @@ class GBSAOBCTerm(_GBTerm):
         )
 
 
-# --- CustomGBForce: recognition ---------------------------------------------------------------
-
-_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-
-
-def _template(text: str) -> re.Pattern[str]:
-    """A regex matching `text` literally except `{name}` fields, which match one number."""
-    parts = re.split(r"\{(\w+)\}", text)
-    regex = "".join(
-        re.escape(part) if k % 2 == 0 else f"(?P<{part}>{_NUMBER})" for k, part in enumerate(parts)
-    )
-    return re.compile(regex)
-
-
-# Expressions exactly as openmm/app/internal/customgbforces.py (OpenMM 8) writes them.
-_HCT = (
-    "select(step(r+sr2-or1), 0.5*(1/L-1/U+0.25*(r-sr2^2/r)*(1/(U^2)-1/(L^2))+0.5*log(L/U)/r), 0);"
-    "U=r+sr2;"
-    "L=max(or1, D);"
-    "D=abs(r-sr2)"
-)
-_OBC2_I = _template(_HCT)
-_OBC2_B = _template(
-    "1/(1/or-tanh(psi-0.8*psi^2+4.85*psi^3)/radius);psi=I*or; radius=or+offset; offset={offset}"
-)
-_GBN2_I = _template(
-    "Ivdw+neckScale*Ineck;"
-    "Ineck=step(radius1+radius2+neckCut-r)*getm0(radindex1,radindex2)/(1+100*(r-getd0(radindex1,"
-    "radindex2))^2+0.3*1000000*(r-getd0(radindex1,radindex2))^6);"
-    "Ivdw=" + _HCT + ";"
-    "radius1=or1+offset; radius2=or2+offset;"
-    "neckScale={neck_scale}; neckCut={neck_cut}; offset={offset}"
-)
-_GBN2_B = _template(
-    "1/(1/or-tanh(alpha*psi-beta*psi^2+gamma*psi^3)/radius);"
-    "psi=I*or; radius=or+offset; offset={offset}"
-)
-_PARAMS = "; solventDielectric={solvent}; soluteDielectric={solute}; kappa={kappa}; offset={offset}"
-_SELF = _template("-0.5*138.935485*(1/soluteDielectric-1/solventDielectric)*charge^2/B" + _PARAMS)
-_SELF_SALT = _template(
-    "-0.5*138.935485*(1/soluteDielectric-exp(-kappa*B)/solventDielectric)*charge^2/B" + _PARAMS
-)
-_ACE = _template("28.3919551*(radius+0.14)^2*(radius/B)^6; radius=or+offset" + _PARAMS)
-_PAIR_F = ";f=sqrt(r^2+B1*B2*exp(-r^2/(4*B1*B2)))"
-_PAIR = _template(
-    "-138.935485*(1/soluteDielectric-1/solventDielectric)*charge1*charge2/f" + _PAIR_F + _PARAMS
-)
-_PAIR_SALT = _template(
-    "-138.935485*(1/soluteDielectric-exp(-kappa*f)/solventDielectric)*charge1*charge2/f"
-    + _PAIR_F
-    + _PARAMS
-)
-_K_E_CUSTOM = 138.935485
-"""The Coulomb constant written into OpenMM's GB expressions (not ONE_4PI_EPS0)."""
-_ACE_CUSTOM = 28.3919551
-"""4 pi x surface-area energy written into OpenMM's GB expressions, kJ/mol/nm^2."""
-
-_PAIR_TYPE = openmm.CustomGBForce.ParticlePairNoExclusions
-_SINGLE_TYPE = openmm.CustomGBForce.SingleParticle
-_TYPE_NAMES = {
-    openmm.CustomGBForce.SingleParticle: "SingleParticle",
-    openmm.CustomGBForce.ParticlePair: "ParticlePair",
-    openmm.CustomGBForce.ParticlePairNoExclusions: "ParticlePairNoExclusions",
-}
-
-
-@dataclass(frozen=True)
-class _Model:
-    """A recognized CustomGBForce model: its parameter names and computed-value templates."""
-
-    name: str
-    parameters: tuple[str, ...]
-    value_i: re.Pattern[str]
-    value_b: re.Pattern[str]
-    tables: tuple[str, ...]
-
-
-_MODELS = (
-    _Model("OBC2 (implicit/obc2.xml)", ("charge", "or", "sr"), _OBC2_I, _OBC2_B, ()),
-    _Model(
-        "GBn2 (implicit/gbn2.xml)",
-        ("charge", "or", "sr", "alpha", "beta", "gamma", "radindex"),
-        _GBN2_I,
-        _GBN2_B,
-        ("getd0", "getm0"),
-    ),
-)
-
-
-def _numbers(match: re.Match[str]) -> dict[str, float]:
-    out = {k: float(v) for k, v in match.groupdict().items()}
-    bad = [k for k, v in out.items() if not np.isfinite(v)]
-    if bad:
-        raise UnsupportedForce(f"non-finite constants {bad} in its expressions")
-    return out
-
-
-def _describe(expression: str) -> str:
-    return expression if len(expression) <= 60 else expression[:57] + "..."
-
-
-def _recognize(force: openmm.CustomGBForce) -> tuple[_Model, dict[str, object]]:
-    """Match a CustomGBForce against the known models; UnsupportedForce says what differs."""
-    names = tuple(
-        force.getPerParticleParameterName(k) for k in range(force.getNumPerParticleParameters())
-    )
-    model = next((m for m in _MODELS if m.parameters == names), None)
-    if model is None:
-        raise UnsupportedForce(
-            f"its per-particle parameters {list(names)} are those of no recognized GB model "
-            f"({'; '.join(f'{m.name}: {list(m.parameters)}' for m in _MODELS)})"
-        )
-    if force.getNonbondedMethod() != openmm.CustomGBForce.NoCutoff:
-        raise UnsupportedForce(f"it is {model.name} with a cutoff (only NoCutoff compiles)")
-    if force.getNumGlobalParameters():
-        globals_ = [force.getGlobalParameterName(k) for k in range(force.getNumGlobalParameters())]
-        raise UnsupportedForce(f"it has global parameters {globals_} ({model.name} has none)")
-    n_tables = force.getNumTabulatedFunctions()
-    tables = tuple(force.getTabulatedFunctionName(k) for k in range(n_tables))
-    if tuple(sorted(tables)) != model.tables:
-        raise UnsupportedForce(
-            f"its tabulated functions {list(tables)} differ from {model.name}'s "
-            f"{list(model.tables)}"
-        )
-    if force.getNumComputedValues() != 2:
-        raise UnsupportedForce(
-            f"it has {force.getNumComputedValues()} computed values ({model.name}: I and B)"
-        )
-    consts: dict[str, object] = {}
-    for k, (want, pattern, kind) in enumerate(
-        (("I", model.value_i, _PAIR_TYPE), ("B", model.value_b, _SINGLE_TYPE))
-    ):
-        name, expression, ctype = force.getComputedValueParameters(k)
-        match = pattern.fullmatch(expression)
-        if name != want or ctype != kind or match is None:
-            raise UnsupportedForce(
-                f"its computed value {k} ({name}, {_TYPE_NAMES.get(ctype, ctype)}: "
-                f"'{_describe(expression)}') is not {model.name}'s {want} "
-                f"({_TYPE_NAMES[kind]}) expression"
-            )
-        consts.update({f"{want}_{key}": v for key, v in _numbers(match).items()})
-    terms = [force.getEnergyTermParameters(k) for k in range(force.getNumEnergyTerms())]
-    expected = "self energy, [surface area (ACE)], pair energy"
-    if len(terms) not in (2, 3):
-        raise UnsupportedForce(f"it has {len(terms)} energy terms ({model.name}: {expected})")
-    kinds = [("self", (_SELF, _SELF_SALT), _SINGLE_TYPE)]
-    if len(terms) == 3:
-        kinds.append(("ace", (_ACE,), _SINGLE_TYPE))
-    kinds.append(("pair", (_PAIR, _PAIR_SALT), _PAIR_TYPE))
-    for (label, patterns, kind), (expression, ctype) in zip(kinds, terms, strict=True):
-        matches = [(p, p.fullmatch(expression)) for p in patterns]
-        found = [(p, m) for p, m in matches if m is not None]
-        if ctype != kind or not found:
-            raise UnsupportedForce(
-                f"its energy term '{_describe(expression)}' "
-                f"({_TYPE_NAMES.get(ctype, ctype)}) is not {model.name}'s {label} term "
-                f"({_TYPE_NAMES[kind]}; expected: {expected})"
-            )
-        pattern, match = found[0]
-        consts[f"{label}_salt"] = pattern in (_SELF_SALT, _PAIR_SALT)
-        consts.update({f"{label}_{key}": v for key, v in _numbers(match).items()})
-    consts["ace"] = len(terms) == 3
-    return model, consts
-
-
-def _particle_table(force: openmm.CustomGBForce) -> np.ndarray:
-    n = force.getNumParticles()
-    rows = [force.getParticleParameters(p) for p in range(n)]
-    return np.array(rows, dtype=np.float64).reshape(n, force.getNumPerParticleParameters())
-
-
-def _discrete_table(force: openmm.CustomGBForce, name: str) -> tuple[int, int, np.ndarray]:
-    index = [force.getTabulatedFunctionName(k) for k in range(force.getNumTabulatedFunctions())]
-    function = force.getTabulatedFunction(index.index(name))
-    if not isinstance(function, openmm.Discrete2DFunction):
-        raise UnsupportedForce(
-            f"its tabulated function {name} is a {type(function).__name__}, not the "
-            "Discrete2DFunction of GBn2"
-        )
-    xsize, ysize, values = function.getFunctionParameters()
-    return int(xsize), int(ysize), np.asarray(values, dtype=np.float64)
-
-
-def _energy_constants(consts: dict[str, object], label: str) -> tuple[float, float, float, bool]:
-    """(1/eps_solute, 1/eps_solvent, kappa, salt) of one energy term."""
-    solute, solvent = float(consts[f"{label}_solute"]), float(consts[f"{label}_solvent"])
-    if solute == 0.0 or solvent == 0.0:
-        raise UnsupportedForce(f"its {label} term has a zero dielectric constant")
-    kappa, salt = float(consts[f"{label}_kappa"]), bool(consts[f"{label}_salt"])
-    return 1.0 / solute, 1.0 / solvent, kappa, salt
+# --- CustomGBForce --------------------------------------------------------------------------
 
 
 @TORCH_FORCES.register("CustomGBForce")
@@ -623,9 +437,9 @@ class CustomGBTerm(_GBTerm):
 
     def __init__(self, force: openmm.CustomGBForce) -> None:
         super().__init__()
-        model, consts = _recognize(force)
+        model, consts = recognize(force)
         self.model = model.name
-        table = _particle_table(force)
+        table = particle_table(force)
         n = table.shape[0]
         charge, offset_radius, scaled = table[:, 0], table[:, 1], table[:, 2]
         if n and offset_radius.min() <= 0.0:
@@ -640,10 +454,10 @@ class CustomGBTerm(_GBTerm):
         i, j = _pair_matrix(n)
         self.n_atoms = n
         # With salt, exp(-kappa B) or exp(-kappa f) multiplies the 1/eps_solvent part only.
-        inv_in, self_inv_out, self.self_kappa, self.self_salt = _energy_constants(consts, "self")
-        self_pre = -0.5 * _K_E_CUSTOM * (inv_in if self.self_salt else inv_in - self_inv_out)
-        inv_in, pair_inv_out, self.pair_kappa, self.pair_salt = _energy_constants(consts, "pair")
-        pair_pre = -_K_E_CUSTOM * (inv_in if self.pair_salt else inv_in - pair_inv_out)
+        inv_in, self_inv_out, self.self_kappa, self.self_salt = energy_constants(consts, "self")
+        self_pre = -0.5 * K_E_CUSTOM * (inv_in if self.self_salt else inv_in - self_inv_out)
+        inv_in, pair_inv_out, self.pair_kappa, self.pair_salt = energy_constants(consts, "pair")
+        pair_pre = -K_E_CUSTOM * (inv_in if self.pair_salt else inv_in - pair_inv_out)
         self.ace = bool(consts["ace"])
         ace_rho = offset_radius + (float(consts["ace_offset"]) if self.ace else 0.0)
         qq = (charge[i] * charge[j])[:, None]
@@ -657,7 +471,7 @@ class CustomGBTerm(_GBTerm):
             sr_j=scaled[j, None],
             sr2_j=(scaled * scaled)[j, None],
             qq=pair_pre * qq,
-            qq_salt=_K_E_CUSTOM * pair_inv_out * qq,
+            qq_salt=K_E_CUSTOM * pair_inv_out * qq,
             half_or=0.5 * offset_radius[:, None],
             inv_or=1.0 / offset_radius[:, None],
             inv_rho=1.0 / rho[:, None],
@@ -665,8 +479,8 @@ class CustomGBTerm(_GBTerm):
             beta=beta[:, None],
             gamma=gamma[:, None],
             q2=self_pre * charge[:, None] ** 2,
-            q2_salt=0.5 * _K_E_CUSTOM * self_inv_out * charge[:, None] ** 2,
-            ace_coef=(_ACE_CUSTOM * (ace_rho + _PROBE_RADIUS_NM) ** 2)[:, None],
+            q2_salt=0.5 * K_E_CUSTOM * self_inv_out * charge[:, None] ** 2,
+            ace_coef=(ACE_CUSTOM * (ace_rho + _PROBE_RADIUS_NM) ** 2)[:, None],
             ace_rho=ace_rho[:, None],
             **_NOT_FUSED,
         )
@@ -674,8 +488,8 @@ class CustomGBTerm(_GBTerm):
             self.neck_scale = float(consts["I_neck_scale"])
             radindex = table[:, 6]
             index = np.rint(radindex).astype(np.int64)
-            mx, my, m0 = _discrete_table(force, "getm0")
-            dx, dy, d0 = _discrete_table(force, "getd0")
+            mx, my, m0 = discrete_table(force, "getm0")
+            dx, dy, d0 = discrete_table(force, "getd0")
             if not np.array_equal(index, radindex) or index.min(initial=0) < 0 or (
                 n and index.max() >= min(mx, my, dx, dy)
             ):
@@ -706,8 +520,3 @@ def fuse_gb_nonbonded(terms: dict[str, TorchTerm]) -> tuple[str, str, TorchTerm]
         return None
     fused = terms[gb[0]].fuse_nonbonded(terms[nonbonded[0]])  # type: ignore[union-attr]
     return None if fused is None else (gb[0], nonbonded[0], fused)
-
-
-def gb_models() -> tuple[str, ...]:
-    """Names of the CustomGBForce models the torch path recognizes."""
-    return tuple(m.name for m in _MODELS)
