@@ -394,7 +394,8 @@ def test_training_with_the_product_proposal_checkpoints_its_histograms(tmp_path)
         "flow": {"n_layers": 2, "hidden": 8, "n_blocks": 1, "n_bins": 4},
         "train": {"z_proposal": "product", "steps": 105, "n_z": 16, "samples_per_z": 4}})
     torch.manual_seed(0)
-    ccg.train(config, tmp_path)
+    _, summary = ccg.train(config, tmp_path)
     state = read_checkpoint(tmp_path / "checkpoint.pt")["proposal"]
     assert state["n_observed"] == 105 and state["log_mass"].shape == (4, 4, 24)
+    assert summary["proposal_capped"] == state["n_capped"] >= 0
     assert bool(torch.isfinite(state["log_mass"]).any()) and float(state["seen"].sum()) > 0

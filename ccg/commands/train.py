@@ -14,6 +14,7 @@ from ccg.commands._common import (
 from ccg.systems.forcefields import IMPLICIT_SOLVENT_MODELS
 from ccg.training.config import DEFAULT_MINUTES
 from ccg.training.distributed import launched_world_size
+from ccg.training.product_proposal import MAX_JUMP
 from ccg.training.run import STRUCTURE_FILE, check_resume
 
 LOSS_RISE_WARNING = 2.0
@@ -137,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"done: {summary['steps']} steps in {summary['train_time_s']:.0f} s, final loss "
           f"{summary['final_loss']:.3f}, per-z ESS {summary['final_ess']:.2f}, "
           f"{summary['nonfinite_samples']} non-finite samples excluded")
+    if summary.get("proposal_capped"):
+        print(f"note: {summary['proposal_capped']} per-z free-energy estimates were more than "
+              f"{MAX_JUMP:.0f} nats above everything the z proposal held in their temperature "
+              "band and were capped there (outliers; a few early in training are normal).")
     if summary["loss_rise_from_best"] > LOSS_RISE_WARNING:
         print(f"warning: the loss ended {summary['loss_rise_from_best']:.1f} nats above its best "
               f"(200-step means; best up to step {summary['best_loss_step']}). The flow has "

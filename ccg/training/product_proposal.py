@@ -48,6 +48,18 @@ __all__ = ["ProductTorusProposal", "adaptive_proposal", "model_blocks", "product
 TWO_PI = 2 * math.pi
 MAX_BLOCK_CELLS = 50_000
 """Most histogram cells (n_bins ** k) one block may have."""
+MIN_SLOPE_ROWS = 32.0
+"""Least (decayed) number of rows a band must hold before its slope of l on log T is used;
+with fewer, or with their log T spread over less than half the band's width (standard
+deviation under half a uniform spread's), the slope is 0. Two rows at nearly the same
+temperature would otherwise give a slope of (l_1 - l_2) / (x_1 - x_2), hundreds of thousands
+for two z whose l differ by hundreds (a clash), and a cell mass e^{10^4} above the rest."""
+MAX_JUMP = 20.0
+"""Most nats one observation may put a cell above its band's whole accumulated mass; larger
+values are capped there (and counted, `n_capped`). The real l of a z never jumps by this much
+from one step to the next (e^20 = 5e8 times everything seen so far), while an uncapped outlier
+would hold its cell's mass above the rest for ~ its size / -log(decay) steps (forever, for a
+clash-sized one)."""
 
 
 def _check_blocks(blocks, cg_dim: int, n_bins: int) -> list[tuple[int, ...]]:
@@ -117,6 +129,7 @@ class ProductTorusProposal(ZProposal):
         inv = torch.linspace(1.0 / t_max, 1.0 / t_min, int(n_bands) + 1, dtype=torch.float64)
         self.inner_edges = 1.0 / inv[1:-1]  # descending temperatures; band 0 is the hottest
         self.log_t_center = torch.log(2.0 / (inv[1:] + inv[:-1]))  # [n_bands]
+        self._log_t_width = torch.log(inv[1:] / inv[:-1])  # [n_bands]: log T_hi - log T_lo
         self.blocks = _check_blocks(blocks, self.cg_dim, self.n_bins)
         sizes = [len(block) for block in self.blocks]
         self.n_cells = self.n_bins ** max(sizes)
@@ -134,6 +147,7 @@ class ProductTorusProposal(ZProposal):
         self.seen = torch.zeros(shape, dtype=torch.float64)
         self.t_stats = torch.zeros(int(n_bands), 5, dtype=torch.float64)  # 1, x, x², y, xy
         self.n_observed = 0
+        self._n_capped = torch.zeros((), dtype=torch.float64)  # on the device: no host sync
 
     # ---- bookkeeping ----------------------------------------------------------------------
 
@@ -142,7 +156,8 @@ class ProductTorusProposal(ZProposal):
         return self.log_mass.shape[0]
 
     def _to(self, device: torch.device) -> None:
-        for name in ("log_mass", "seen", "t_stats", "inner_edges", "log_t_center", "_block_of",
+        for name in ("log_mass", "seen", "t_stats", "inner_edges", "log_t_center",
+                     "_log_t_width", "_block_of",
                      "_place", "_log_width", "_log_volume", "_valid"):
             value = getattr(self, name)
             if value.device != device:
@@ -246,6 +261,16 @@ class ProductTorusProposal(ZProposal):
         ok = torch.isfinite(ell)
         band = self._band_index(temperature_k)
         x = torch.log(temperature_k.double()) - self.log_t_center[band]
+        log_rho = self.log_prob(z, temperature_k)
+        # Once a band holds MIN_SLOPE_ROWS rows, an estimate more than MAX_JUMP above all
+        # its mass is capped there, before it enters the slope's sums too (one outlier would
+        # tilt every row's v).
+        level = torch.logsumexp(self.log_mass[:, 0], dim=1)  # [n_bands] all mass so far
+        held = torch.isfinite(level) & (self.t_stats[:, 0] >= MIN_SLOPE_ROWS)
+        cap = torch.where(held, level + MAX_JUMP, torch.full_like(level, math.inf))[band]
+        excess = (ell - self._slope()[band] * x - log_rho - cap).clamp_min(0.0)
+        capped = ok & (excess > 0)
+        ell = torch.where(capped, ell - excess, ell)
         y = torch.where(ok, ell, torch.zeros_like(ell))
         rows = torch.stack([torch.ones_like(x), x, x * x, y, x * y], 1) * ok[:, None]
         batch_stats = torch.zeros_like(self.t_stats).index_add_(0, band, rows)
@@ -253,15 +278,10 @@ class ProductTorusProposal(ZProposal):
         hit = batch_stats[:, 0] > 0
         self.t_stats = torch.where(hit[:, None], self.decay * self.t_stats + batch_stats,
                                    self.t_stats)
-        s1, sx, sxx, sy, sxy = self.t_stats.unbind(1)
-        var = sxx * s1 - sx * sx
-        slope = torch.where(var > 1e-12 * s1.clamp_min(1.0) ** 2,
-                            (sxy * s1 - sx * sy) / var.clamp_min(1e-300), torch.zeros_like(var))
-        v = ell - slope[band] * x - self.log_prob(z, temperature_k)
+        v = torch.minimum(ell - self._slope()[band] * x - log_rho, cap)
         v = torch.where(ok, v, torch.full_like(v, -math.inf))
-        top = v.max() if bool(ok.any()) else v.new_zeros(())
-        shift_sum = self.reduce(torch.stack([torch.where(ok.any(), top, 0.0),
-                                             ok.any().double()]))
+        top = torch.where(ok.any(), v.max(), v.new_zeros(()))  # no host sync
+        shift_sum = self.reduce(torch.stack([top, ok.any().double()]))
         shift = shift_sum[0] / shift_sum[1].clamp_min(1.0)
         weight = torch.exp(torch.clamp(v - shift, max=700.0))  # 0 where not finite
         nb = self.n_blocks
@@ -281,11 +301,27 @@ class ProductTorusProposal(ZProposal):
             self.log_mass = torch.where(band_hit, updated, self.log_mass)
             self.seen = self.seen + count
         self.n_observed += 1
+        self._n_capped = self._n_capped.to(z.device) + self.reduce(capped.sum().double())
+
+    @property
+    def n_capped(self) -> int:
+        """Observations capped at `MAX_JUMP` above their band's accumulated mass (so far)."""
+        return int(self._n_capped)
+
+    def _slope(self) -> torch.Tensor:
+        """d l / d log T in each band [n_bands] from the running sums; 0 where the band holds
+        fewer than `MIN_SLOPE_ROWS` rows or their log T spread is too narrow to fit it."""
+        s1, sx, sxx, sy, sxy = self.t_stats.unbind(1)
+        var = sxx * s1 - sx * sx  # s1² Var(x)
+        uniform = self._log_t_width.to(var.device) ** 2 / 12.0  # Var(x) of a uniform spread
+        usable = (s1 >= MIN_SLOPE_ROWS) & (var > 0.25 * uniform * s1 * s1) & (uniform > 0)
+        return torch.where(usable, (sxy * s1 - sx * sy) / var.clamp_min(1e-300),
+                           torch.zeros_like(var))
 
     def state_dict(self) -> dict:
         return {"log_mass": self.log_mass.cpu().clone(), "seen": self.seen.cpu().clone(),
                 "t_stats": self.t_stats.cpu().clone(), "n_observed": self.n_observed,
-                "blocks": [list(block) for block in self.blocks]}
+                "n_capped": self.n_capped, "blocks": [list(block) for block in self.blocks]}
 
     def load_state_dict(self, state: dict) -> None:
         saved = [tuple(block) for block in state.get("blocks", [(i,) for i in range(
@@ -301,6 +337,8 @@ class ProductTorusProposal(ZProposal):
                                  ". It was saved for another cg_dim, n_bins or n_bands.")
             setattr(self, name, value.clone().to(getattr(self, name).device))
         self.n_observed = int(state["n_observed"])
+        self._n_capped = torch.tensor(float(state.get("n_capped", 0)),  # 0: saved before
+                                      dtype=torch.float64, device=self.log_mass.device)
 
 
 @Z_PROPOSALS.register("product")

@@ -95,6 +95,8 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
         "ema_decay": config.train.ema_decay,
         "energy_cut_kt": energy_cut,
     }
+    if hasattr(proposal, "n_capped"):  # the product proposals' outlier estimates
+        summary["proposal_capped"] = proposal.n_capped
     summary["loss_rise_from_best"], summary["best_loss_step"] = trainer.loss_rise()
     trainer.apply_average()
     model.flow.eval()
