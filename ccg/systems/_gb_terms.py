@@ -55,10 +55,10 @@ from ccg.systems._gb_recognize import (
     particle_table,
     recognize,
 )
+from ccg.systems._nonbonded_term import NonbondedTerm
 from ccg.systems._torch_terms import (
     ONE_4PI_EPS0,
     TORCH_FORCES,
-    NonbondedTerm,
     TorchTerm,
     UnsupportedForce,
     _displacement,
