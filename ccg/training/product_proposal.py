@@ -54,6 +54,11 @@ with fewer, or with their log T spread over less than half the band's width (sta
 deviation under half a uniform spread's), the slope is 0. Two rows at nearly the same
 temperature would otherwise give a slope of (l_1 - l_2) / (x_1 - x_2), hundreds of thousands
 for two z whose l differ by hundreds (a clash), and a cell mass e^{10^4} above the rest."""
+SLOPE_WINDOW = 100.0
+"""Only rows whose l is within this many nats of the best of their band in the same batch enter
+the slope's sums: the others carry no weight in the histograms (e^-100), and a z where every
+r sample is a clash has l ~ -10^13, which would make the least-squares slope (and with it every
+row's v) garbage."""
 MAX_JUMP = 20.0
 """Most nats one observation may put a cell above its band's whole accumulated mass; larger
 values are capped there (and counted, `n_capped`). The real l of a z never jumps by this much
@@ -271,8 +276,12 @@ class ProductTorusProposal(ZProposal):
         excess = (ell - self._slope()[band] * x - log_rho - cap).clamp_min(0.0)
         capped = ok & (excess > 0)
         ell = torch.where(capped, ell - excess, ell)
-        y = torch.where(ok, ell, torch.zeros_like(ell))
-        rows = torch.stack([torch.ones_like(x), x, x * x, y, x * y], 1) * ok[:, None]
+        finite_ell = torch.where(ok, ell, torch.full_like(ell, -math.inf))
+        band_top = torch.full((n_bands,), -math.inf, dtype=ell.dtype, device=ell.device)
+        band_top = band_top.scatter_reduce(0, band, finite_ell, "amax")
+        fit = ok & (ell >= band_top[band] - SLOPE_WINDOW)
+        y = torch.where(fit, ell, torch.zeros_like(ell))
+        rows = torch.stack([torch.ones_like(x), x, x * x, y, x * y], 1) * fit[:, None]
         batch_stats = torch.zeros_like(self.t_stats).index_add_(0, band, rows)
         batch_stats = self.reduce(batch_stats)
         hit = batch_stats[:, 0] > 0
