@@ -21,7 +21,6 @@ import math
 import torch
 
 import ccg
-from ccg.constants import beta_from_temperature
 
 CENTRES_DEG = {"A": (-65.0, -40.0), "B": (-120.0, 130.0), "P": (-70.0, 145.0),
                "L": (60.0, 40.0)}
@@ -70,7 +69,7 @@ def main() -> None:
     model = ccg.load_model(args.model).double()
     names = list(model.cg_map.cg_names)
     pairs = [ccg.resolve_dims(g.name.split("/"), names) for g in ccg.ramachandran_groups(names)]
-    beta = beta_from_temperature(args.temperature)
+    beta = ccg.beta_from_temperature(args.temperature)
     generator = torch.Generator().manual_seed(args.seed)
     print(f"model {args.model}, T = {args.temperature} K, {args.samples} flow samples per "
           f"state, n_r = {model.cg_map.n_r} (harmonic excess ~{model.cg_map.n_r / 2:.0f} kT)")
