@@ -3,11 +3,42 @@ Ramachandran histograms (the states are ccg's own, `ccg.ramachandran_groups`).""
 
 from __future__ import annotations
 
+import math
+
 import mdtraj
 import numpy as np
+import torch
+
+import ccg
 
 KB_KJ_PER_MOL_K = 0.0083144626181532
 """Boltzmann constant in kJ / (mol K) (R of the 2019 SI)."""
+
+CENTRES_DEG = {"A": (-65.0, -40.0), "B": (-120.0, 130.0), "P": (-70.0, 145.0),
+               "L": (60.0, 40.0)}
+"""(phi, psi) in degrees at the centre of each Ramachandran region (A: alpha-R, B: beta,
+P: PPII, L: alpha-L)."""
+
+
+def state_centres(model, states) -> list[tuple[str, torch.Tensor]]:
+    """(letters, z [cg_dim] float64 rad) for each state of a (phi, psi) model: every residue at
+    the centre of its letter's region; a state names one letter per residue, or one for all.
+    SystemExit naming the residues for a state of the wrong length or letters."""
+    names = list(model.cg_map.cg_names)
+    groups = ccg.ramachandran_groups(names)
+    pairs = [ccg.resolve_dims(g.name.split("/"), names) for g in groups]
+    rows = []
+    for state in states:
+        letters = state * len(pairs) if len(state) == 1 else state
+        if len(letters) != len(pairs) or any(c not in CENTRES_DEG for c in letters):
+            raise SystemExit(f"error: --states {state}: expected {len(pairs)} letters (or one) "
+                             f"from {''.join(CENTRES_DEG)} for the residues "
+                             f"{', '.join(g.name for g in groups)}")
+        z = torch.zeros(model.cg_dim, dtype=torch.float64)
+        for (i, j), code in zip(pairs, letters, strict=True):
+            z[i], z[j] = (math.radians(a) for a in CENTRES_DEG[code])
+        rows.append((letters, z))
+    return rows
 
 def default_ladder() -> np.ndarray:
     """300 -> 450 K geometric in 4 steps, 450 -> 600 K in 3 (8 temperatures, 450 K exact)."""

@@ -16,25 +16,11 @@ larger than at another is one the flow fits worse, and the terms say where (angl
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
+from common import state_centres
 
 import ccg
-
-CENTRES_DEG = {"A": (-65.0, -40.0), "B": (-120.0, 130.0), "P": (-70.0, 145.0),
-               "L": (60.0, 40.0)}
-
-
-def state_z(model, pairs, state: str) -> torch.Tensor:
-    letters = state * len(pairs) if len(state) == 1 else state
-    if len(letters) != len(pairs) or any(c not in CENTRES_DEG for c in letters):
-        raise SystemExit(f"error: --states {state}: expected {len(pairs)} letters (or one) "
-                         f"from {''.join(CENTRES_DEG)}")
-    z = torch.zeros(model.cg_dim, dtype=torch.float64)
-    for (i, j), code in zip(pairs, letters, strict=True):
-        z[i], z[j] = (math.radians(a) for a in CENTRES_DEG[code])
-    return z
 
 
 def relaxed(model, z: torch.Tensor, r_start: torch.Tensor) -> torch.Tensor:
@@ -67,8 +53,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = ccg.load_model(args.model).double()
-    names = list(model.cg_map.cg_names)
-    pairs = [ccg.resolve_dims(g.name.split("/"), names) for g in ccg.ramachandran_groups(names)]
     beta = ccg.beta_from_temperature(args.temperature)
     generator = torch.Generator().manual_seed(args.seed)
     print(f"model {args.model}, T = {args.temperature} K, {args.samples} flow samples per "
@@ -76,8 +60,7 @@ def main() -> None:
     print("| state | finite | U_min(z) (kJ/mol) | excess: total | "
           + " | ".join(model.system.term_names) + " | ESS |")
     print("|---" * (5 + len(model.system.term_names)) + "|")
-    for state in args.states:
-        z = state_z(model, pairs, state)
+    for label, z in state_centres(model, args.states):
         with torch.no_grad():
             s = model.sample(z.expand(args.samples, -1), args.temperature, generator=generator)
             ok = s.finite
@@ -93,7 +76,6 @@ def main() -> None:
         ess = float(torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)))
         excess = [beta * (float(terms[k].median()) - terms_min[k]) for k in terms_min]
         total = beta * (float(energy.median()) - float(u_min[best]))
-        label = state * len(pairs) if len(state) == 1 else state
         print(f"| {label} | {int(ok.sum())} | {float(u_min[best]):.1f} | {total:.1f} | "
               + " | ".join(f"{e:.1f}" for e in excess) + f" | {ess / len(log_w):.4f} |")
 

@@ -20,14 +20,11 @@ ESS read off few samples per z (as training reports it) is biased high.
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
+from common import state_centres
 
 import ccg
-
-CENTRES_DEG = {"A": (-65.0, -40.0), "B": (-120.0, 130.0), "P": (-70.0, 145.0),
-               "L": (60.0, 40.0)}
 
 
 def main() -> None:
@@ -45,20 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = ccg.load_model(args.model)
-    names = list(model.cg_map.cg_names)
-    pairs = [ccg.resolve_dims(g.name.split("/"), names)
-             for g in ccg.ramachandran_groups(names)]
-    rows = []
-    for state in args.states:
-        letters = state * len(pairs) if len(state) == 1 else state
-        if len(letters) != len(pairs) or any(c not in CENTRES_DEG for c in letters):
-            raise SystemExit(f"error: --states {state}: expected {len(pairs)} letters (or one) "
-                             f"from {''.join(CENTRES_DEG)} for the residues "
-                             f"{', '.join(g.name for g in ccg.ramachandran_groups(names))}")
-        z = torch.zeros(model.cg_dim, dtype=torch.float64)
-        for (i, j), code in zip(pairs, letters, strict=True):
-            z[i], z[j] = (math.radians(a) for a in CENTRES_DEG[code])
-        rows.append((letters, z))
+    rows = state_centres(model, args.states)
     z = torch.stack([row[1] for row in rows])
     generator = torch.Generator().manual_seed(args.seed)
     estimates = [ccg.estimate_free_energy(model, z, args.temperature, n_samples=n,
