@@ -137,6 +137,8 @@ def build_model(config: RunConfig, system: System | None = None) -> BackmappingM
 def build_proposal(config: RunConfig, model: BackmappingModel) -> ZProposal:
     """The z proposal rho(z) of `config.train.z_proposal` for this model's CG space."""
     t = config.train
+    extra = {"cooperative": float(t.z_cooperative)} if t.z_cooperative else {}
     return Z_PROPOSALS.resolve(t.z_proposal)(model, t_min=t.t_min, t_max=t.t_max,
                                              sharpness=t.z_sharpness,
-                                             cg_frames=config.map.cg_frames, seed=t.seed)
+                                             cg_frames=config.map.cg_frames, seed=t.seed,
+                                             **extra)

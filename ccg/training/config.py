@@ -103,6 +103,11 @@ class TrainConfig:
     z_sharpness: float = 0.5
     """Adaptive proposal: z ~ exp(-z_sharpness * beta F(z, T)) at each pair's own T; below 1
     it flattens the Boltzmann factor so the whole populated region gets training points."""
+    z_cooperative: float = 0.0
+    """"product" / "residue-pairs" proposals: the share of z drawn with one histogram cell
+    shared by every block (every residue's (phi, psi) in the same cell: helices, strands), so
+    that joint states the per-block histograms make rare (all-helix: the product of the
+    residues' helix shares) still get training points. 0: off."""
     n_z: int = 64
     """Distinct (z, T) pairs per step."""
     samples_per_z: int = 16
@@ -192,6 +197,15 @@ class TrainConfig:
         if self.z_proposal not in Z_PROPOSALS:
             raise ConfigError(f'[train] z_proposal must be one of {Z_PROPOSALS.names()}; got '
                               f'"{self.z_proposal}".')
+        if isinstance(self.z_cooperative, bool) or not isinstance(
+                self.z_cooperative, int | float) or not 0 <= self.z_cooperative < 1:
+            raise ConfigError(f"[train] z_cooperative must be in [0, 1) (the share of z drawn "
+                              f"with one cell shared by every block); got "
+                              f"{self.z_cooperative!r}.")
+        if self.z_cooperative and self.z_proposal not in ("product", "residue-pairs"):
+            raise ConfigError(f'[train] z_cooperative works with z_proposal = "product" or '
+                              f'"residue-pairs"; got z_proposal = "{self.z_proposal}". Set '
+                              f'one of them, or z_cooperative = 0.')
         if not isinstance(self.z_sharpness, int | float) or not 0 < self.z_sharpness <= 1:
             raise ConfigError(f"[train] z_sharpness must be in (0, 1] (1: Boltzmann at each T); "
                               f"got {self.z_sharpness!r}.")

@@ -59,6 +59,10 @@ SLOPE_WINDOW = 100.0
 the slope's sums: the others carry no weight in the histograms (e^-100), and a z where every
 r sample is a clash has l ~ -10^13, which would make the least-squares slope (and with it every
 row's v) garbage."""
+COOPERATIVE_SPREAD = 2
+"""Cooperative draws (`cooperative`): each torsion lies at most this many bins from the shared
+cell's (uniformly over the 2 * spread + 1 choices), so the joint state is a region (about the
+width of a Ramachandran basin at 24 bins), not one cell."""
 MAX_JUMP = 20.0
 """Most nats one observation may put a cell above its band's whole accumulated mass; larger
 values are capped there (and counted, `n_capped`). The real l of a z never jumps by this much
@@ -109,11 +113,17 @@ class ProductTorusProposal(ZProposal):
         decay: weight of the past in the running bin masses, in [0, 1).
         warmup: observations before the histograms are used (uniform until then).
         sharpness: q_i ∝ p_i ** sharpness, in (0, 1] (1: the marginal itself).
+        cooperative: share c in [0, 1) of z drawn cooperatively: one cell, drawn from the
+            normalized geometric mean of the blocks' sharpened histograms, shared by every
+            block (all residues' (phi, psi) in one region: a helix, a strand), each torsion
+            then moved by a uniform offset of at most `COOPERATIVE_SPREAD` bins and drawn
+            uniformly inside its bin. rho = (1 - c) rho_product + c rho_shared, still
+            normalized. Needs blocks of one size.
     """
 
     def __init__(self, cg_dim: int, t_min: float, t_max: float, *, n_bins: int = 24,
                  n_bands: int = 4, explore: float = 0.1, decay: float = 0.9, warmup: int = 100,
-                 sharpness: float = 0.5, blocks=None):
+                 sharpness: float = 0.5, blocks=None, cooperative: float = 0.0):
         check_temperature(t_min, "t_min")
         check_temperature(t_max, "t_max")
         if t_min > t_max:
@@ -127,6 +137,9 @@ class ProductTorusProposal(ZProposal):
             raise ValueError(f"decay must be in [0, 1); got {decay}.")
         if not 0.0 < sharpness <= 1.0:
             raise ValueError(f"sharpness must be in (0, 1] (1: the marginal); got {sharpness}.")
+        if not 0.0 <= cooperative < 1.0:
+            raise ValueError(f"cooperative must be in [0, 1) (the share of z drawn with one "
+                             f"cell shared by every block); got {cooperative}.")
         if n_bins < 2 or n_bands < 1:
             raise ValueError(f"Expected n_bins >= 2 and n_bands >= 1; got {n_bins}, {n_bands}.")
         self.cg_dim, self.n_bins, self.explore = int(cg_dim), int(n_bins), float(explore)
@@ -137,6 +150,13 @@ class ProductTorusProposal(ZProposal):
         self._log_t_width = torch.log(inv[1:] / inv[:-1])  # [n_bands]: log T_hi - log T_lo
         self.blocks = _check_blocks(blocks, self.cg_dim, self.n_bins)
         sizes = [len(block) for block in self.blocks]
+        if cooperative > 0 and len(set(sizes)) > 1:
+            raise ValueError(f"cooperative > 0 shares one cell between blocks, which needs "
+                             f"blocks of one size; got sizes {sizes}.")
+        if cooperative > 0 and n_bins < 2 * COOPERATIVE_SPREAD + 1:
+            raise ValueError(f"cooperative > 0 needs n_bins >= {2 * COOPERATIVE_SPREAD + 1}; "
+                             f"got {n_bins}.")
+        self.cooperative = float(cooperative)
         self.n_cells = self.n_bins ** max(sizes)
         self._block_of = torch.empty(self.cg_dim, dtype=torch.long)  # [d] block of torsion i
         self._place = torch.empty(self.cg_dim, dtype=torch.long)  # [d] n_bins ** position
@@ -233,7 +253,37 @@ class ProductTorusProposal(ZProposal):
         keep = math.log(1.0 - self.explore) if self.explore < 1 else -math.inf
         dens = torch.logaddexp(keep + per_cell - self._log_width,
                                (math.log(self.explore) - self._log_volume).expand_as(per_cell))
-        return dens.sum(1)
+        if not self.cooperative:
+            return dens.sum(1)
+        return torch.logaddexp(math.log1p(-self.cooperative) + dens.sum(1),
+                               math.log(self.cooperative) + self._shared_log_prob(z, log_q))
+
+    def _shared_log_prob(self, z: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+        """log rho_shared(z) [n]: the sum over shared cells c within `COOPERATIVE_SPREAD` bins
+        of every block's cell (per torsion, on the periodic grid) of pi(c) (2 s + 1) ** -d /
+        prod_b width_b."""
+        spread, n_bins = COOPERATIVE_SPREAD, self.n_bins
+        block_idx = torch.tensor(self.blocks, device=z.device)  # [n_blocks, k]
+        k = block_idx.shape[1]
+        wrapped = torch.remainder(z.double() + math.pi, TWO_PI)
+        bins = torch.clamp((wrapped / (TWO_PI / n_bins)).long(), 0, n_bins - 1)[:, block_idx]
+        steps = torch.arange(-spread, spread + 1, device=z.device)
+        delta = torch.cartesian_prod(*([steps] * k)).reshape(-1, k)  # [M, k]
+        cand = torch.remainder(bins[:, :1, :] - delta[None], n_bins)  # [n, M, k] from block 0
+        diff = torch.remainder(bins[:, None, :, :] - cand[:, :, None, :] + spread, n_bins)
+        ok = (diff <= 2 * spread).all(3).all(2)  # [n, M]: every block near the candidate
+        place = n_bins ** torch.arange(k, device=z.device)
+        cell = (cand * place).sum(2)  # [n, M]
+        log_pi = torch.gather(self._shared_log_q(log_q), 1, cell)
+        log_pi = torch.where(ok, log_pi, torch.full_like(log_pi, -math.inf))
+        norm = self.cg_dim * math.log(2 * spread + 1) + self._log_width.sum()
+        return torch.logsumexp(log_pi, 1) - norm
+
+    @staticmethod
+    def _shared_log_q(log_q: torch.Tensor) -> torch.Tensor:
+        """log of the shared-cell distribution [n, n_cells] of rows' block histograms
+        log_q [n, n_blocks, n_cells]: the normalized geometric mean over blocks."""
+        return torch.log_softmax(log_q.mean(1), dim=1)
 
     def sample(self, n: int, generator: torch.Generator, dtype, device,
                temperature_k: torch.Tensor | None = None) -> torch.Tensor:
@@ -253,7 +303,19 @@ class ProductTorusProposal(ZProposal):
         inside = -math.pi + (bins + torch.rand(n, self.cg_dim, **kw)) * (TWO_PI / self.n_bins)
         uniform = TWO_PI * torch.rand(n, self.cg_dim, **kw) - math.pi
         explore = (torch.rand(n, self.n_blocks, **kw) < self.explore)[:, self._block_of]
-        return torch.where(explore, uniform, inside).to(dtype=dtype, device=device)
+        z = torch.where(explore, uniform, inside)
+        if self.cooperative:
+            log_q = self._rows_log_q(temps, n)
+            shared = torch.multinomial(torch.exp(self._shared_log_q(log_q)), 1,
+                                       replacement=True, generator=generator)  # [n, 1]
+            bins = (shared // self._place[None, :]) % self.n_bins  # [n, d]
+            offset = torch.randint(-COOPERATIVE_SPREAD, COOPERATIVE_SPREAD + 1,
+                                   (n, self.cg_dim), generator=generator, device=where)
+            bins = torch.remainder(bins + offset, self.n_bins)
+            joint = -math.pi + (bins + torch.rand(n, self.cg_dim, **kw)) * (TWO_PI / self.n_bins)
+            pick = torch.rand(n, 1, **kw) < self.cooperative
+            z = torch.where(pick, joint, z)
+        return z.to(dtype=dtype, device=device)
 
     # ---- learning -------------------------------------------------------------------------
 
@@ -352,24 +414,27 @@ class ProductTorusProposal(ZProposal):
 
 @Z_PROPOSALS.register("product")
 def product_proposal(model: BackmappingModel, *, t_min: float, t_max: float,
-                     sharpness: float = 0.5, cg_frames=None, seed: int = 0) -> ZProposal:
+                     sharpness: float = 0.5, cg_frames=None, seed: int = 0,
+                     cooperative: float = 0.0) -> ZProposal:
     """Torsion maps: `ProductTorusProposal` over [t_min, t_max] K (per-torsion adaptive
     histograms; any number of torsions); other CG spaces: as `uniform_proposal`."""
     if not bool(model.cg_map.z_circular.all()):
         return uniform_proposal(model, t_min=t_min, t_max=t_max, cg_frames=cg_frames, seed=seed)
-    return ProductTorusProposal(model.cg_dim, t_min, t_max, sharpness=sharpness)
+    return ProductTorusProposal(model.cg_dim, t_min, t_max, sharpness=sharpness,
+                                cooperative=cooperative)
 
 
 @Z_PROPOSALS.register("residue-pairs")
 def residue_pairs_proposal(model: BackmappingModel, *, t_min: float, t_max: float,
-                           sharpness: float = 0.5, cg_frames=None, seed: int = 0) -> ZProposal:
+                           sharpness: float = 0.5, cg_frames=None, seed: int = 0,
+                           cooperative: float = 0.0) -> ZProposal:
     """Backbone torsion maps: `ProductTorusProposal` with one 2-D histogram per residue's
     (phi, psi) pair (`residue_blocks`; other torsions 1-D); other CG spaces: as
     `product_proposal`."""
     if not bool(model.cg_map.z_circular.all()):
         return uniform_proposal(model, t_min=t_min, t_max=t_max, cg_frames=cg_frames, seed=seed)
     return ProductTorusProposal(model.cg_dim, t_min, t_max, sharpness=sharpness,
-                                blocks=model_blocks(model, "residue"))
+                                blocks=model_blocks(model, "residue"), cooperative=cooperative)
 
 
 @Z_PROPOSALS.register("adaptive")
