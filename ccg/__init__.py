@@ -16,6 +16,7 @@ from ccg.constants import KB_KJMOL_PER_K, beta_from_temperature
 from ccg.cycle import Cycle, CycleConfig, run_cycle
 from ccg.errors import CCGError, ConfigError, Interrupted, ModelFileError, TrainingError
 from ccg.flows import FLOW_BACKENDS, ConditionalFlow, FlowConfig, build_flow, make_context
+from ccg.free_energy.ais import AISSamples, ais_sample
 from ccg.free_energy.cg_model import FreeEnergyModel
 from ccg.free_energy.compare import (
     histogram_free_energy,
@@ -131,6 +132,7 @@ __all__ = [
     "KB_KJMOL_PER_K",
     "SYSTEMS",
     "Z_PROPOSALS",
+    "AISSamples",
     "AdaptiveTorusProposal",
     "AnalyticSystem",
     "AtomSubsetMap",
@@ -189,6 +191,7 @@ __all__ = [
     "ZMatrix",
     "ZProposal",
     "__version__",
+    "ais_sample",
     "alanine_dipeptide",
     "backmap",
     "backmap_to_file",

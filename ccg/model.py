@@ -135,7 +135,9 @@ class BackmappingModel(torch.nn.Module):
     def cg_dim(self) -> int:
         return self.cg_map.cg_dim
 
-    def _prepare(self, z: torch.Tensor, temperature_k) -> tuple[torch.Tensor, torch.Tensor]:
+    def prepare(self, z: torch.Tensor, temperature_k) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validated z [B, cg_dim] and T [B] on the flow's dtype and device (T from a number
+        or [B])."""
         check_shape(z, (self.cg_map.cg_dim,), "z", "cg_dim")
         check_finite(z, "z")
         check_temperature(temperature_k)
@@ -169,8 +171,20 @@ class BackmappingModel(torch.nn.Module):
             z: CG coordinates [B, cg_dim] (repeat rows for several samples per z).
             temperature_k: a number or [B], in K.
         """
-        z, temperature = self._prepare(z, temperature_k)
+        z, temperature = self.prepare(z, temperature_k)
         r, log_q = self.flow.sample(self.context(z, temperature), generator=generator)
+        return self.evaluate(z, temperature, r, log_q)
+
+    def evaluate(self, z: torch.Tensor, temperature: torch.Tensor, r: torch.Tensor,
+                 log_q: torch.Tensor) -> FlowSamples:
+        """Place the atoms of given (z, r), evaluate the energy and flag the finite rows.
+
+        Args:
+            z, temperature: [B, cg_dim] and [B] as returned by `prepare` (not re-validated).
+            r: completing coordinates [B, n_r]; log_q: their log q(r | z, T) [B].
+
+        Differentiable in r (and z) on finite rows; `sample` is `prepare`, the flow, then this.
+        """
         x, log_jac = self.cg_map.merge(z, r)
         energy, finite = safe_energy(self.system, x)
         finite = finite & torch.isfinite(log_q) & torch.isfinite(log_jac)
@@ -187,5 +201,5 @@ class BackmappingModel(torch.nn.Module):
     def log_prob_x(self, x: torch.Tensor, temperature_k: torch.Tensor | float) -> torch.Tensor:
         """log q(r(x) | z(x), T) [B] of given configurations, in the split coordinates."""
         z, r, _ = self.cg_map.split(x)
-        z, temperature = self._prepare(z, temperature_k)
+        z, temperature = self.prepare(z, temperature_k)
         return self.flow.log_prob(r.to(z), self.context(z, temperature))

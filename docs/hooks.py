@@ -116,6 +116,7 @@ API_GROUPS = [
               "histogram_free_energy", "rmse_after_shift", "shifted_difference",
               "kl_divergence", "state_populations", "held_out_scores", "HeldOutScore",
               "predicts_within_noise", "worst_chi2", "sample_joint", "JointSamples",
+              "ais_sample", "AISSamples",
               "pilot_proposal", "joint_ess", "joint_ess_parts", "project_free_energy",
               "Projection", "resolve_dims", "plot_projections",
               "group_populations", "region_populations", "StateGroup", "StateTable", "Region",

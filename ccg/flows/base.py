@@ -307,6 +307,31 @@ class ConditionalFlow(nn.Module, abc.ABC):
         u, logdet = self._inverse(r, context)
         return self._base_log_prob(u, context) + logdet
 
+    # --- the base space, for samplers that move there (ccg.free_energy.ais) ---------------
+    def base_sample(self, context: torch.Tensor, *,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw base points u [B, dim] (circular dims in [-π, π)), one per context row."""
+        self._check_context(context)
+        return self._base_sample(context, generator)
+
+    def base_log_prob(self, u: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """log base density of u [B, dim] -> [B] (differentiable in u)."""
+        return self._base_log_prob(u, context)
+
+    def transform(self, u: torch.Tensor, context: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Base -> data: (r [B, dim], log|dr/du| [B]); log q(r) = base_log_prob(u) - logdet."""
+        return self._forward(u, context)
+
+    def base_scale(self, context: torch.Tensor) -> torch.Tensor:
+        """A natural step length per base dim [B, dim]: the base std on linear dims, the
+        wrapped Cauchy's half-width -log ρ(T) (at most 1 rad; 1 for a uniform dim) on
+        circular dims."""
+        linear = self._base_std(context).expand(-1, self.dim)
+        rho = self._concentration(context)
+        half_width = torch.clamp(-torch.log(torch.clamp(rho, min=1e-12)), max=1.0)
+        return torch.where(self.circular, half_width, linear)
+
     def compile_transforms(self, **options) -> None:
         """`torch.compile` the base <-> data maps (`_forward`, `_inverse`: the bulk of
         sampling and density evaluation) in place; `options` go to `torch.compile`. With the

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ccg._checks import check_temperature
 from ccg.errors import ConfigError
+from ccg.free_energy.ais import ais_sample
 from ccg.model import BackmappingModel
 from ccg.training.product_proposal import ProductTorusProposal, model_blocks
 
@@ -105,6 +106,22 @@ def ess_of(log_w: np.ndarray) -> float:
     return float(np.exp(log_ess) / log_w.size)
 
 
+def _check_ais_steps(ais_steps: int) -> None:
+    if isinstance(ais_steps, bool) or not isinstance(ais_steps, int) or ais_steps < 0:
+        raise ValueError(f"Expected ais_steps as an integer >= 0 (0: plain importance "
+                         f"sampling); got {ais_steps!r}.")
+
+
+def _flow_log_weights(model: BackmappingModel, z: torch.Tensor, temperature_k: float,
+                      generator: torch.Generator, ais_steps: int) -> torch.Tensor:
+    """log w(z, r) [B] of one r per row: a flow sample (ais_steps = 0) or an AIS sample."""
+    with torch.no_grad():
+        if ais_steps:
+            return ais_sample(model, z, temperature_k, n_steps=ais_steps,
+                              generator=generator).log_w
+        return model.sample(z, temperature_k, generator=generator).log_weights
+
+
 def _check_proposal(model: BackmappingModel, proposal) -> None:
     for name in ("sample", "log_prob"):
         if not callable(getattr(proposal, name, None)):
@@ -117,7 +134,7 @@ def _check_proposal(model: BackmappingModel, proposal) -> None:
 
 def sample_joint(model: BackmappingModel, temperature_k: float, n_samples: int, *, proposal,
                  chunk_size: int = 16384, generator: torch.Generator | None = None,
-                 progress: bool = False) -> JointSamples:
+                 ais_steps: int = 0, progress: bool = False) -> JointSamples:
     """Draw N joint samples z ~ rho(z | T), r ~ q(r | z, T) and their joint log-weights.
 
     Args:
@@ -127,6 +144,9 @@ def sample_joint(model: BackmappingModel, temperature_k: float, n_samples: int, 
         proposal: the z proposal (normalized `log_prob`); see `pilot_proposal`.
         chunk_size: samples per batch through the flow (memory bound).
         generator: torch random generator (on the model's device); None: torch's default.
+        ais_steps: 0: r ~ q(r | z, T) with its plain weight; K > 0: each r carried through K
+            annealed MALA stages toward p(r | z, T) (`ccg.free_energy.ais`), K energy and force
+            evaluations more per sample for a higher flow part of the joint ESS.
 
     Returns:
         `JointSamples` with z [N, cg_dim] and log_w [N] (numpy float64, on the CPU).
@@ -137,6 +157,7 @@ def sample_joint(model: BackmappingModel, temperature_k: float, n_samples: int, 
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"Expected chunk_size as a positive integer; got {chunk_size!r}.")
     _check_proposal(model, proposal)
+    _check_ais_steps(ais_steps)
     device = next(model.flow.parameters()).device
     generator = generator if generator is not None else torch.Generator(device).manual_seed(
         int(torch.randint(2**31, ())))
@@ -146,11 +167,10 @@ def sample_joint(model: BackmappingModel, temperature_k: float, n_samples: int, 
         n = min(chunk_size, n_samples - start)
         temps = torch.full((n,), float(temperature_k), dtype=torch.float64, device=device)
         z = proposal.sample(n, generator, torch.float64, device, temperature_k=temps)
-        with torch.no_grad():
-            s = model.sample(z, float(temperature_k), generator=generator)
+        log_w = _flow_log_weights(model, z, float(temperature_k), generator, ais_steps)
         log_rho = proposal.log_prob(z, temps).to(device=device, dtype=torch.float64)
         zs.append(z.cpu())
-        log_ws.append((s.log_weights.double() - log_rho).cpu())
+        log_ws.append((log_w.double() - log_rho).cpu())
     log_w = torch.cat(log_ws).numpy()
     log_w = np.where(np.isnan(log_w), -np.inf, log_w)
     return JointSamples(torch.cat(zs).numpy(), log_w, float(temperature_k),
@@ -160,13 +180,17 @@ def sample_joint(model: BackmappingModel, temperature_k: float, n_samples: int, 
 def pilot_proposal(model: BackmappingModel, temperature_k: float, *, n_samples: int = 8192,
                    rounds: int = 6, n_bins: int = 36, explore: float = 0.1,
                    sharpness: float = 1.0, blocks: str | Sequence[Sequence[int]] = "torsion",
-                   generator: torch.Generator | None = None) -> ProductTorusProposal:
+                   generator: torch.Generator | None = None, ais_steps: int = 0,
+                   cooperative: float = 0.0) -> ProductTorusProposal:
     """A `ProductTorusProposal` fitted to the model at one temperature: `rounds` rounds of
     `n_samples` joint samples (z from the proposal so far, starting uniform; one r each) teach
     it the marginals of exp(-beta F) over each block of torsions. Needs a torsion CG map.
 
     `blocks`: "torsion" (a 1-D histogram per torsion), "residue" (a 2-D histogram per
     residue's (phi, psi) pair, `ccg.mapping.peptide.residue_blocks`), or explicit index blocks.
+    `ais_steps`: as in `sample_joint` (sharper weights for the histograms, at K times the cost).
+    `cooperative`: the share of z drawn with one cell shared by every block
+    (`ProductTorusProposal`), for joint states that the blocks' product makes rare.
     """
     if not bool(model.cg_map.z_circular.all()):
         raise ConfigError("Joint samples need CG coordinates on the torus (a torsion map): the "
@@ -178,10 +202,11 @@ def pilot_proposal(model: BackmappingModel, temperature_k: float, *, n_samples: 
         blocks = model_blocks(model, blocks)
     proposal = ProductTorusProposal(model.cg_dim, temperature_k, temperature_k, n_bins=n_bins,
                                     n_bands=1, explore=explore, decay=0.7, warmup=0,
-                                    sharpness=sharpness, blocks=blocks)
+                                    sharpness=sharpness, blocks=blocks,
+                                    cooperative=cooperative)
     for _ in range(rounds):
         samples = sample_joint(model, temperature_k, n_samples, proposal=proposal,
-                               generator=generator)
+                               generator=generator, ais_steps=ais_steps)
         z = torch.from_numpy(samples.z)
         # observe wants log w of (z, T) without the proposal's own density: add it back
         temps = torch.full((len(samples),), float(temperature_k), dtype=torch.float64)
@@ -210,8 +235,8 @@ def joint_ess(model: BackmappingModel, temperatures_k, *, n_samples: int = 16384
 
 
 def joint_ess_parts(model: BackmappingModel, temperature_k: float, *, proposal, n_z: int = 4096,
-                    r_per_z: int = 32, generator: torch.Generator | None = None
-                    ) -> dict[str, float]:
+                    r_per_z: int = 32, generator: torch.Generator | None = None,
+                    ais_steps: int = 0) -> dict[str, float]:
     """Where the joint ESS is lost: in the z proposal or in the flow.
 
     n_z points z ~ rho(z | T), r_per_z flow samples r ~ q(r | z, T) at each, joint log-weights
@@ -223,13 +248,15 @@ def joint_ess_parts(model: BackmappingModel, temperature_k: float, *, proposal, 
             flow's noise when r_per_z is small against 1 / its per-z ESS);
         "flow": the mean per-z ESS of the r samples (the training's figure at these z);
         "flow_worst_1pct": the 1st percentile of the per-z ESS.
-    For independent parts joint ~ proposal x flow. n_z, r_per_z >= 2.
+    For independent parts joint ~ proposal x flow. n_z, r_per_z >= 2. `ais_steps` as in
+    `sample_joint` (the "flow" part is then that of the AIS samples).
     """
     check_temperature(temperature_k)
     for name, value in (("n_z", n_z), ("r_per_z", r_per_z)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 2:
             raise ValueError(f"Expected {name} as an integer >= 2; got {value!r}.")
     _check_proposal(model, proposal)
+    _check_ais_steps(ais_steps)
     device = next(model.flow.parameters()).device
     generator = generator if generator is not None else torch.Generator(device).manual_seed(
         int(torch.randint(2**31, ())))
@@ -240,9 +267,8 @@ def joint_ess_parts(model: BackmappingModel, temperature_k: float, *, proposal, 
     chunk = max(1, 16384 // r_per_z)
     for start in range(0, n_z, chunk):
         zc = z[start:start + chunk].repeat_interleave(r_per_z, 0)
-        with torch.no_grad():
-            s = model.sample(zc, float(temperature_k), generator=generator)
-        rows.append(s.log_weights.double().reshape(-1, r_per_z)
+        log_w = _flow_log_weights(model, zc, float(temperature_k), generator, ais_steps)
+        rows.append(log_w.double().reshape(-1, r_per_z)
                     - log_rho[start:start + chunk, None])
     log_w = torch.cat(rows).cpu().numpy()
     log_w = np.where(np.isnan(log_w), -np.inf, log_w)
