@@ -75,6 +75,8 @@ def test_states_writes_npz_csv_and_panels_and_refuses_to_overwrite(wells_model, 
     (["--csv", "{out}"], "unsupported extension"),
     (["--top", "-1"], "--top must be >= 0"),
     (["--pilot-sharpness", "0"], "--pilot-sharpness must be in (0, 1]"),
+    (["--pilot-cooperative", "1"], "--pilot-cooperative must be in [0, 1)"),
+    (["--ais-steps", "-1"], "--ais-steps must be >= 0"),
 ])
 def test_states_refusals_write_nothing(wells_model, tmp_path, capsys, extra, message):
     out = tmp_path / "states.npz"
@@ -83,6 +85,20 @@ def test_states_refusals_write_nothing(wells_model, tmp_path, capsys, extra, mes
                *FAST, *extra])
     assert rc == 2 and message in _error(capsys, "states")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_states_with_a_cooperative_pilot_and_ais(wells_model, tmp_path, capsys, monkeypatch):
+    seen = []
+    pilot, joint = ccg.pilot_proposal, ccg.sample_joint
+    monkeypatch.setattr(ccg, "pilot_proposal",
+                        lambda *a, **k: seen.append(k["cooperative"]) or pilot(*a, **k))
+    monkeypatch.setattr(ccg, "sample_joint",
+                        lambda *a, **k: seen.append(k["ais_steps"]) or joint(*a, **k))
+    out = tmp_path / "states.npz"
+    assert main(["states", str(wells_model), "--temperature", "300", "--out", str(out), *FAST,
+                 "--pilot-cooperative", "0.3", "--ais-steps", "2"]) == 0
+    assert seen == [0.3, 2] and out.exists()
+    assert "joint ESS" in capsys.readouterr().out
 
 
 def test_states_ramachandran_on_a_phi_psi_model(ala2_model, tmp_path, capsys):

@@ -9,10 +9,12 @@ import torch
 
 import ccg
 from ccg.errors import ConfigError
+from ccg.training.product_proposal import model_blocks
 
 
 def add_joint_arguments(p: argparse.ArgumentParser) -> None:
-    """--joint-samples, --pilot-samples, --pilot-sharpness and --pilot-blocks."""
+    """--joint-samples, --pilot-samples, --pilot-sharpness, --pilot-blocks,
+    --pilot-cooperative and --ais-steps."""
     p.add_argument("--joint-samples", type=int, default=65536,
                    help="joint samples (z from a proposal, one r ~ q(r | z, T) each) that are "
                    "reweighted into projections and populations")
@@ -25,13 +27,28 @@ def add_joint_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pilot-blocks", choices=("torsion", "residue"), default="torsion",
                    help="the proposal's histograms: one per torsion, or one 2-D histogram per "
                    "residue's (phi, psi) (keeps their coupling; other torsions 1-D)")
+    p.add_argument("--pilot-cooperative", type=float, default=0.0,
+                   help="share of the proposal's z drawn with one histogram cell shared by "
+                   "every block (all residues helical, all extended: joint states the product "
+                   "of the blocks makes rare), in [0, 1)")
+    p.add_argument("--ais-steps", type=int, default=0,
+                   help="K > 0: move each r through K annealed MALA stages toward p(r | z) "
+                   "(sharper weights where the flow is poor, K energy and force evaluations "
+                   "more per sample); 0: the flow's samples as drawn")
 
 
-def check_pilot_sharpness(value: float) -> None:
-    """ConfigError unless --pilot-sharpness is in (0, 1] (checked before any work)."""
-    if not 0.0 < value <= 1.0:
+def check_joint_arguments(args: argparse.Namespace) -> None:
+    """ConfigError unless --pilot-sharpness, --pilot-cooperative and --ais-steps are in range
+    (checked before any work)."""
+    if not 0.0 < args.pilot_sharpness <= 1.0:
         raise ConfigError(f"--pilot-sharpness must be in (0, 1] (1: each torsion's marginal; "
-                          f"0.5: flatter); got {value}.")
+                          f"0.5: flatter); got {args.pilot_sharpness}.")
+    if not 0.0 <= args.pilot_cooperative < 1.0:
+        raise ConfigError(f"--pilot-cooperative must be in [0, 1) (0: off; 0.3: a third of the "
+                          f"z share one cell); got {args.pilot_cooperative}.")
+    if args.ais_steps < 0:
+        raise ConfigError(f"--ais-steps must be >= 0 (0: plain importance sampling); got "
+                          f"{args.ais_steps}.")
 
 
 def load_flow_model(path: str, device: torch.device, flag_hint: str):
@@ -51,11 +68,20 @@ def load_flow_model(path: str, device: torch.device, flag_hint: str):
 def draw_joint(model, args: argparse.Namespace, device: torch.device) -> ccg.JointSamples:
     """Fit the pilot proposal, draw --joint-samples joint samples, print their ESS."""
     gen = torch.Generator(device).manual_seed(args.seed)
+    if args.pilot_cooperative:
+        blocks = model_blocks(model, args.pilot_blocks) or [(i,) for i in range(model.cg_dim)]
+        if len({len(block) for block in blocks}) > 1:
+            raise ConfigError(f"--pilot-cooperative shares one cell between the proposal's "
+                              f"blocks, which must then be of one size; --pilot-blocks "
+                              f"{args.pilot_blocks} gives blocks of sizes "
+                              f"{sorted({len(b) for b in blocks})} for this map. Use "
+                              "--pilot-blocks torsion, or --pilot-cooperative 0.")
     proposal = ccg.pilot_proposal(model, args.temperature, n_samples=args.pilot_samples,
                                   sharpness=args.pilot_sharpness, blocks=args.pilot_blocks,
-                                  generator=gen)
+                                  generator=gen, cooperative=args.pilot_cooperative)
     samples = ccg.sample_joint(model, args.temperature, args.joint_samples, proposal=proposal,
-                               generator=gen, progress=not args.no_progress)
+                               generator=gen, progress=not args.no_progress,
+                               ais_steps=args.ais_steps)
     bad = f", {samples.n_nonfinite} non-finite (weight 0)" if samples.n_nonfinite else ""
     print(f"{len(samples)} joint samples at {args.temperature} K over {model.cg_dim} CG "
           f"coordinates: joint ESS {samples.ess:.3f} ({samples.ess * len(samples):.0f} "

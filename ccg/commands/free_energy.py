@@ -26,7 +26,7 @@ from ccg.commands._common import (
 )
 from ccg.commands._joint import (
     add_joint_arguments,
-    check_pilot_sharpness,
+    check_joint_arguments,
     draw_joint,
     load_flow_model,
 )
@@ -119,7 +119,7 @@ def _run_projection(args: argparse.Namespace, out, device: torch.device) -> int:
                           "not take --frames. Drop one of them.")
     check_number(args.joint_samples, "--joint-samples", minimum=2)
     check_number(args.pilot_samples, "--pilot-samples", minimum=2)
-    check_pilot_sharpness(args.pilot_sharpness)
+    check_joint_arguments(args)
     model = load_flow_model(args.model, device, "--project")
     try:
         dims = ccg.resolve_dims(args.project, model.cg_map.cg_names)

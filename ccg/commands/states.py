@@ -24,7 +24,7 @@ from ccg.commands._common import (
 )
 from ccg.commands._joint import (
     add_joint_arguments,
-    check_pilot_sharpness,
+    check_joint_arguments,
     draw_joint,
     load_flow_model,
 )
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     check_temperature(args.temperature, "--temperature")
     check_number(args.joint_samples, "--joint-samples", minimum=2)
     check_number(args.pilot_samples, "--pilot-samples", minimum=2)
-    check_pilot_sharpness(args.pilot_sharpness)
+    check_joint_arguments(args)
     check_number(args.top, "--top", minimum=0)
     check_number(args.grid, "--grid", minimum=2)
     out = check_output_file(args.out, "--out", overwrite=args.overwrite, suffixes=(".npz",))
