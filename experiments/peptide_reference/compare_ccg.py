@@ -6,7 +6,8 @@ temperatures, with the same state definitions on both sides (`ccg.ramachandran_g
         data/ala3-obc2_seed1.npz data/ala3-obc2_seed2.npz --temperatures 300 450 600
 
 ccg: joint samples z ~ a product proposal fitted at each T (`ccg.pilot_proposal`), r ~ the
-flow, reweighted to exp(-beta U) (`ccg.sample_joint`), projected onto each residue's
+flow (with `--ais-steps K`: moved by K annealed MALA stages toward p(r | z)), reweighted to
+exp(-beta U) (`ccg.sample_joint`), projected onto each residue's
 (phi, psi) (`ccg.project_free_energy`). REMD: raw runs or their summaries (`summary.py`),
 the seeds merged with equal weights, standard errors from 20 batch means. RMSE over bins with
 F_ref < 4 kT after the best shift; populations in percent with standard errors. Then the
@@ -40,6 +41,12 @@ def main() -> None:
                         help="the pilot proposal's sharpness, in (0, 1] (ccg.pilot_proposal)")
     parser.add_argument("--pilot-blocks", choices=("torsion", "residue"), default="torsion",
                         help="1-D histograms per torsion or 2-D per residue (ccg.pilot_proposal)")
+    parser.add_argument("--pilot-cooperative", type=float, default=0.0,
+                        help="share of the pilot's z drawn with one cell shared by every "
+                             "residue (ccg.pilot_proposal(cooperative=...))")
+    parser.add_argument("--ais-steps", type=int, default=0,
+                        help="K > 0: each joint sample's r through K annealed MALA stages "
+                             "(ccg.sample_joint(ais_steps=K)); the pilot stays plain")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     refs = [load(path, args.temperatures, discard_ns=args.discard_ns) for path in args.remd]
@@ -66,9 +73,10 @@ def main() -> None:
     joint_rows = []
     for t, temp in enumerate(args.temperatures):
         proposal = ccg.pilot_proposal(model, temp, sharpness=args.pilot_sharpness,
-                                      blocks=args.pilot_blocks, generator=generator)
+                                      blocks=args.pilot_blocks, generator=generator,
+                                      cooperative=args.pilot_cooperative)
         joint = ccg.sample_joint(model, temp, args.joint_samples, proposal=proposal,
-                                 generator=generator)
+                                 generator=generator, ais_steps=args.ais_steps)
         ours = ccg.group_populations(joint, groups, top=len(labels) ** len(groups))
         for k, (name, i, j) in enumerate(pairs):
             f = ccg.project_free_energy(joint, (i, j), n_bins=grid).shifted
@@ -93,9 +101,10 @@ def main() -> None:
     print("Where the joint ESS is lost (`ccg.joint_ess_parts`, 4,096 z x 32 r per T):")
     for temp in args.temperatures:
         proposal = ccg.pilot_proposal(model, temp, sharpness=args.pilot_sharpness,
-                                      blocks=args.pilot_blocks, generator=generator)
+                                      blocks=args.pilot_blocks, generator=generator,
+                                      cooperative=args.pilot_cooperative)
         parts = ccg.joint_ess_parts(model, temp, proposal=proposal, n_z=4096, r_per_z=32,
-                                    generator=generator)
+                                    generator=generator, ais_steps=args.ais_steps)
         print(f"  {temp:.0f} K: joint {parts['joint']:.2g}, proposal (rho against "
               f"exp(-beta F)) {parts['proposal']:.2g}, flow (mean per-z ESS) "
               f"{parts['flow']:.2g}, worst 1 % of z {parts['flow_worst_1pct']:.2g}")
