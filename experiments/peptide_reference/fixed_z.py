@@ -16,11 +16,26 @@ training draws z.
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 from common import state_centres
 
 import ccg
+
+
+class CentreBox(ccg.ZProposal):
+    """z uniform in a box of half-width `half` (rad) around `centre` [cg_dim], wrapped."""
+
+    def __init__(self, centre: torch.Tensor, half: float):
+        self.centre, self.half, self.cg_dim = centre, half, len(centre)
+
+    def sample(self, n, generator, dtype, device, temperature_k=None) -> torch.Tensor:
+        u = torch.rand(n, self.cg_dim, generator=generator, dtype=torch.float64,
+                       device=generator.device).cpu()
+        z = self.centre + (2 * u - 1) * self.half
+        return torch.remainder(z + math.pi, 2 * math.pi).sub(math.pi).to(dtype=dtype,
+                                                                          device=device)
 
 
 def main() -> None:
@@ -31,6 +46,9 @@ def main() -> None:
     parser.add_argument("--state", default="A", help="one letter per residue or one for all "
                         "(default: A)")
     parser.add_argument("--temperature", type=float, default=300.0, help="K (default: 300)")
+    parser.add_argument("--spread", type=float, default=0.0,
+                        help="degrees: draw each torsion uniformly within +- this of its "
+                             "centre instead of at it (default: 0, one z)")
     parser.add_argument("--steps", type=int, default=1000, help="training steps (default: 1000)")
     parser.add_argument("--n-layers", type=int, default=4, help="coupling layers (default: 4)")
     parser.add_argument("--hidden", type=int, default=128, help="conditioner width (default: 128)")
@@ -42,10 +60,13 @@ def main() -> None:
 
     @ccg.Z_PROPOSALS.register("fixed-state")
     def fixed_state(model, **_) -> ccg.ZProposal:
-        """Every z at the centre of args.state (a registered z proposal, so `ccg.train` runs
-        exactly as `ccg train` does, automatic energy cut included)."""
+        """z at the centre of args.state, or uniform within +- args.spread degrees of it (a
+        registered z proposal, so `ccg.train` runs exactly as `ccg train` does, automatic
+        energy cut included)."""
         (_, z), = state_centres(model, [args.state])
-        return ccg.FrameProposal(z[None])
+        if args.spread <= 0:
+            return ccg.FrameProposal(z[None])
+        return CentreBox(z, math.radians(args.spread))
 
     config = ccg.RunConfig.from_dict({
         "system": {"name": args.system},
