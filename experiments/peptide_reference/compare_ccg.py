@@ -47,6 +47,9 @@ def main() -> None:
     parser.add_argument("--ais-steps", type=int, default=0,
                         help="K > 0: each joint sample's r through K annealed MALA stages "
                              "(ccg.sample_joint(ais_steps=K)); the pilot stays plain")
+    parser.add_argument("--ess-parts", action=argparse.BooleanOptionalAction, default=True,
+                        help="print where the joint ESS is lost (ccg.joint_ess_parts, 4,096 z "
+                             "x 32 r per T, through every AIS stage: slow with --ais-steps)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     refs = [load(path, args.temperatures, discard_ns=args.discard_ns) for path in args.remd]
@@ -98,6 +101,12 @@ def main() -> None:
             joint_rows.append(f"| {temp:.0f} | {state} | {100 * p:.1f}±{100 * e:.1f} | "
                               f"{100 * q[code]:.1f}±{100 * u[code]:.1f} |")
     print()
+    print("| T (K) | joint state (REMD's top 5) | ccg (%) | REMD (%) |")
+    print("|---|---|---|---|")
+    print("\n".join(joint_rows), flush=True)
+    if not args.ess_parts:
+        return
+    print()
     print("Where the joint ESS is lost (`ccg.joint_ess_parts`, 4,096 z x 32 r per T):")
     for temp in args.temperatures:
         proposal = ccg.pilot_proposal(model, temp, sharpness=args.pilot_sharpness,
@@ -107,11 +116,8 @@ def main() -> None:
                                     generator=generator, ais_steps=args.ais_steps)
         print(f"  {temp:.0f} K: joint {parts['joint']:.2g}, proposal (rho against "
               f"exp(-beta F)) {parts['proposal']:.2g}, flow (mean per-z ESS) "
-              f"{parts['flow']:.2g}, worst 1 % of z {parts['flow_worst_1pct']:.2g}")
-    print()
-    print("| T (K) | joint state (REMD's top 5) | ccg (%) | REMD (%) |")
-    print("|---|---|---|---|")
-    print("\n".join(joint_rows))
+              f"{parts['flow']:.2g}, worst 1 % of z {parts['flow_worst_1pct']:.2g}",
+              flush=True)
 
 
 if __name__ == "__main__":
