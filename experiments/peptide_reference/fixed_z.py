@@ -1,12 +1,14 @@
 """Can the flow fit one z at all? Train it at a single Ramachandran state and temperature.
 
 Usage: python experiments/peptide_reference/fixed_z.py --state A --steps 1000 --out DIR
-       [--system ala5-obc2] [--temperature 300] [--n-layers 4] [--hidden 128] [--threads 1]
+       [--spread DEG] [--system ala5-obc2] [--temperature 300] [--n-layers 4] [--hidden 128]
+       [--threads 1]
 
 The same model as `ccg train` builds for `--system` with the (phi, psi) map, but every
 training z is the centre of `--state` (one Ramachandran letter per residue, or one for all,
 as in `energy_excess.py`) and every T is `--temperature`: the conditional problem is reduced
-to one p(r | z, T). Writes DIR/model.pt; read it with
+to one p(r | z, T) (with `--spread`: z uniform within that many degrees of the centre in
+every torsion, a small neighbourhood of conditions). Writes DIR/model.pt; read it with
 `python energy_excess.py DIR/model.pt --states ...`. If a flow trained only at the helix still
 sits far above the harmonic excess there while one trained only at the beta strand does not,
 the helix is hard for the flow itself (its layers or its coordinates), not for the way
