@@ -54,6 +54,9 @@ def add_parser(sub) -> None:
                    help="--cg torsions: the CG torsions, e.g. phi2 psi2 chi1:3 2:-C-N-CA-C "
                    "(KIND:RES or RES:A-B-C-D; see docs/configuration.md)")
     p.add_argument("--cg-frames", help="bead maps: trajectory whose frames are the z proposal")
+    p.add_argument("--contacts", action="store_true", default=None,
+                   help="torsion maps: condition the flow on the backbone's soft contacts at z "
+                   "too ([map] contacts; default: off)")
     p.add_argument("--minutes", type=float,
                    help=f"wall-time budget of the optimization (default: {DEFAULT_MINUTES:g})")
     p.add_argument("--steps", type=int, help="number of optimization steps (default: none)")
@@ -96,6 +99,7 @@ def config_from_args(args: argparse.Namespace) -> ccg.RunConfig:
         ("system", "implicit_solvent"): args.implicit_solvent,
         ("system", "add_hydrogens"): args.add_hydrogens or None,
         ("map", "cg"): args.cg, ("map", "torsions"): args.torsions,
+        ("map", "contacts"): args.contacts,
         ("map", "cg_frames"): args.cg_frames, ("train", "minutes"): args.minutes,
         ("train", "steps"): args.steps, ("train", "t_min"): args.t_min,
         ("train", "t_max"): args.t_max, ("train", "t_values"): args.t_values,

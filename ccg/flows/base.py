@@ -43,6 +43,7 @@ from torch import nn
 
 from ccg._checks import check_finite, check_shape, check_tensor
 from ccg.flows.circular_base import CircularModes, mobius
+from ccg.flows.conditional_affine import ConditionalAffine
 from ccg.flows.standardize import Standardize, wrap_angle
 from ccg.registry import Registry
 
@@ -90,6 +91,9 @@ class ConditionalFlow(nn.Module, abc.ABC):
         circular_modes: optional rows (dim, offset rad, energy_kt, log_ratio): a second
             base component on that circular dim, weight sigmoid(-energy_kt T_ref / T +
             log_ratio) (see `ccg.flows.circular_base.CircularModes`).
+        conditional_affine: end the layers with a `ConditionalAffine` (a shift and width per
+            dim from the context alone, identity at initialization); default False, as in
+            flows saved before it existed.
 
     The architecture arguments have no defaults here: `build_flow` takes them from
     `FlowConfig`, the one source of every default. Subclasses set `backend`, implement
@@ -117,6 +121,7 @@ class ConditionalFlow(nn.Module, abc.ABC):
         scale_tril: torch.Tensor | Sequence[Sequence[float]] | None = None,
         circular_concentration: torch.Tensor | Sequence[float] | None = None,
         circular_modes: Sequence[Sequence[float]] | None = None,
+        conditional_affine: bool = False,
     ) -> None:
         super().__init__()
         for name, value, low in [
@@ -176,7 +181,11 @@ class ConditionalFlow(nn.Module, abc.ABC):
         self.standardize = Standardize(
             circ, loc_t, scale_t, unit=self.unit, scale_tril=scale_tril,
             temperature_scaled=self.temperature_scaling and self.scale_after_layers)
-        self.layers = nn.ModuleList(self._build_layers())
+        layers = self._build_layers()
+        self.conditional_affine = bool(conditional_affine)
+        if self.conditional_affine:
+            layers.append(ConditionalAffine(circ, context_dim, hidden, n_blocks))
+        self.layers = nn.ModuleList(layers)
         # The base peak on circular dims sits where the layers at initialization (identity
         # splines, fixed circular shifts) take it to 0, i.e. to loc after `Standardize`.
         with torch.no_grad():
@@ -233,6 +242,7 @@ class ConditionalFlow(nn.Module, abc.ABC):
             "circular_concentration": ([float(v) for v in self.circular_concentration.tolist()]
                                        if bool((self.circular_concentration > 0).any()) else None),
             "circular_modes": self.modes.rows or None,
+            "conditional_affine": self.conditional_affine,
         }
 
     # --- base distribution ---------------------------------------------------------------

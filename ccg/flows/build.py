@@ -42,6 +42,7 @@ def build_flow(
     scale_tril: torch.Tensor | Sequence[Sequence[float]] | None = None,
     circular_concentration: torch.Tensor | Sequence[float] | None = None,
     circular_modes: Sequence[Sequence[float]] | None = None,
+    conditional_affine: bool = FlowConfig.conditional_affine,
 ) -> ConditionalFlow:
     """Build a conditional flow q(r | context) with the given backend.
 
@@ -63,6 +64,8 @@ def build_flow(
         scale_tril: optional Cholesky factor of the linear dims' base (see `ConditionalFlow`).
         circular_concentration: optional wrapped-Cauchy concentrations of circular dims.
         circular_modes: optional second base components (see `ConditionalFlow`).
+        conditional_affine: end with a context-only shift and width per dim
+            (`ccg.flows.conditional_affine`).
 
     Returns:
         A float32 flow at the identity map (cast with `.double()` / `.to(device)`).
@@ -73,6 +76,7 @@ def build_flow(
         tail_bound=tail_bound, scale_after_layers=scale_after_layers, spline=spline,
         scale_tril=scale_tril,
         circular_concentration=circular_concentration, circular_modes=circular_modes,
+        conditional_affine=conditional_affine,
     )
 
 

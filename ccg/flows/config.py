@@ -56,6 +56,10 @@ class FlowConfig:
     correlated_base: bool = False
     """Correlate bonds / angles / impropers by the harmonic covariance at the reference
     structure instead of a diagonal base."""
+    conditional_affine: bool = False
+    """End the flow with a shift and width per dim computed from the context (z, T) alone
+    (`ccg.flows.conditional_affine`): moves each coordinate to where the relaxed structure at
+    z puts it, which the coupling splines alone learn slowly."""
 
     def validate(self) -> FlowConfig:
         """Raise `ConfigError` for a value that cannot be used; returns self."""
@@ -70,7 +74,8 @@ class FlowConfig:
             raise ConfigError(f"[flow] n_layers must be even (each dim is transformed in half "
                               f"the layers); got {self.n_layers}.")
         for name in ("temperature_scaling", "scale_after_layers", "concentrate_circular",
-                     "circular_modes", "linear_stiff_torsions", "correlated_base"):
+                     "circular_modes", "linear_stiff_torsions", "correlated_base",
+                     "conditional_affine"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"[flow] {name} must be true or false; got "
                                   f"{getattr(self, name)!r}.")

@@ -16,6 +16,9 @@ from ccg.mapping.zmatrix import InternalCoordinates, ZMatrix, dihedral
 _CANONICAL_FRAME = (0.0, 0.0, 0.0, math.pi / 2, 0.0, math.pi / 2)
 LOG_RIGID_BODY_ROTATIONS = math.log(8.0 * math.pi**2)
 """log ∫ sin α dα dβ dγ = log(8π²): the rotational part of the rigid-body constant."""
+CONTACT_D0_NM = 0.5
+"""Half-way distance of the soft contact features 1 / (1 + (d / d0)^6): 0.96 at an H-bond's
+O...N 0.3 nm, 0.5 at 0.5 nm, 0.02 at 1 nm."""
 
 
 def _mdtraj_torsions() -> dict[str, Any]:
@@ -57,6 +60,12 @@ class TorsionMap(CGMap):
             as real coordinates unwrapped around the reference, like the improper-style ones
             (kind "improper", not circular; see `ccg.mapping.split`): torsions that are stiff
             with a single minimum, such as peptide ω.
+        contact_pairs: atom index pairs whose soft contact 1 / (1 + (d / d0)^6)
+            (`CONTACT_D0_NM`) at z is appended to `cg_features(z)`, d measured in the
+            structure `merge(z, r_reference)` (the reference bonds, angles and other torsions
+            placed at z). They tell the flow's conditioners directly which parts of the chain
+            z brings together (a helix's i -> i + 4 contacts) instead of leaving a smooth
+            function of (cos z, sin z) to find them (see `backbone_contact_pairs`).
     """
 
     def __init__(
@@ -67,6 +76,7 @@ class TorsionMap(CGMap):
         *,
         zmatrix: ZMatrix | None = None,
         stiff_torsions: Sequence[Sequence[int]] = (),
+        contact_pairs: Sequence[Sequence[int]] = (),
     ) -> None:
         super().__init__()
         n = topology.n_atoms
@@ -99,9 +109,16 @@ class TorsionMap(CGMap):
         self.torsion_atoms = quads
         self._reference_xyz = ref
         self.register_buffer("_quads", torch.tensor(quads, dtype=torch.long), False)
+        pairs = [tuple(int(a) for a in p) for p in contact_pairs]
+        if any(len(p) != 2 or p[0] == p[1] or not all(0 <= a < n for a in p) for p in pairs):
+            raise ValueError(f"Expected contact_pairs as pairs of distinct atom indices in "
+                             f"[0, {n}); got {pairs}.")
+        self.contact_pairs = pairs
+        self.register_buffer("_pairs", torch.tensor(pairs, dtype=torch.long).reshape(-1, 2),
+                             False)
         self._declare(
             event_shape=(n, 3), cg_dim=len(quads), n_r=self.layout.n_r,
-            cg_feature_dim=2 * len(quads), z_circular=[True] * len(quads),
+            cg_feature_dim=2 * len(quads) + len(pairs), z_circular=[True] * len(quads),
             r_circular=self.layout.r_circular, r_kinds=self.layout.r_kinds,
             r_chiral=self.layout.r_chiral,
         )
@@ -146,8 +163,15 @@ class TorsionMap(CGMap):
         return x, self.zmatrix.ic_log_jac(bonds, angles) + self.layout.log_jac_constant
 
     def _cg_features(self, z: torch.Tensor) -> torch.Tensor:
-        """(cos z_0, sin z_0, cos z_1, sin z_1, ...), shape [B, 2 · cg_dim]."""
-        return torch.stack([torch.cos(z), torch.sin(z)], dim=-1).reshape(z.shape[0], -1)
+        """(cos z_0, sin z_0, cos z_1, sin z_1, ..., then one soft contact per
+        `contact_pairs` entry), shape [B, 2 · cg_dim + n_pairs]."""
+        angles = torch.stack([torch.cos(z), torch.sin(z)], dim=-1).reshape(z.shape[0], -1)
+        if not self.contact_pairs:
+            return angles
+        r = self.r_reference.to(dtype=z.dtype, device=z.device).expand(z.shape[0], -1)
+        x, _ = self._merge(z, r)
+        d = torch.linalg.vector_norm(x[:, self._pairs[:, 0]] - x[:, self._pairs[:, 1]], dim=-1)
+        return torch.cat([angles, 1.0 / (1.0 + (d / CONTACT_D0_NM) ** 6)], dim=1)
 
     def config(self) -> dict:
         return {
@@ -158,6 +182,7 @@ class TorsionMap(CGMap):
             "reference_xyz": self._reference_xyz.tolist(),
             "zmatrix": self.zmatrix.config(),
             "stiff_torsions": [list(q) for q in self.stiff_torsions],
+            "contact_pairs": [list(p) for p in self.contact_pairs],
         }
 
     @classmethod
@@ -165,7 +190,47 @@ class TorsionMap(CGMap):
         check_topology(topology, cfg["n_atoms"], "TorsionMap")
         return cls(topology, {n: tuple(q) for n, q in cfg["torsions"].items()},
                    cfg["reference_xyz"], zmatrix=ZMatrix.from_config(cfg["zmatrix"]),
-                   stiff_torsions=[tuple(q) for q in cfg.get("stiff_torsions", [])])
+                   stiff_torsions=[tuple(q) for q in cfg.get("stiff_torsions", [])],
+                   contact_pairs=[tuple(p) for p in cfg.get("contact_pairs", [])])
+
+
+BACKBONE_CONTACT_ATOMS = ("N", "CA", "C", "O", "CB", "CH3")
+"""Atom names `backbone_contact_pairs` takes: the backbone, the beta carbon, and the caps'
+methyl carbons (ACE / NME)."""
+
+
+def backbone_contact_pairs(topology, min_bonds: int = 4) -> list[tuple[int, int]]:
+    """Pairs of backbone heavy atoms (`BACKBONE_CONTACT_ATOMS`) at least `min_bonds` bonds
+    apart: the pairs whose distance the backbone torsions change, as `contact_pairs`.
+
+    Ace-(Ala)5-Nme: 325 pairs over 30 atoms at `min_bonds` = 4 (Ace-(Ala)3-Nme: 120); the
+    count grows with the square of the chain length (a 20-residue peptide: about 5,000).
+
+    Args:
+        topology: mdtraj.Topology.
+        min_bonds: smallest bond-graph distance of a pair (4: from 1-5 pairs on).
+    """
+    atoms = [a.index for a in topology.atoms if a.name in BACKBONE_CONTACT_ATOMS
+             and a.element is not None and a.element.symbol != "H"]
+    neighbours: dict[int, list[int]] = {a.index: [] for a in topology.atoms}
+    for a, b in topology.bonds:
+        neighbours[a.index].append(b.index)
+        neighbours[b.index].append(a.index)
+    pairs = []
+    for start in atoms:
+        dist = {start: 0}
+        frontier = [start]
+        while frontier:  # breadth-first bond distances from `start`
+            nxt = []
+            for a in frontier:
+                for b in neighbours[a]:
+                    if b not in dist:
+                        dist[b] = dist[a] + 1
+                        nxt.append(b)
+            frontier = nxt
+        pairs += [(start, b) for b in atoms
+                  if b > start and dist.get(b, min_bonds) >= min_bonds]
+    return pairs
 
 
 def torsion_map_for(

@@ -13,7 +13,7 @@ from ccg.errors import ConfigError
 from ccg.flows.build import build_flow
 from ccg.mapping.base import CG_MAPS, CGMap
 from ccg.mapping.beads import AtomSubsetMap
-from ccg.mapping.torsion import TorsionMap
+from ccg.mapping.torsion import TorsionMap, backbone_contact_pairs
 from ccg.model import BackmappingModel
 from ccg.systems.analytic import AnalyticSystem
 from ccg.systems.base import System
@@ -94,11 +94,19 @@ def build_model(config: RunConfig, system: System | None = None) -> BackmappingM
     linear_stiff = fc.linear_stiff_torsions and isinstance(cg_map, TorsionMap | AtomSubsetMap)
     # d2U/dr2 at the reference, computed once (the stiff-torsion map below packs the same r)
     hessian = reference_hessian(cg_map, system) if has_reference(system) else None
+    extra = {}
     if linear_stiff:  # peptide omegas, ring torsions: unwrapped around the reference by the map
         quads = stiff_torsions(cg_map, system, t_ref, hessian=hessian)
-        if quads:  # the same map (same Z-matrix) with these torsions unwrapped
-            cg_map = type(cg_map).from_config({**cg_map.config(), "stiff_torsions": quads},
-                                              system.topology)
+        if quads:
+            extra["stiff_torsions"] = quads
+    if config.map.contacts:
+        if not isinstance(cg_map, TorsionMap):
+            raise ConfigError(f'[map] contacts needs a torsion map (cg = "phi-psi", '
+                              f'"backbone-torsions" or "torsions"); got cg = "{config.map.cg}". '
+                              "Fix: drop contacts = true (ccg train --contacts).")
+        extra["contact_pairs"] = backbone_contact_pairs(system.topology)
+    if extra:  # the same map (same Z-matrix) with these torsions unwrapped, these contacts
+        cg_map = type(cg_map).from_config({**cg_map.config(), **extra}, system.topology)
     # Chirality-constrained torsions live on [-pi, pi) like the free ones: the flow keeps them
     # inside it, so every sample has the reference chirality (both ends are the planar,
     # high-energy configuration). With linear_stiff_torsions they are real coordinates instead,
@@ -128,7 +136,7 @@ def build_model(config: RunConfig, system: System | None = None) -> BackmappingM
         n_bins=fc.n_bins, temperature_scaling=fc.temperature_scaling, tail_bound=fc.tail_bound,
         scale_after_layers=fc.scale_after_layers, spline=fc.spline, scale_tril=tril,
         circular_concentration=rho,
-        circular_modes=modes,
+        circular_modes=modes, conditional_affine=fc.conditional_affine,
     )
     return BackmappingModel(system, cg_map, flow, t_ref=t_ref,
                             t_range=(config.train.t_min, config.train.t_max))

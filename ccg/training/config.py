@@ -59,6 +59,9 @@ class MapConfig:
     torsions: list[str] | None = None
     """cg = "torsions": the torsions, e.g. ["phi2", "psi2", "chi1:3", "2:-C-N-CA-C"] (syntax:
     `ccg.mapping.peptide`)."""
+    contacts: bool = False
+    """Torsion maps: give the flow's conditioners the soft contacts of the backbone heavy atoms
+    at z as well as (cos z, sin z) (`ccg.mapping.torsion.backbone_contact_pairs`)."""
 
     def validate(self) -> MapConfig:
         check_field_types(self, "map")

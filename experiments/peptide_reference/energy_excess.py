@@ -11,6 +11,13 @@ samples' median energy above that minimum (in k_B T), per OpenMM force group, wi
 importance ESS of the samples. For a flow that has learned p(r | z) near a harmonic minimum the
 excess is about n_r / 2 k_B T in total (k_B T / 2 per coordinate); a state where it is much
 larger than at another is one the flow fits worse, and the terms say where (angles, clashes).
+
+A second table says whether the flow is misplaced or misshaped there: the offset of the
+samples' mean from the minimum on each linear coordinate, in units of the flow's reference
+width (`flow.scale`), as an RMS and a maximum (with the coordinate's kind and r index), and the
+median excess again after every sample is shifted by minus that offset (the same spread, centred
+on the minimum). If re-centring removes most of the gap to n_r / 2, a z-dependent location is
+what the flow lacks.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ def main() -> None:
     print("| state | finite | U_min(z) (kJ/mol) | excess: total | "
           + " | ".join(model.system.term_names) + " | ESS |")
     print("|---" * (5 + len(model.system.term_names)) + "|")
+    placement = []
     for label, z in state_centres(model, args.states):
         with torch.no_grad():
             s = model.sample(z.expand(args.samples, -1), args.temperature, generator=generator)
@@ -78,6 +86,29 @@ def main() -> None:
         total = beta * (float(energy.median()) - float(u_min[best]))
         print(f"| {label} | {int(ok.sum())} | {float(u_min[best]):.1f} | {total:.1f} | "
               + " | ".join(f"{e:.1f}" for e in excess) + f" | {ess / len(log_w):.4f} |")
+        placement.append((label, *recentred(model, z, s.r[ok], r_min[best], beta,
+                                            float(u_min[best]))))
+    print("\n| state | mean offset (widths): RMS | max | at | re-centred excess |")
+    print("|---|---|---|---|---|")
+    for label, rms, worst, at, excess in placement:
+        print(f"| {label} | {rms:.2f} | {worst:.2f} | {at} | {excess:.1f} |")
+
+
+def recentred(model, z: torch.Tensor, r: torch.Tensor, r_min: torch.Tensor, beta: float,
+              u_min: float) -> tuple[float, float, str, float]:
+    """(RMS and max |offset| of the mean of r [n, n_r] from r_min [n_r] over linear dims, in
+    flow widths; the worst dim as "kind index"; median beta (U - u_min) of r shifted by the
+    offset on linear dims)."""
+    linear = ~model.flow.circular
+    offset = torch.where(linear, r.mean(0) - r_min, torch.zeros_like(r_min))
+    widths = (offset / model.flow.scale)[linear]
+    worst = int(torch.argmax(widths.abs()))
+    dim = int(torch.nonzero(linear).flatten()[worst])
+    with torch.no_grad():
+        x, _ = model.cg_map.merge(z.expand(len(r), -1), r - offset)
+        energy = model.system.energy(x)
+    return (float(widths.pow(2).mean().sqrt()), float(widths.abs().max()),
+            f"{model.cg_map.r_kinds[dim]} {dim}", beta * (float(energy.median()) - u_min))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Usage: python experiments/peptide_reference/fixed_z.py --state A --steps 1000 --out DIR
        [--spread DEG] [--system ala5-obc2] [--temperature 300] [--n-layers 4] [--hidden 128]
-       [--threads 1]
+       [--contacts] [--affine] [--threads 1]
 
 The same model as `ccg train` builds for `--system` with the (phi, psi) map, but every
 training z is the centre of `--state` (one Ramachandran letter per residue, or one for all,
@@ -54,6 +54,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="training steps (default: 1000)")
     parser.add_argument("--n-layers", type=int, default=4, help="coupling layers (default: 4)")
     parser.add_argument("--hidden", type=int, default=128, help="conditioner width (default: 128)")
+    parser.add_argument("--contacts", action="store_true",
+                        help="condition on the backbone's soft contacts at z too ([map] contacts)")
+    parser.add_argument("--affine", action="store_true",
+                        help="end the flow with a context-only shift and width "
+                             "([flow] conditional_affine)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output folder (model.pt, checkpoint.pt)")
@@ -72,8 +77,9 @@ def main() -> None:
 
     config = ccg.RunConfig.from_dict({
         "system": {"name": args.system},
-        "map": {"cg": "phi-psi"},
-        "flow": {"n_layers": args.n_layers, "hidden": args.hidden},
+        "map": {"cg": "phi-psi", "contacts": args.contacts},
+        "flow": {"n_layers": args.n_layers, "hidden": args.hidden,
+                 "conditional_affine": args.affine},
         "train": {"steps": args.steps, "t_values": [args.temperature], "seed": args.seed,
                   "z_proposal": "fixed-state"},
     })
