@@ -97,9 +97,9 @@ API_GROUPS = [
              ("ccg.systems",)),
     ApiGroup("maps", "CG maps",
              "CG maps and the exact split x <-> (z, r, log|J|).",
-             ["CGMap", "TorsionMap", "torsion_map_for", "peptide_torsion_map",
-              "peptide_torsions", "resolve_torsions", "AtomSubsetMap", "CoordinateSplitMap",
-              "ZMatrix", "find_chiral_centers", "chirality_signs"],
+             ["CGMap", "TorsionMap", "torsion_map_for", "backbone_contact_pairs",
+              "peptide_torsion_map", "peptide_torsions", "resolve_torsions", "AtomSubsetMap",
+              "CoordinateSplitMap", "ZMatrix", "find_chiral_centers", "chirality_signs"],
              ("ccg.mapping",)),
     ApiGroup("flows", "Flows",
              "The conditional flow q(r | z, T): `sample`, `log_prob`, `sample_and_log_prob` "

@@ -30,7 +30,12 @@ from ccg.mapping.peptide import (
     resolve_torsions,
 )
 from ccg.mapping.split import CoordinateSplitMap
-from ccg.mapping.torsion import LOG_RIGID_BODY_ROTATIONS, TorsionMap, torsion_map_for
+from ccg.mapping.torsion import (
+    LOG_RIGID_BODY_ROTATIONS,
+    TorsionMap,
+    backbone_contact_pairs,
+    torsion_map_for,
+)
 from ccg.mapping.zmatrix import InternalCoordinates, ZMatrix, bond_angle, dihedral
 
 __all__ = [
@@ -46,6 +51,7 @@ __all__ = [
     "InternalCoordinates",
     "TorsionMap",
     "ZMatrix",
+    "backbone_contact_pairs",
     "backbone_torsions",
     "bond_angle",
     "chirality_signs",
