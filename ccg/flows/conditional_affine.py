@@ -2,11 +2,10 @@
 
 The coupling layers condition every spline on the context too, but each spline must then both
 move and reshape its dim, inside its finite interval, through a network that also sees the
-other half of r. Where the relaxed structure at z sits a few widths from the reference
-structure (measured: the N-CA-C angles of helical alanines, 3 widths out in a trained
-Ace-(Ala)5-Nme model, where re-centring the samples alone lowers the energy by 24 k_BT), a
-dedicated context -> (location, width) map gives the flow that move directly: the gradient of
-the reverse KL with respect to the shift is the mean force on r at that z.
+other half of r. This layer gives the flow a direct context -> (location, width) map per dim:
+the gradient of the reverse KL with respect to the shift is the mean force on r at that z. It
+helps where the conditional mean moves with z; it cannot correlate dims (the coupling layers
+do that; see `experiments/peptide_reference/README.md` for a case where that is the limit).
 
 On linear dims y = x · exp(a(c)) + b(c), on circular dims y = wrap(x + b(c)) (a rotation of
 the circle). a and b come from an nflows `ResidualNet` on the context c = [CG features,

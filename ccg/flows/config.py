@@ -58,8 +58,8 @@ class FlowConfig:
     structure instead of a diagonal base."""
     conditional_affine: bool = False
     """End the flow with a shift and width per dim computed from the context (z, T) alone
-    (`ccg.flows.conditional_affine`): moves each coordinate to where the relaxed structure at
-    z puts it, which the coupling splines alone learn slowly."""
+    (`ccg.flows.conditional_affine`): each coordinate's location and width then follow z
+    directly, besides through the coupling splines."""
 
     def validate(self) -> FlowConfig:
         """Raise `ConfigError` for a value that cannot be used; returns self."""
