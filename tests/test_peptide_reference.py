@@ -91,6 +91,22 @@ def test_summary_surfaces_equal_ccg_projections_single_and_merged(summary):
         np.testing.assert_allclose(merged, f, atol=1e-12)
 
 
+def test_summary_surface_errors_equal_ccg_batch_means(summary):
+    run = _run(1)
+    s = summary.summarize(run, [450.0], discard_ns=0.0)
+    samples = _samples(run, 1, 0)
+    for k, dims in enumerate([(0, 1), (2, 3), (4, 5)]):
+        ours = summary.merged_free_energy_error([s["hist"][0, k]])
+        theirs = ccg.project_free_energy(samples, dims, n_batches=20).f_kt_err
+        visited = np.isfinite(theirs)
+        assert visited.sum() > 300 and np.array_equal(np.isfinite(ours), visited)
+        np.testing.assert_allclose(ours[visited], theirs[visited], rtol=1e-10, atol=0)
+    # two equal seeds: the error of their mean is that of one over sqrt(2)
+    one = summary.merged_free_energy_error([s["hist"][0, 0]])
+    two = summary.merged_free_energy_error([s["hist"][0, 0]] * 2)
+    np.testing.assert_allclose(two, one / np.sqrt(2), rtol=1e-12)
+
+
 def test_summary_saves_loads_and_picks_temperatures(summary, tmp_path):
     run = _run(3)
     np.savez(tmp_path / "raw.npz", **run)

@@ -10,8 +10,11 @@ flow (with `--ais-steps K`: moved by K annealed MALA stages toward p(r | z)), re
 exp(-beta U) (`ccg.sample_joint`), projected onto each residue's
 (phi, psi) (`ccg.project_free_energy`). REMD: raw runs or their summaries (`summary.py`),
 the seeds merged with equal weights, standard errors from 20 batch means. RMSE over bins with
-F_ref < 4 kT after the best shift; populations in percent with standard errors. Then the
-REMD's five most populated joint states (the labels of every residue) at each T, against ccg.
+F_ref < 4 kT after the best shift, beside the RMSE that the two sides' statistical errors
+alone would give (root mean square over the same bins of each side's per-bin standard error,
+ccg's from its importance weights, REMD's from its batch means); populations in percent with
+standard errors. Then the REMD's five most populated joint states (the labels of every
+residue) at each T, against ccg.
 """
 
 from __future__ import annotations
@@ -21,7 +24,13 @@ import argparse
 import numpy as np
 import torch
 from common import rmse_shifted
-from summary import joint_name, load, merged_free_energy, merged_populations
+from summary import (
+    joint_name,
+    load,
+    merged_free_energy,
+    merged_free_energy_error,
+    merged_populations,
+)
 
 import ccg
 
@@ -70,9 +79,10 @@ def main() -> None:
     pairs = [(g.name, *ccg.resolve_dims(g.name.split("/"), names)) for g in groups]
     generator = torch.Generator().manual_seed(args.seed)
     print(f"model {args.model}: CG {', '.join(names)}; reference {', '.join(args.remd)}")
-    print("| T (K) | residue (model names) | RMSE (kT) | bins | joint ESS (effective) | KL gap | "
+    print("| T (K) | residue (model names) | RMSE (kT) | noise: ccg / REMD (kT) | bins | "
+          "joint ESS (effective) | KL gap | "
           + " | ".join(f"{s}: ccg / REMD (%)" for s in labels) + " |")
-    print("|---|---|---|---|---|---|" + "---|" * len(labels))
+    print("|---|---|---|---|---|---|---|" + "---|" * len(labels))
     joint_rows = []
     for t, temp in enumerate(args.temperatures):
         proposal = ccg.pilot_proposal(model, temp, sharpness=args.pilot_sharpness,
@@ -82,14 +92,18 @@ def main() -> None:
                                  generator=generator, ais_steps=args.ais_steps)
         ours = ccg.group_populations(joint, groups, top=len(labels) ** len(groups))
         for k, (name, i, j) in enumerate(pairs):
-            f = ccg.project_free_energy(joint, (i, j), n_bins=grid).shifted
+            projection = ccg.project_free_energy(joint, (i, j), n_bins=grid)
+            f = projection.shifted
             f_ref = merged_free_energy([r["hist"][t, k] for r in refs])
             mask = f_ref < 4.0
+            f_ref_err = merged_free_energy_error([r["hist"][t, k] for r in refs])
+            noise = [np.sqrt(np.mean(e[mask] ** 2)) for e in (projection.f_kt_err, f_ref_err)]
             q, u = merged_populations([r["state_counts"][t, k] for r in refs])
             rows = {s: (p, e) for g, s, p, e in ours.rows("group") if g == name}
             cells = [f"{100 * rows[s][0]:.1f}±{100 * rows[s][1]:.1f} / "
                      f"{100 * q[c]:.1f}±{100 * u[c]:.1f}" for c, s in enumerate(labels)]
             print(f"| {temp:.0f} | {name} | {rmse_shifted(f, f_ref, mask):.3f} | "
+                  f"{noise[0]:.2f} / {noise[1]:.2f} | "
                   f"{int(mask.sum())} | {joint.ess:.2g} ({joint.ess * len(joint):.0f}) | "
                   f"{joint.reverse_kl:.2f} | "
                   f"{' | '.join(cells)} |")

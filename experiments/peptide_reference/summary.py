@@ -143,6 +143,15 @@ def merged_free_energy(hists: Sequence[np.ndarray]) -> np.ndarray:
     return f - f[np.isfinite(f)].min()
 
 
+def merged_free_energy_error(hists: Sequence[np.ndarray]) -> np.ndarray:
+    """Standard error (kT) of each bin of `merged_free_energy` from the seeds' batch means
+    (block histograms [n_blocks, grid, grid] each; inf where no seed visited the bin)."""
+    grid = hists[0].shape[-2:]
+    p, se = merged_populations([h.reshape(h.shape[0], -1) for h in hists])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(p > 0, se / p, np.inf).reshape(grid)
+
+
 def populations(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Populations [k] and batch-means standard errors [k] of block counts [n_blocks, k]
     (the estimator of `ccg.group_populations` with unit weights)."""
