@@ -276,6 +276,27 @@ def test_joint_ess_is_high_with_the_pilot_proposal_and_normalizer_is_exact(syste
                          generator=gen(0))
 
 
+def test_pilot_averaging_each_z_over_several_r_resists_heavy_flow_weights(system):
+    # a flow 0.6x too narrow: weights with heavy tails, so one r per z makes a spiky fit
+    narrow = oracle_model(system, 0.6)
+
+    def proposal_ess(r_per_z: int, seed: int) -> float:
+        pilot = ccg.pilot_proposal(narrow, T, n_samples=4096, rounds=4, r_per_z=r_per_z,
+                                   generator=gen(seed))
+        parts = ccg.joint_ess_parts(narrow, T, proposal=pilot, n_z=4096, r_per_z=64,
+                                    generator=gen(100 + seed))
+        return parts["proposal"]
+
+    single = [proposal_ess(1, seed) for seed in (0, 1)]
+    averaged = [proposal_ess(8, seed) for seed in (0, 1)]
+    assert min(averaged) > max(single) + 0.02, (single, averaged)
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="r_per_z"):
+            ccg.pilot_proposal(narrow, T, r_per_z=bad)
+    with pytest.raises(ValueError, match="two z per round"):
+        ccg.pilot_proposal(narrow, T, n_samples=8, r_per_z=8)
+
+
 # --- projections -----------------------------------------------------------------------------
 
 def test_projections_match_exact(system, model, proposal):

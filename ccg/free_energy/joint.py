@@ -177,14 +177,33 @@ def sample_joint(model: BackmappingModel, temperature_k: float, n_samples: int, 
                         list(model.cg_map.cg_names))
 
 
+def _flow_log_weights_per_z(model: BackmappingModel, z: torch.Tensor, temperature_k: float,
+                            generator: torch.Generator, ais_steps: int,
+                            r_per_z: int) -> torch.Tensor:
+    """log w [n_z, r_per_z] (float64) of r_per_z flow (or AIS) samples at each z [n_z, d],
+    without the z proposal's density, in chunks of about 16,384 samples."""
+    rows = []
+    chunk = max(1, 16384 // r_per_z)
+    for start in range(0, z.shape[0], chunk):
+        zc = z[start:start + chunk].repeat_interleave(r_per_z, 0)
+        log_w = _flow_log_weights(model, zc, float(temperature_k), generator, ais_steps)
+        rows.append(log_w.double().reshape(-1, r_per_z))
+    return torch.cat(rows)
+
+
 def pilot_proposal(model: BackmappingModel, temperature_k: float, *, n_samples: int = 8192,
                    rounds: int = 6, n_bins: int = 36, explore: float = 0.1,
                    sharpness: float = 1.0, blocks: str | Sequence[Sequence[int]] = "torsion",
                    generator: torch.Generator | None = None, ais_steps: int = 0,
-                   cooperative: float = 0.0) -> ProductTorusProposal:
+                   cooperative: float = 0.0, r_per_z: int = 1) -> ProductTorusProposal:
     """A `ProductTorusProposal` fitted to the model at one temperature: `rounds` rounds of
-    `n_samples` joint samples (z from the proposal so far, starting uniform; one r each) teach
-    it the marginals of exp(-beta F) over each block of torsions. Needs a torsion CG map.
+    `n_samples` joint samples (n_samples // r_per_z points z from the proposal so far, starting
+    uniform; r_per_z flow samples r at each) teach it the marginals of exp(-beta F) over each
+    block of torsions. Needs a torsion CG map.
+
+    `r_per_z` > 1 averages each z's weights over its r before they enter the histograms, so a
+    single heavy flow weight no longer decides a cell (the flow's heavy tails otherwise make the
+    fit spiky, and more samples per round then make it worse, not better).
 
     `blocks`: "torsion" (a 1-D histogram per torsion), "residue" (a 2-D histogram per
     residue's (phi, psi) pair, `ccg.mapping.peptide.residue_blocks`), or explicit index blocks.
@@ -196,22 +215,30 @@ def pilot_proposal(model: BackmappingModel, temperature_k: float, *, n_samples: 
         raise ConfigError("Joint samples need CG coordinates on the torus (a torsion map): the "
                           "z proposal is a product of histograms over [-pi, pi). This model's "
                           "CG coordinates are Cartesian/linear.")
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"Expected rounds as a positive integer; got {rounds!r}.")
+    for name, value in (("rounds", rounds), ("r_per_z", r_per_z)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"Expected {name} as a positive integer; got {value!r}.")
+    if n_samples // r_per_z < 2:
+        raise ValueError(f"Expected n_samples >= 2 * r_per_z (at least two z per round); got "
+                         f"n_samples {n_samples}, r_per_z {r_per_z}.")
+    _check_ais_steps(ais_steps)
     if isinstance(blocks, str):
         blocks = model_blocks(model, blocks)
     proposal = ProductTorusProposal(model.cg_dim, temperature_k, temperature_k, n_bins=n_bins,
                                     n_bands=1, explore=explore, decay=0.7, warmup=0,
                                     sharpness=sharpness, blocks=blocks,
                                     cooperative=cooperative)
+    device = next(model.flow.parameters()).device
+    generator = generator if generator is not None else torch.Generator(device).manual_seed(
+        int(torch.randint(2**31, ())))
+    n_z = n_samples // r_per_z
+    temps = torch.full((n_z,), float(temperature_k), dtype=torch.float64, device=device)
     for _ in range(rounds):
-        samples = sample_joint(model, temperature_k, n_samples, proposal=proposal,
-                               generator=generator, ais_steps=ais_steps)
-        z = torch.from_numpy(samples.z)
-        # observe wants log w of (z, T) without the proposal's own density: add it back
-        temps = torch.full((len(samples),), float(temperature_k), dtype=torch.float64)
-        log_w = torch.from_numpy(samples.log_w) + proposal.log_prob(z, temps)
-        proposal.observe(z, temps, log_w[:, None])
+        z = proposal.sample(n_z, generator, torch.float64, device, temperature_k=temps)
+        # observe wants log w of (z, T) without the proposal's own density
+        log_w = _flow_log_weights_per_z(model, z, temperature_k, generator, ais_steps, r_per_z)
+        log_w = torch.where(torch.isnan(log_w), -math.inf, log_w)
+        proposal.observe(z.cpu(), temps.cpu(), log_w.cpu())
     return proposal
 
 
@@ -263,14 +290,8 @@ def joint_ess_parts(model: BackmappingModel, temperature_k: float, *, proposal, 
     temps = torch.full((n_z,), float(temperature_k), dtype=torch.float64, device=device)
     z = proposal.sample(n_z, generator, torch.float64, device, temperature_k=temps)
     log_rho = proposal.log_prob(z, temps).to(device=device, dtype=torch.float64)
-    rows = []
-    chunk = max(1, 16384 // r_per_z)
-    for start in range(0, n_z, chunk):
-        zc = z[start:start + chunk].repeat_interleave(r_per_z, 0)
-        log_w = _flow_log_weights(model, zc, float(temperature_k), generator, ais_steps)
-        rows.append(log_w.double().reshape(-1, r_per_z)
-                    - log_rho[start:start + chunk, None])
-    log_w = torch.cat(rows).cpu().numpy()
+    log_w = _flow_log_weights_per_z(model, z, temperature_k, generator, ais_steps, r_per_z)
+    log_w = (log_w - log_rho[:, None]).cpu().numpy()
     log_w = np.where(np.isnan(log_w), -np.inf, log_w)
     finite = np.isfinite(log_w)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -48,6 +48,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pilot-sharpness", type=float, default=1.0,
                         help="the pilot proposal's sharpness, in (0, 1] (ccg.pilot_proposal)")
+    parser.add_argument("--pilot-samples", type=int, default=8192,
+                        help="joint samples per round of the pilot's fit (6 rounds)")
+    parser.add_argument("--pilot-r-per-z", type=int, default=1,
+                        help="flow samples per z in the pilot's fit, their weights averaged "
+                             "(ccg.pilot_proposal(r_per_z=...))")
     parser.add_argument("--pilot-blocks", choices=("torsion", "residue"), default="torsion",
                         help="1-D histograms per torsion or 2-D per residue (ccg.pilot_proposal)")
     parser.add_argument("--pilot-cooperative", type=float, default=0.0,
@@ -58,7 +63,8 @@ def main() -> None:
                              "(ccg.sample_joint(ais_steps=K)); the pilot stays plain")
     parser.add_argument("--ess-parts", action=argparse.BooleanOptionalAction, default=True,
                         help="print where the joint ESS is lost (ccg.joint_ess_parts, 4,096 z "
-                             "x 32 r per T, through every AIS stage: slow with --ais-steps)")
+                             "x 32 r per T, with the pilot of the estimate, through every AIS "
+                             "stage: slow with --ais-steps)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     refs = [load(path, args.temperatures, discard_ns=args.discard_ns) for path in args.remd]
@@ -83,11 +89,13 @@ def main() -> None:
           "joint ESS (effective) | KL gap | "
           + " | ".join(f"{s}: ccg / REMD (%)" for s in labels) + " |")
     print("|---|---|---|---|---|---|---|" + "---|" * len(labels))
-    joint_rows = []
+    joint_rows, proposals = [], []
     for t, temp in enumerate(args.temperatures):
-        proposal = ccg.pilot_proposal(model, temp, sharpness=args.pilot_sharpness,
-                                      blocks=args.pilot_blocks, generator=generator,
-                                      cooperative=args.pilot_cooperative)
+        proposal = ccg.pilot_proposal(model, temp, n_samples=args.pilot_samples,
+                                      r_per_z=args.pilot_r_per_z,
+                                      sharpness=args.pilot_sharpness, blocks=args.pilot_blocks,
+                                      generator=generator, cooperative=args.pilot_cooperative)
+        proposals.append(proposal)
         joint = ccg.sample_joint(model, temp, args.joint_samples, proposal=proposal,
                                  generator=generator, ais_steps=args.ais_steps)
         ours = ccg.group_populations(joint, groups, top=len(labels) ** len(groups))
@@ -122,10 +130,7 @@ def main() -> None:
         return
     print()
     print("Where the joint ESS is lost (`ccg.joint_ess_parts`, 4,096 z x 32 r per T):")
-    for temp in args.temperatures:
-        proposal = ccg.pilot_proposal(model, temp, sharpness=args.pilot_sharpness,
-                                      blocks=args.pilot_blocks, generator=generator,
-                                      cooperative=args.pilot_cooperative)
+    for temp, proposal in zip(args.temperatures, proposals, strict=True):
         parts = ccg.joint_ess_parts(model, temp, proposal=proposal, n_z=4096, r_per_z=32,
                                     generator=generator, ais_steps=args.ais_steps)
         print(f"  {temp:.0f} K: joint {parts['joint']:.2g}, proposal (rho against "
