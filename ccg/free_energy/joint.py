@@ -201,9 +201,8 @@ def pilot_proposal(model: BackmappingModel, temperature_k: float, *, n_samples: 
     uniform; r_per_z flow samples r at each) teach it the marginals of exp(-beta F) over each
     block of torsions. Needs a torsion CG map.
 
-    `r_per_z` > 1 averages each z's weights over its r before they enter the histograms, so a
-    single heavy flow weight no longer decides a cell (the flow's heavy tails otherwise make the
-    fit spiky, and more samples per round then make it worse, not better).
+    `r_per_z` > 1 averages each z's weights over its r before they enter the histograms, so
+    that one heavy flow weight does not decide a cell, at the price of fewer z per round.
 
     `blocks`: "torsion" (a 1-D histogram per torsion), "residue" (a 2-D histogram per
     residue's (phi, psi) pair, `ccg.mapping.peptide.residue_blocks`), or explicit index blocks.
