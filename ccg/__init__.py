@@ -37,10 +37,16 @@ from ccg.free_energy.joint import (
 from ccg.free_energy.langevin import LangevinResult, default_start, simulate
 from ccg.free_energy.plots import plot_free_energy, plot_projections
 from ccg.free_energy.projections import Projection, project_free_energy, resolve_dims
+from ccg.free_energy.state_mixture import (
+    StateMixtureProposal,
+    fit_state_mixture,
+    state_mixture_proposal,
+)
 from ccg.free_energy.states import (
     Region,
     StateGroup,
     StateTable,
+    default_groups,
     group_populations,
     halves_groups,
     ramachandran_groups,
@@ -175,6 +181,7 @@ __all__ = [
     "ReverseKL",
     "RunConfig",
     "StateGroup",
+    "StateMixtureProposal",
     "StateTable",
     "Surface",
     "System",
@@ -209,11 +216,13 @@ __all__ = [
     "build_system",
     "cg_model_arrays",
     "chirality_signs",
+    "default_groups",
     "default_start",
     "estimate_free_energy",
     "file_kind",
     "find_chiral_centers",
     "fit_free_energy_model",
+    "fit_state_mixture",
     "format_energy_table",
     "format_flow_table",
     "format_training_table",
@@ -257,6 +266,7 @@ __all__ = [
     "save_state_table",
     "shifted_difference",
     "simulate",
+    "state_mixture_proposal",
     "state_populations",
     "torsion_map_for",
     "train",

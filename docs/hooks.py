@@ -117,10 +117,11 @@ API_GROUPS = [
               "kl_divergence", "state_populations", "held_out_scores", "HeldOutScore",
               "predicts_within_noise", "worst_chi2", "sample_joint", "JointSamples",
               "ais_sample", "AISSamples",
-              "pilot_proposal", "joint_ess", "joint_ess_parts", "project_free_energy",
+              "pilot_proposal", "state_mixture_proposal", "StateMixtureProposal",
+              "fit_state_mixture", "joint_ess", "joint_ess_parts", "project_free_energy",
               "Projection", "resolve_dims", "plot_projections",
               "group_populations", "region_populations", "StateGroup", "StateTable", "Region",
-              "ramachandran_groups", "halves_groups", "save_state_table"],
+              "ramachandran_groups", "halves_groups", "default_groups", "save_state_table"],
              ("ccg.free_energy",)),
     ApiGroup("cycle", "The cycle",
              "CG model -> CG samples -> flow -> free energies -> CG model, until F_theta stops "

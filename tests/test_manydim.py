@@ -9,7 +9,9 @@ so every error left is the estimator's own and the expected answers are exact.
 
 from __future__ import annotations
 
+import itertools
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -295,6 +297,30 @@ def test_pilot_averaging_each_z_over_several_r_resists_heavy_flow_weights(system
             ccg.pilot_proposal(narrow, T, r_per_z=bad)
     with pytest.raises(ValueError, match="two z per round"):
         ccg.pilot_proposal(narrow, T, n_samples=8, r_per_z=8)
+
+
+def test_state_mixture_on_a_model_matches_exact_projections_and_refuses_cartesian(system,
+                                                                                model, proposal):
+    mixture = ccg.state_mixture_proposal(model, T, base=proposal, rounds=2, n_samples=4096,
+                                         generator=gen(11))
+    # default groups: no (phi, psi) pair here, so each torsion's halves: 2^4 joint states
+    every = ["".join(s) for s in itertools.product("+-", repeat=4)]
+    assert mixture.n_states == 16
+    assert mixture.states[0] == max(every, key=lambda s: _exact_joint(system, s))
+    assert_normalized_torus_density(mixture, 4, T, gen(12), n=50_000)
+    samples = ccg.sample_joint(model, T, 2**16, proposal=mixture, generator=gen(13))
+    assert samples.ess > 0.5, samples.ess
+    for dims in ((0,), (2,)):
+        proj = ccg.project_free_energy(samples, dims, n_bins=24)
+        exact = system.projection(list(dims), T, 24)
+        populated = exact - exact.min() < 3.0
+        assert np.abs(proj.f_kt - exact)[populated].max() < 0.08, dims
+        assert np.abs((proj.f_kt - exact) / proj.f_kt_err).max() < 4.5, dims
+    with pytest.raises(ValueError, match="rounds"):
+        ccg.state_mixture_proposal(model, T, base=proposal, rounds=0)
+    flat = SimpleNamespace(cg_map=SimpleNamespace(z_circular=torch.tensor([True, False])))
+    with pytest.raises(ConfigError, match="torus"):
+        ccg.state_mixture_proposal(flat, T)
 
 
 # --- projections -----------------------------------------------------------------------------

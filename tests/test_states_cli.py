@@ -77,6 +77,7 @@ def test_states_writes_npz_csv_and_panels_and_refuses_to_overwrite(wells_model, 
     (["--pilot-sharpness", "0"], "--pilot-sharpness must be in (0, 1]"),
     (["--pilot-cooperative", "1"], "--pilot-cooperative must be in [0, 1)"),
     (["--ais-steps", "-1"], "--ais-steps must be >= 0"),
+    (["--pilot-states", "-1"], "--pilot-states must be >= 0"),
 ])
 def test_states_refusals_write_nothing(wells_model, tmp_path, capsys, extra, message):
     out = tmp_path / "states.npz"
@@ -98,6 +99,18 @@ def test_states_with_a_cooperative_pilot_and_ais(wells_model, tmp_path, capsys, 
     assert main(["states", str(wells_model), "--temperature", "300", "--out", str(out), *FAST,
                  "--pilot-cooperative", "0.3", "--ais-steps", "2"]) == 0
     assert seen == [0.3, 2] and out.exists()
+    assert "joint ESS" in capsys.readouterr().out
+
+
+def test_states_with_a_joint_state_mixture(wells_model, tmp_path, capsys, monkeypatch):
+    seen = []
+    fit = ccg.state_mixture_proposal
+    monkeypatch.setattr(ccg, "state_mixture_proposal",
+                        lambda *a, **k: seen.append(k["rounds"]) or fit(*a, **k))
+    out = tmp_path / "states.npz"
+    assert main(["states", str(wells_model), "--temperature", "300", "--out", str(out), *FAST,
+                 "--pilot-states", "1"]) == 0
+    assert seen == [1] and out.exists()
     assert "joint ESS" in capsys.readouterr().out
 
 

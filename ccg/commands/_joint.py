@@ -14,7 +14,7 @@ from ccg.training.product_proposal import model_blocks
 
 def add_joint_arguments(p: argparse.ArgumentParser) -> None:
     """--joint-samples, --pilot-samples, --pilot-sharpness, --pilot-blocks,
-    --pilot-cooperative and --ais-steps."""
+    --pilot-cooperative, --pilot-states and --ais-steps."""
     p.add_argument("--joint-samples", type=int, default=65536,
                    help="joint samples (z from a proposal, one r ~ q(r | z, T) each) that are "
                    "reweighted into projections and populations")
@@ -31,6 +31,11 @@ def add_joint_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of the proposal's z drawn with one histogram cell shared by "
                    "every block (all residues helical, all extended: joint states the product "
                    "of the blocks makes rare), in [0, 1)")
+    p.add_argument("--pilot-states", type=int, default=0,
+                   help="R > 0: after the product proposal, fit a mixture over the joint states "
+                   "(per-residue Ramachandran labels; halves of each torsion elsewhere) in R "
+                   "rounds of 16,384 joint samples, and draw from it: follows residues that "
+                   "change state together; 0: the product proposal alone")
     p.add_argument("--ais-steps", type=int, default=0,
                    help="K > 0: move each r through K annealed MALA stages toward p(r | z) "
                    "(sharper weights where the flow is poor, K energy and force evaluations "
@@ -38,14 +43,17 @@ def add_joint_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def check_joint_arguments(args: argparse.Namespace) -> None:
-    """ConfigError unless --pilot-sharpness, --pilot-cooperative and --ais-steps are in range
-    (checked before any work)."""
+    """ConfigError unless --pilot-sharpness, --pilot-cooperative, --pilot-states and
+    --ais-steps are in range (checked before any work)."""
     if not 0.0 < args.pilot_sharpness <= 1.0:
         raise ConfigError(f"--pilot-sharpness must be in (0, 1] (1: each torsion's marginal; "
                           f"0.5: flatter); got {args.pilot_sharpness}.")
     if not 0.0 <= args.pilot_cooperative < 1.0:
         raise ConfigError(f"--pilot-cooperative must be in [0, 1) (0: off; 0.3: a third of the "
                           f"z share one cell); got {args.pilot_cooperative}.")
+    if args.pilot_states < 0:
+        raise ConfigError(f"--pilot-states must be >= 0 (0: off; 3: three rounds of the joint-"
+                          f"state mixture); got {args.pilot_states}.")
     if args.ais_steps < 0:
         raise ConfigError(f"--ais-steps must be >= 0 (0: plain importance sampling); got "
                           f"{args.ais_steps}.")
@@ -79,6 +87,9 @@ def draw_joint(model, args: argparse.Namespace, device: torch.device) -> ccg.Joi
     proposal = ccg.pilot_proposal(model, args.temperature, n_samples=args.pilot_samples,
                                   sharpness=args.pilot_sharpness, blocks=args.pilot_blocks,
                                   generator=gen, cooperative=args.pilot_cooperative)
+    if args.pilot_states:
+        proposal = ccg.state_mixture_proposal(model, args.temperature, base=proposal,
+                                              rounds=args.pilot_states, generator=gen)
     samples = ccg.sample_joint(model, args.temperature, args.joint_samples, proposal=proposal,
                                generator=gen, progress=not args.no_progress,
                                ais_steps=args.ais_steps)

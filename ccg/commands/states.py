@@ -65,12 +65,13 @@ def add_parser(sub) -> None:
 def _groups(model, scheme: str) -> list[ccg.StateGroup]:
     names = model.cg_map.cg_names
     atoms = getattr(model.cg_map, "torsion_atoms", None)
-    if scheme in ("auto", "ramachandran"):
+    if scheme == "auto":
+        return ccg.default_groups(names, atoms)
+    if scheme == "ramachandran":
         try:
             return ccg.ramachandran_groups(names, atoms)
         except ValueError as err:
-            if scheme == "ramachandran":
-                raise ConfigError(f"--scheme ramachandran: {err} Use --scheme halves.") from None
+            raise ConfigError(f"--scheme ramachandran: {err} Use --scheme halves.") from None
     return ccg.halves_groups(names)
 
 

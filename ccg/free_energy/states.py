@@ -14,9 +14,9 @@ A `StateGroup` labels a few coordinates at a time (a residue's (phi, psi) pair, 
 torsion): each sample gets one label per group (the first of its regions that holds it, else
 `other`), and the string of labels over all groups is the sample's joint state. `group_populations`
 gives every group's label populations and the most populated joint states.
-`ramachandran_groups` builds the per-residue alpha-R / beta / PPII / alpha-L groups of a peptide's
-(phi_i, psi_i); `halves_groups` splits each torsion at 0 and pi (the two wells of
-`TorusDoubleWells`).
+`ramachandran_groups` builds the per-residue alpha-R / beta / PPII / alpha-L groups of a
+peptide's (phi_i, psi_i); `halves_groups` splits each torsion at 0 and pi (the two wells of
+`TorusDoubleWells`); `default_groups` picks the first where it applies.
 """
 
 from __future__ import annotations
@@ -268,6 +268,16 @@ def halves_groups(cg_names: Sequence[str]) -> list[StateGroup]:
     """One group per CG torsion: "+" for z in [0, pi), "-" for z in [-pi, 0)."""
     return [StateGroup(name, {"+": [Region(((i, 0.0, math.pi),))]}, other="-")
             for i, name in enumerate(cg_names)]
+
+
+def default_groups(cg_names: Sequence[str],
+                   torsion_atoms: Sequence[Sequence[int]] | None = None) -> list[StateGroup]:
+    """`ramachandran_groups` where the CG coordinates hold (phi, psi) pairs, else
+    `halves_groups`."""
+    try:
+        return ramachandran_groups(cg_names, torsion_atoms)
+    except ValueError:
+        return halves_groups(cg_names)
 
 
 def save_state_table(table: StateTable, npz_path: str | Path,

@@ -5,8 +5,9 @@ temperatures, with the same state definitions on both sides (`ccg.ramachandran_g
     python experiments/peptide_reference/compare_ccg.py runs/ala3/model.pt \
         data/ala3-obc2_seed1.npz data/ala3-obc2_seed2.npz --temperatures 300 450 600
 
-ccg: joint samples z ~ a product proposal fitted at each T (`ccg.pilot_proposal`), r ~ the
-flow (with `--ais-steps K`: moved by K annealed MALA stages toward p(r | z)), reweighted to
+ccg: joint samples z ~ a product proposal fitted at each T (`ccg.pilot_proposal`; with
+`--pilot-states R`, a mixture over joint states fitted on top, `ccg.state_mixture_proposal`),
+r ~ the flow (with `--ais-steps K`: moved by K annealed MALA stages toward p(r | z)), reweighted to
 exp(-beta U) (`ccg.sample_joint`), projected onto each residue's
 (phi, psi) (`ccg.project_free_energy`). REMD: raw runs or their summaries (`summary.py`),
 the seeds merged with equal weights, standard errors from 20 batch means. RMSE over bins with
@@ -58,6 +59,10 @@ def main() -> None:
     parser.add_argument("--pilot-cooperative", type=float, default=0.0,
                         help="share of the pilot's z drawn with one cell shared by every "
                              "residue (ccg.pilot_proposal(cooperative=...))")
+    parser.add_argument("--pilot-states", type=int, default=0,
+                        help="R > 0: then fit a mixture over the joint Ramachandran states in R "
+                             "rounds of 16,384 joint samples (ccg.state_mixture_proposal), the "
+                             "product pilot as its base; 0: the product pilot alone")
     parser.add_argument("--ais-steps", type=int, default=0,
                         help="K > 0: each joint sample's r through K annealed MALA stages "
                              "(ccg.sample_joint(ais_steps=K)); the pilot stays plain")
@@ -95,6 +100,9 @@ def main() -> None:
                                       r_per_z=args.pilot_r_per_z,
                                       sharpness=args.pilot_sharpness, blocks=args.pilot_blocks,
                                       generator=generator, cooperative=args.pilot_cooperative)
+        if args.pilot_states:
+            proposal = ccg.state_mixture_proposal(model, temp, base=proposal, groups=groups,
+                                                  rounds=args.pilot_states, generator=generator)
         proposals.append(proposal)
         joint = ccg.sample_joint(model, temp, args.joint_samples, proposal=proposal,
                                  generator=generator, ais_steps=args.ais_steps)
