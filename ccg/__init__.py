@@ -62,6 +62,7 @@ from ccg.free_energy.surface import (
     grid_points,
     save_free_energy,
 )
+from ccg.free_energy.tails import pareto_k
 from ccg.free_energy.validation import (
     HeldOutScore,
     held_out_scores,
@@ -243,6 +244,7 @@ __all__ = [
     "make_analytic",
     "make_context",
     "minimize_keeping_cg",
+    "pareto_k",
     "peptide_torsion_map",
     "peptide_torsions",
     "pilot_proposal",

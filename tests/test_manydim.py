@@ -278,6 +278,14 @@ def test_joint_ess_is_high_with_the_pilot_proposal_and_normalizer_is_exact(syste
                          generator=gen(0))
 
 
+def test_pareto_k_tells_a_too_narrow_flow(system, proposal):
+    # a flow s times too narrow in one Gaussian direction gives weights with tail shape
+    # 1 - s**2: infinite variance (k > 1/2) for s = 0.6; the exact flow's weights are bounded
+    k = {s: ccg.sample_joint(oracle_model(system, s), T, 2**15, proposal=proposal,
+                             generator=gen(21)).pareto_k for s in (1.0, 0.6)}
+    assert k[1.0] < 0.2 and k[0.6] > 0.6, k
+
+
 def test_pilot_averaging_each_z_over_several_r_resists_heavy_flow_weights(system):
     # a flow 0.6x too narrow: weights with heavy tails, so one r per z makes a spiky fit
     narrow = oracle_model(system, 0.6)

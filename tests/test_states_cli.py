@@ -111,7 +111,12 @@ def test_states_with_a_joint_state_mixture(wells_model, tmp_path, capsys, monkey
     assert main(["states", str(wells_model), "--temperature", "300", "--out", str(out), *FAST,
                  "--pilot-states", "1"]) == 0
     assert seen == [1] and out.exists()
-    assert "joint ESS" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "joint ESS" in printed and "Pareto k" in printed
+    monkeypatch.setattr(ccg.JointSamples, "pareto_k", property(lambda self: 0.9))
+    assert main(["states", str(wells_model), "--temperature", "300", "--out", str(out), *FAST,
+                 "--overwrite"]) == 0
+    assert "warning: Pareto k 0.90 >= 0.7" in capsys.readouterr().out
 
 
 def test_states_ramachandran_on_a_phi_psi_model(ala2_model, tmp_path, capsys):

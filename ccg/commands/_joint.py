@@ -9,6 +9,7 @@ import torch
 
 import ccg
 from ccg.errors import ConfigError
+from ccg.free_energy.tails import PARETO_K_BAD
 from ccg.training.product_proposal import model_blocks
 
 
@@ -94,7 +95,13 @@ def draw_joint(model, args: argparse.Namespace, device: torch.device) -> ccg.Joi
                                generator=gen, progress=not args.no_progress,
                                ais_steps=args.ais_steps)
     bad = f", {samples.n_nonfinite} non-finite (weight 0)" if samples.n_nonfinite else ""
+    k = samples.pareto_k
     print(f"{len(samples)} joint samples at {args.temperature} K over {model.cg_dim} CG "
           f"coordinates: joint ESS {samples.ess:.3f} ({samples.ess * len(samples):.0f} "
-          f"effective), reverse-KL gap {samples.reverse_kl:.3g} nats{bad}")
+          f"effective), Pareto k {k:.2f}, reverse-KL gap {samples.reverse_kl:.3g} nats{bad}")
+    if k >= PARETO_K_BAD:
+        print(f"warning: Pareto k {k:.2f} >= {PARETO_K_BAD}: a few weights decide these "
+              "estimates, so another --seed gives other numbers and the error bars are too "
+              "small. More --joint-samples help slowly; --pilot-states (a proposal that "
+              "follows the joint states), --ais-steps or a longer-trained flow help more.")
     return samples

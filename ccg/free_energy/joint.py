@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from ccg._checks import check_temperature
 from ccg.errors import ConfigError
 from ccg.free_energy.ais import ais_sample
+from ccg.free_energy.tails import pareto_k
 from ccg.model import BackmappingModel
 from ccg.training.product_proposal import ProductTorusProposal, model_blocks
 
@@ -62,6 +63,13 @@ class JointSamples:
     def ess(self) -> float:
         """Normalized joint ESS (sum w)^2 / (N sum w^2) in (0, 1] (0 if no finite weight)."""
         return ess_of(self.log_w)
+
+    @property
+    def pareto_k(self) -> float:
+        """The Pareto shape k of the largest weights (`ccg.free_energy.tails.pareto_k`): < 0.5,
+        the error bars are honest; >= 0.7, a few weights decide the estimates, another seed
+        gives other numbers and the error bars are too small."""
+        return pareto_k(self.log_w)
 
     @property
     def reverse_kl(self) -> float:

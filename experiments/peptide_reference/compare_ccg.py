@@ -91,9 +91,9 @@ def main() -> None:
     generator = torch.Generator().manual_seed(args.seed)
     print(f"model {args.model}: CG {', '.join(names)}; reference {', '.join(args.remd)}")
     print("| T (K) | residue (model names) | RMSE (kT) | noise: ccg / REMD (kT) | bins | "
-          "joint ESS (effective) | KL gap | "
+          "joint ESS (effective) | Pareto k | KL gap | "
           + " | ".join(f"{s}: ccg / REMD (%)" for s in labels) + " |")
-    print("|---|---|---|---|---|---|---|" + "---|" * len(labels))
+    print("|---|---|---|---|---|---|---|---|" + "---|" * len(labels))
     joint_rows, proposals = [], []
     for t, temp in enumerate(args.temperatures):
         proposal = ccg.pilot_proposal(model, temp, n_samples=args.pilot_samples,
@@ -121,6 +121,7 @@ def main() -> None:
             print(f"| {temp:.0f} | {name} | {rmse_shifted(f, f_ref, mask):.3f} | "
                   f"{noise[0]:.2f} / {noise[1]:.2f} | "
                   f"{int(mask.sum())} | {joint.ess:.2g} ({joint.ess * len(joint):.0f}) | "
+                  f"{joint.pareto_k:.2f} | "
                   f"{joint.reverse_kl:.2f} | "
                   f"{' | '.join(cells)} |")
         q, u = merged_populations([r["joint_counts"][t] for r in refs])
