@@ -281,9 +281,13 @@ def test_joint_ess_is_high_with_the_pilot_proposal_and_normalizer_is_exact(syste
 def test_pareto_k_tells_a_too_narrow_flow(system, proposal):
     # a flow s times too narrow in one Gaussian direction gives weights with tail shape
     # 1 - s**2: infinite variance (k > 1/2) for s = 0.6; the exact flow's weights are bounded
-    k = {s: ccg.sample_joint(oracle_model(system, s), T, 2**15, proposal=proposal,
-                             generator=gen(21)).pareto_k for s in (1.0, 0.6)}
+    samples = {s: ccg.sample_joint(oracle_model(system, s), T, 2**15, proposal=proposal,
+                                   generator=gen(21)) for s in (1.0, 0.6)}
+    k = {s: samples[s].pareto_k for s in samples}
     assert k[1.0] < 0.2 and k[0.6] > 0.6, k
+    smoothed = samples[0.6].smoothed()  # Pareto smoothing: the largest weights pulled in
+    assert smoothed.z is samples[0.6].z and smoothed.ess > samples[0.6].ess
+    assert smoothed.log_w.max() <= samples[0.6].log_w.max()
 
 
 def test_pilot_averaging_each_z_over_several_r_resists_heavy_flow_weights(system):

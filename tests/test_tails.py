@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from ccg.free_energy.tails import pareto_k, tail_size
+from ccg.free_energy.tails import pareto_k, psis_log_weights, tail_size
 
 
 def gpd_log_weights(xi: float, n: int, seed: int) -> np.ndarray:
@@ -35,3 +35,32 @@ def test_light_tails_offsets_and_zero_weights():
     assert math.isfinite(pareto_k(with_zeros))
     assert math.isnan(pareto_k(narrow[:19])) and math.isnan(pareto_k(np.zeros(100)))
     assert tail_size(100) == 20 and tail_size(1_000_000) == 3000
+
+
+@pytest.mark.parametrize("xi", [0.6, 0.7])
+def test_smoothing_lowers_the_error_of_a_heavy_tailed_mean(xi):
+    # E[w] = 1 / (1 - xi) for GPD(xi, 1) weights; RMSE ratios smoothed / raw measured
+    # 0.65-0.83 (xi 0.6) and 0.56-0.78 (0.7) over three sets of 200 seeds, bias -3 / -7 %
+    raw, smooth = [], []
+    for seed in range(200):
+        log_w = gpd_log_weights(xi, 4000, 1000 + seed)
+        raw.append(np.exp(log_w).mean())
+        smooth.append(np.exp(psis_log_weights(log_w)[0]).mean())
+    exact = 1.0 / (1.0 - xi)
+    rmse = [np.sqrt(np.mean((np.array(v) - exact) ** 2)) for v in (raw, smooth)]
+    assert rmse[1] < 0.9 * rmse[0], rmse
+    assert abs(np.mean(smooth) - exact) < 0.12 * exact  # the bias stays small
+
+
+def test_smoothing_touches_only_the_largest_weights():
+    log_w = np.concatenate([gpd_log_weights(0.7, 10_000, 5), [-np.inf, -np.inf]])
+    out, k = psis_log_weights(log_w)
+    m = tail_size(10_000)
+    changed = np.flatnonzero(out != log_w)
+    assert 0 < changed.size <= m and k == pytest.approx(pareto_k(log_w))
+    assert set(changed) <= set(np.argsort(log_w)[-m:])
+    assert out.max() <= log_w.max() and np.isneginf(out[-2:]).all()
+    order = np.argsort(log_w[changed])
+    assert np.all(np.diff(out[changed][order]) >= 0)  # the ranks are kept
+    few = np.array([0.0, 1.0, 2.0])
+    assert np.array_equal(psis_log_weights(few)[0], few) and math.isnan(psis_log_weights(few)[1])

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from ccg._checks import check_temperature
 from ccg.errors import ConfigError
 from ccg.free_energy.ais import ais_sample
-from ccg.free_energy.tails import pareto_k
+from ccg.free_energy.tails import pareto_k, psis_log_weights
 from ccg.model import BackmappingModel
 from ccg.training.product_proposal import ProductTorusProposal, model_blocks
 
@@ -70,6 +70,14 @@ class JointSamples:
         the error bars are honest; >= 0.7, a few weights decide the estimates, another seed
         gives other numbers and the error bars are too small."""
         return pareto_k(self.log_w)
+
+    def smoothed(self) -> JointSamples:
+        """The same samples with Pareto-smoothed weights (`ccg.free_energy.tails.
+        psis_log_weights`): the few largest weights replaced by the quantiles of the Pareto
+        tail fitted to them. Less noise for a small bias; `pareto_k` says whether to trust
+        either."""
+        log_w, _ = psis_log_weights(self.log_w)
+        return JointSamples(self.z, log_w, self.temperature_k, list(self.cg_names))
 
     @property
     def reverse_kl(self) -> float:

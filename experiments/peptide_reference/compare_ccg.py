@@ -36,6 +36,27 @@ from summary import (
 import ccg
 
 
+def _residue_row(joint, table, refs, t: int, k: int, pair, labels, grid: int,
+                 tag: str) -> str:
+    """One table row: residue k's (phi, psi) projection and state populations at the t-th
+    temperature against the merged reference."""
+    name, i, j = pair
+    projection = ccg.project_free_energy(joint, (i, j), n_bins=grid)
+    f_ref = merged_free_energy([r["hist"][t, k] for r in refs])
+    mask = f_ref < 4.0
+    f_ref_err = merged_free_energy_error([r["hist"][t, k] for r in refs])
+    noise = [np.sqrt(np.mean(e[mask] ** 2)) for e in (projection.f_kt_err, f_ref_err)]
+    q, u = merged_populations([r["state_counts"][t, k] for r in refs])
+    rows = {s: (p, e) for g, s, p, e in table.rows("group") if g == name}
+    cells = [f"{100 * rows[s][0]:.1f}±{100 * rows[s][1]:.1f} / "
+             f"{100 * q[c]:.1f}±{100 * u[c]:.1f}" for c, s in enumerate(labels)]
+    return (f"| {joint.temperature_k:.0f} | {name}{tag} | "
+            f"{rmse_shifted(projection.shifted, f_ref, mask):.3f} | "
+            f"{noise[0]:.2f} / {noise[1]:.2f} | "
+            f"{int(mask.sum())} | {joint.ess:.2g} ({joint.ess * len(joint):.0f}) | "
+            f"{joint.pareto_k:.2f} | {joint.reverse_kl:.2f} | {' | '.join(cells)} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a model.pt with a backbone torsion map (phi-psi)")
@@ -63,6 +84,9 @@ def main() -> None:
                         help="R > 0: then fit a mixture over the joint Ramachandran states in R "
                              "rounds of 16,384 joint samples (ccg.state_mixture_proposal), the "
                              "product pilot as its base; 0: the product pilot alone")
+    parser.add_argument("--psis", action="store_true",
+                        help="also print each residue's row from the same samples with "
+                             "Pareto-smoothed weights (JointSamples.smoothed())")
     parser.add_argument("--ais-steps", type=int, default=0,
                         help="K > 0: each joint sample's r through K annealed MALA stages "
                              "(ccg.sample_joint(ais_steps=K)); the pilot stays plain")
@@ -107,23 +131,11 @@ def main() -> None:
         joint = ccg.sample_joint(model, temp, args.joint_samples, proposal=proposal,
                                  generator=generator, ais_steps=args.ais_steps)
         ours = ccg.group_populations(joint, groups, top=len(labels) ** len(groups))
-        for k, (name, i, j) in enumerate(pairs):
-            projection = ccg.project_free_energy(joint, (i, j), n_bins=grid)
-            f = projection.shifted
-            f_ref = merged_free_energy([r["hist"][t, k] for r in refs])
-            mask = f_ref < 4.0
-            f_ref_err = merged_free_energy_error([r["hist"][t, k] for r in refs])
-            noise = [np.sqrt(np.mean(e[mask] ** 2)) for e in (projection.f_kt_err, f_ref_err)]
-            q, u = merged_populations([r["state_counts"][t, k] for r in refs])
-            rows = {s: (p, e) for g, s, p, e in ours.rows("group") if g == name}
-            cells = [f"{100 * rows[s][0]:.1f}±{100 * rows[s][1]:.1f} / "
-                     f"{100 * q[c]:.1f}±{100 * u[c]:.1f}" for c, s in enumerate(labels)]
-            print(f"| {temp:.0f} | {name} | {rmse_shifted(f, f_ref, mask):.3f} | "
-                  f"{noise[0]:.2f} / {noise[1]:.2f} | "
-                  f"{int(mask.sum())} | {joint.ess:.2g} ({joint.ess * len(joint):.0f}) | "
-                  f"{joint.pareto_k:.2f} | "
-                  f"{joint.reverse_kl:.2f} | "
-                  f"{' | '.join(cells)} |")
+        for samples, tag in [(joint, "")] + ([(joint.smoothed(), " (PSIS)")] if args.psis
+                                             else []):
+            table = ours if samples is joint else ccg.group_populations(samples, groups)
+            for k, (name, i, j) in enumerate(pairs):
+                print(_residue_row(samples, table, refs, t, k, (name, i, j), labels, grid, tag))
         q, u = merged_populations([r["joint_counts"][t] for r in refs])
         mine = {s: (p, e) for _, s, p, e in ours.rows("joint")}
         for code in np.argsort(-q, kind="stable")[:5]:
