@@ -117,6 +117,12 @@ def test_states_with_a_joint_state_mixture(wells_model, tmp_path, capsys, monkey
     assert main(["states", str(wells_model), "--temperature", "300", "--out", str(out), *FAST,
                  "--overwrite"]) == 0
     assert "warning: Pareto k 0.90 >= 0.7" in capsys.readouterr().out
+    smoothed = []
+    monkeypatch.setattr(ccg.JointSamples, "smoothed",
+                        lambda self: smoothed.append(len(self)) or self)
+    assert main(["states", str(wells_model), "--temperature", "300", "--out", str(out), *FAST,
+                 "--overwrite", "--psis"]) == 0
+    assert smoothed == [4096] and "Pareto-smoothed weights" in capsys.readouterr().out
 
 
 def test_states_ramachandran_on_a_phi_psi_model(ala2_model, tmp_path, capsys):

@@ -15,7 +15,7 @@ from ccg.training.product_proposal import model_blocks
 
 def add_joint_arguments(p: argparse.ArgumentParser) -> None:
     """--joint-samples, --pilot-samples, --pilot-sharpness, --pilot-blocks,
-    --pilot-cooperative, --pilot-states and --ais-steps."""
+    --pilot-cooperative, --pilot-states, --psis and --ais-steps."""
     p.add_argument("--joint-samples", type=int, default=65536,
                    help="joint samples (z from a proposal, one r ~ q(r | z, T) each) that are "
                    "reweighted into projections and populations")
@@ -37,6 +37,9 @@ def add_joint_arguments(p: argparse.ArgumentParser) -> None:
                    "(per-residue Ramachandran labels; halves of each torsion elsewhere) in R "
                    "rounds of 16,384 joint samples, and draw from it: follows residues that "
                    "change state together; 0: the product proposal alone")
+    p.add_argument("--psis", action="store_true",
+                   help="Pareto-smooth the largest weights before estimating (less noise where "
+                   "a few weights dominate, for a small bias; JointSamples.smoothed())")
     p.add_argument("--ais-steps", type=int, default=0,
                    help="K > 0: move each r through K annealed MALA stages toward p(r | z) "
                    "(sharper weights where the flow is poor, K energy and force evaluations "
@@ -103,5 +106,10 @@ def draw_joint(model, args: argparse.Namespace, device: torch.device) -> ccg.Joi
         print(f"warning: Pareto k {k:.2f} >= {PARETO_K_BAD}: a few weights decide these "
               "estimates, so another --seed gives other numbers and the error bars are too "
               "small. More --joint-samples help slowly; --pilot-states (a proposal that "
-              "follows the joint states), --ais-steps or a longer-trained flow help more.")
+              "follows the joint states), --psis (smoothed weights), --ais-steps or a "
+              "longer-trained flow help more.")
+    if args.psis:
+        samples = samples.smoothed()
+        print(f"Pareto-smoothed weights: joint ESS {samples.ess:.3f} "
+              f"({samples.ess * len(samples):.0f} effective)")
     return samples
