@@ -71,34 +71,24 @@ def pareto_k(log_w: np.ndarray) -> float:
         finite weights or fewer than 5 of the largest M above the threshold (no tail to
         fit).
     """
-    a = np.asarray(log_w, dtype=np.float64)
-    a = a[np.isfinite(a)]
-    if a.size < 20:
-        return math.nan
-    m = tail_size(a.size)
-    a = np.sort(a)
-    w = np.exp(a[-(m + 1):] - a[-1])  # the M largest and the threshold below them
-    x = w[1:] - w[0]  # exceedances over the threshold, ascending
-    x = x[x > 0]  # ties with the threshold carry no tail
-    if x.size < 5:
-        return math.nan
-    return _gpd_fit(x / x[-1])[0]  # the shape does not depend on the unit of x
+    return psis_log_weights(log_w)[1]
 
 
 def psis_log_weights(log_w: np.ndarray) -> tuple[np.ndarray, float]:
     """Pareto-smoothed log-weights and the tail's shape k (Vehtari et al.).
 
     The M = `tail_size` largest weights are replaced by the quantiles (j - 1/2) / M of the
-    generalized Pareto fitted to them (in their order, none above the largest raw weight):
-    the ratio estimates lose most of the noise of their few largest terms for a small bias,
-    which vanishes as N grows while k < 1. Reliable for k < 0.7 (`PARETO_K_BAD`); above, the
-    smoothed estimates are still less noisy than the raw ones, but neither can be trusted.
+    generalized Pareto fitted to their excess over the next largest weight (in their order,
+    none above the largest raw weight): the ratio estimates lose most of the noise of their
+    few largest terms for a small bias, which vanishes as N grows while k < 1. Reliable for
+    k < 0.7 (`PARETO_K_BAD`); above, the smoothed estimates are still less noisy than the raw
+    ones, but neither can be trusted.
 
     Args:
-        log_w: log-weights [N] (-inf: weight 0, kept).
+        log_w: log-weights [N] (any constant offset; -inf: weight 0, kept).
 
     Returns:
-        (smoothed log-weights [N], k); k nan (weights unchanged) where `pareto_k` is nan.
+        (smoothed log-weights [N], k); where k is nan (`pareto_k`), the weights unchanged.
     """
     a = np.asarray(log_w, dtype=np.float64)
     out = a.copy()
@@ -108,14 +98,17 @@ def psis_log_weights(log_w: np.ndarray) -> tuple[np.ndarray, float]:
     m = tail_size(finite.size)
     order = finite[np.argsort(a[finite])]
     top = a[order[-1]]
-    w = np.exp(a[order[-(m + 1):]] - top)  # threshold, then the M largest (ascending)
-    x = w[1:] - w[0]
-    if (x > 0).sum() < 5:
+    w = np.exp(a[order[-(m + 1):]] - top)  # the threshold, then the M largest (ascending)
+    x = w[1:] - w[0]  # exceedances over the threshold
+    positive = x[x > 0]  # ties with the threshold carry no tail
+    if positive.size < 5:
         return out, math.nan
-    k, sigma = _gpd_fit(x / x[-1])
+    k, sigma = _gpd_fit(positive / positive[-1])  # the shape does not depend on x's unit
     p = (np.arange(1, m + 1) - 0.5) / m
-    quantiles = x[-1] * sigma * np.expm1(-k * np.log1p(-p)) / k if abs(k) > 1e-12 else \
-        -x[-1] * sigma * np.log1p(-p)
-    smoothed = np.minimum(w[0] + quantiles, 1.0)
+    if abs(k) > 1e-12:
+        quantiles = sigma * np.expm1(-k * np.log1p(-p)) / k
+    else:
+        quantiles = -sigma * np.log1p(-p)
+    smoothed = np.minimum(w[0] + positive[-1] * quantiles, 1.0)
     out[order[-m:]] = np.log(smoothed) + top
     return out, k
