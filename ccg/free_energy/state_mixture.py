@@ -3,9 +3,10 @@ states of products of per-torsion histograms.
 
 A product of per-torsion (or per-residue) histograms (`ProductTorusProposal`) draws each
 residue's state independently. When the residues are coupled (a helix: every residue alpha-R at
-once), the product puts most of its z in joint states that are rare, and the proposal part of the
-joint ESS is small. This proposal keeps one product per joint state s (the string of
-per-group labels of `ccg.free_energy.states`, e.g. "AAB" for alpha-R, alpha-R, beta):
+once), the product draws the common joint states too rarely and the rare ones too often, and
+the proposal part of the joint ESS is small. This proposal keeps one product per joint state s
+(the string of per-group labels of `ccg.free_energy.states`, e.g. "AAB" for alpha-R, alpha-R,
+beta):
 
     rho(z) = lam base(z | T) + (1 - lam) sum_s pi_s prod_i [(1 - eps) h_si(z_i) + eps / 2 pi],
 
