@@ -6,6 +6,7 @@ state populations that agree with quadrature within their (calibrated) standard 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -28,6 +29,7 @@ def log_target(z: torch.Tensor) -> torch.Tensor:
     return -H * torch.cos(2 * z).sum(1) + J * (s[:, i] * s[:, j]).sum(1)
 
 
+@functools.cache
 def exact_joint_populations() -> dict[str, float]:
     """Populations of the 8 sign states (+ for z in [0, pi)) by quadrature on a 120^3 grid."""
     n = 120
