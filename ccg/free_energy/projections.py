@@ -104,7 +104,7 @@ def resolve_dims(spec: Sequence[int | str] | str, cg_names: Sequence[str]) -> tu
     return tuple(dims)
 
 
-def _bin_index(z: np.ndarray, dims: tuple[int, ...], n_bins: int) -> np.ndarray:
+def bin_index(z: np.ndarray, dims: tuple[int, ...], n_bins: int) -> np.ndarray:
     """Flat bin index [N] ('ij' order) of z's coordinates `dims` on the periodic grid."""
     flat = np.zeros(z.shape[0], dtype=np.int64)
     for i in dims:
@@ -163,7 +163,7 @@ def project_free_energy(samples: JointSamples, dims: Sequence[int | str] | str, 
     dims = resolve_dims(dims, samples.cg_names)
     w, top = samples.weights()
     cells = n_bins ** len(dims)
-    member = _bin_index(samples.z, dims, n_bins)
+    member = bin_index(samples.z, dims, n_bins)
     mean, se = weighted_mean_error(w, member, cells, n_batches)
     area = (2 * math.pi / n_bins) ** len(dims)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -32,7 +32,8 @@ import torch
 from ccg._checks import check_temperature
 from ccg.errors import ConfigError
 from ccg.free_energy.joint import JointSamples, pilot_proposal, sample_joint
-from ccg.free_energy.states import StateGroup, default_groups
+from ccg.free_energy.projections import bin_index
+from ccg.free_energy.states import StateGroup, default_groups, joint_states
 from ccg.model import BackmappingModel
 
 __all__ = ["StateMixtureProposal", "fit_state_mixture", "state_mixture_proposal"]
@@ -110,6 +111,8 @@ class StateMixtureProposal:
         uniform = TWO_PI * torch.rand(n, self.cg_dim, **kw) - math.pi
         z = torch.where(torch.rand(n, self.cg_dim, **kw) < self.explore, uniform, inside)
         if self.base is not None and self.base_share > 0:
+            # every row gets a base draw and a mask picks: no host sync for the count, and a
+            # histogram draw costs nothing beside the energy evaluation each z goes on to
             temps = None if temperature_k is None else temperature_k.to(where)
             from_base = self.base.sample(n, generator, torch.float64, where, temperature_k=temps)
             z = torch.where(torch.rand(n, 1, **kw) < self.base_share, from_base, z)
@@ -160,20 +163,16 @@ def fit_state_mixture(samples: JointSamples | Sequence[JointSamples],
     z, log_w = z[finite], log_w[finite]
     w = np.exp(log_w - log_w.max())
     w /= w.sum()
-    code = np.zeros(len(w), dtype=np.int64)
-    for g in groups:
-        code = code * len(g.all_labels) + g.assign(z)
-    codes, inverse = np.unique(code, return_inverse=True)
-    mass = np.bincount(inverse, weights=w, minlength=len(codes))
+    inverse, all_names = joint_states([g.assign(z) for g in groups], groups)
+    mass = np.bincount(inverse, weights=w, minlength=len(all_names))
     order = np.argsort(-mass)[:max_states]
     order = order[mass[order] > 0]
-    rank = np.full(len(codes), -1)
+    rank = np.full(len(all_names), -1)
     rank[order] = np.arange(len(order))
     row = rank[inverse]
     kept = row >= 0
     d = z.shape[1]
-    wrapped = np.remainder(z[kept] + math.pi, TWO_PI)
-    bins = np.clip((wrapped / (TWO_PI / n_bins)).astype(np.int64), 0, n_bins - 1)
+    bins = np.stack([bin_index(z[kept], (i,), n_bins) for i in range(d)], axis=1)
     flat = (row[kept, None] * d + np.arange(d)[None, :]) * n_bins + bins
     hist = np.bincount(flat.reshape(-1), weights=np.repeat(w[kept], d),
                        minlength=len(order) * d * n_bins).reshape(len(order), d, n_bins)
@@ -181,18 +180,11 @@ def fit_state_mixture(samples: JointSamples | Sequence[JointSamples],
     hist /= hist.sum(2, keepdims=True)
     covered = float(mass[order].sum())
     share = max(base_share, 1.0 - covered) if base is not None else 0.0
-    names = []
-    for c in codes[order]:
-        labels = []
-        for g in reversed(groups):
-            labels.append(g.all_labels[c % len(g.all_labels)])
-            c //= len(g.all_labels)
-        names.append("".join(reversed(labels)))
     with np.errstate(divide="ignore"):
         log_bins = torch.from_numpy(np.log(hist))
     log_pi = torch.from_numpy(np.log(mass[order] / covered))
     return StateMixtureProposal(log_pi, log_bins, explore=explore, base=base, base_share=share,
-                                states=names)
+                                states=[all_names[j] for j in order])
 
 
 def state_mixture_proposal(model: BackmappingModel, temperature_k: float, *, base=None,

@@ -189,6 +189,29 @@ def region_populations(samples: JointSamples,
     return out
 
 
+def joint_states(labels: Sequence[np.ndarray], groups: Sequence[StateGroup]
+                 ) -> tuple[np.ndarray, list[str]]:
+    """The joint state of each sample from its label index in every group (`StateGroup.assign`,
+    one array [N] per group): (index [N] into the joint states that occur, their names). A
+    name joins the groups' labels in order ("ABA"; with "|" between labels longer than one
+    character)."""
+    all_labels = [g.all_labels for g in groups]
+    sep = "" if all(len(x) == 1 for labels in all_labels for x in labels) else "|"
+    radix = [len(x) for x in all_labels]
+    flat = np.zeros(len(labels[0]), dtype=np.int64)
+    for c, r in zip(labels, radix, strict=True):
+        flat = flat * r + c
+    uniq, member = np.unique(flat, return_inverse=True)
+    names = []
+    for code in uniq:
+        digits, rest = [], int(code)
+        for r in radix[::-1]:
+            digits.append(rest % r)
+            rest //= r
+        names.append(sep.join(x[d] for x, d in zip(all_labels, digits[::-1], strict=True)))
+    return member.reshape(-1), names
+
+
 def group_populations(samples: JointSamples, groups: Sequence[StateGroup], *, top: int = 10,
                       n_batches: int | None = None) -> StateTable:
     """Label populations of every group and the `top` most populated joint states.
@@ -213,20 +236,10 @@ def group_populations(samples: JointSamples, groups: Sequence[StateGroup], *, to
             state.append(label)
             pops.append(p[j])
             errs.append(se[j])
-    all_labels = [g.all_labels for g in groups]
-    sep = "" if all(len(x) == 1 for labels in all_labels for x in labels) else "|"
-    radix = np.array([len(x) for x in all_labels])
-    flat = np.zeros(len(samples), dtype=np.int64)
-    for c, r in zip(codes, radix, strict=True):
-        flat = flat * r + c
-    uniq, member = np.unique(flat, return_inverse=True)
-    p, se = _ratio_error(w, member.reshape(-1), len(uniq), n_batches)
+    member, names = joint_states(codes, groups)
+    p, se = _ratio_error(w, member, len(names), n_batches)
     for j in np.argsort(-p, kind="stable")[:top]:
-        digits, rest = [], int(uniq[j])
-        for r in radix[::-1]:
-            digits.append(rest % r)
-            rest //= r
-        name = sep.join(labels[d] for labels, d in zip(all_labels, digits[::-1], strict=True))
+        name = names[j]
         kind.append("joint")
         group.append("all")
         state.append(name)
