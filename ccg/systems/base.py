@@ -13,6 +13,7 @@ import abc
 import torch
 
 from ccg._checks import check_finite, check_shape
+from ccg._hessian import central_difference_hessian
 
 
 class System(abc.ABC):
@@ -75,6 +76,27 @@ class System(abc.ABC):
             u = self.energy(xg)
             (grad,) = torch.autograd.grad(u.sum(), xg)
         return -grad
+
+    def reference_hessian(self) -> torch.Tensor:
+        """d2U/dx2 [dim, dim] (kJ/mol per unit^2, float64, CPU) at `reference_positions`, by
+        central differences of the forces (`ccg._hessian`); computed once per system and
+        kept (the maps of one system all start from it). Raises ValueError without a
+        reference configuration."""
+        cached = getattr(self, "_reference_hessian", None)
+        if cached is not None:
+            return cached
+        ref = self.reference_positions
+        if ref is None:
+            raise ValueError(f"{type(self).__name__} has no reference configuration, so no "
+                             "reference Hessian.")
+
+        def gradient(flat: torch.Tensor) -> torch.Tensor:
+            return -self.forces(flat.reshape(-1, *self.event_shape)).reshape(len(flat), -1)
+
+        hessian = central_difference_hessian(
+            gradient, torch.as_tensor(ref, dtype=torch.float64).reshape(-1))
+        self._reference_hessian = hessian
+        return hessian
 
     @abc.abstractmethod
     def _energy(self, x: torch.Tensor) -> torch.Tensor:

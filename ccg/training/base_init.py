@@ -19,6 +19,7 @@ import math
 
 import torch
 
+from ccg._hessian import central_difference_hessian
 from ccg.constants import beta_from_temperature
 from ccg.systems.analytic import AnalyticSystem
 
@@ -144,38 +145,62 @@ def has_reference(system) -> bool:
     return _has_reference(system)
 
 
-HESSIAN_CHUNK = 16
-"""Hessian rows computed together by `reference_hessian` (one batched pass each). Larger
-chunks are slower, not faster (memory-bound): for the 20-residue peptide of the map tests
-(336 atoms, n_r = 756, float64, 1 thread) 16 rows took 7.7-8.4 s, 64 rows 15-17 s, 256 rows
-42 s."""
+def reference_hessian(cg_map, system) -> torch.Tensor:
+    """Hessian d2U/dr2 [n_r, n_r] (kJ/mol per r unit^2, float64) at the system's reference
+    structure, with z held at the reference's CG coordinates.
 
-
-def reference_hessian(cg_map, system, chunk: int = HESSIAN_CHUNK) -> torch.Tensor:
-    """Hessian d2U/dr2 [n_r, n_r] (kJ/mol per r unit^2) at the system's reference structure,
-    with z held at the reference's CG coordinates.
-
-    Rows come `chunk` at a time from one batched pass: `chunk` copies of the reference r,
-    the gradient of their summed energies, and one Hessian-vector product per copy with its
-    own unit vector (copy i gives row i), instead of one double-backward pass per row (3-4x
-    slower than 16 rows at a time for a 20-residue peptide).
+    By the chain rule through the Cartesian Hessian H_x and gradient g_x at the reference
+    (`System.reference_hessian`, computed once per system and shared by all its maps):
+    d2U/dr2 = J^T H_x J + g_x . d2x/dr2 with J = dx/dr, which is the r-Hessian of the
+    quadratic U_ref + g_x . dx + dx . H_x dx / 2 (dx = x(r) - x_ref). That quadratic costs a
+    matrix product per configuration instead of a force-field energy, so a second map of the
+    same system costs map evaluations only. A map that rebuilds x in its own frame (torsion
+    maps) gives the reference rigidly moved; its configurations are moved back onto x_ref's
+    frame first (U is invariant under rigid motion, the quadratic is not).
     """
     x_ref = torch.as_tensor(system.reference_positions, dtype=torch.float64)
     x_ref = x_ref.reshape(1, *system.event_shape)
     with torch.no_grad():
         z0, r0, _ = cg_map.split(x_ref)
-    n = r0.shape[1]
-    rows = []
-    for start in range(0, n, chunk):
-        m = min(chunk, n - start)
-        unit = torch.zeros(m, n, dtype=torch.float64)
-        unit[torch.arange(m), torch.arange(start, start + m)] = 1.0
-        r = r0.expand(m, n).clone().requires_grad_(True)
-        x, _ = cg_map.merge(z0.expand(m, -1), r)
-        (grad,) = torch.autograd.grad(system.energy(x).sum(), r, create_graph=True)
-        (rows_hv,) = torch.autograd.grad((grad * unit).sum(), r)
-        rows.append(rows_hv.detach())
-    return torch.cat(rows)
+        rotation, origin, ref_centroid = _rigid_fit(cg_map.merge(z0, r0)[0][0], x_ref[0])
+    h_x = system.reference_hessian()
+    g_x = -system.forces(x_ref).reshape(-1)
+    flat_ref = x_ref.reshape(-1)
+
+    def quadratic(x: torch.Tensor) -> torch.Tensor:
+        moved = (x - origin) @ rotation + ref_centroid  # x's frame -> x_ref's frame
+        dx = moved.reshape(len(x), -1) - flat_ref
+        return dx @ g_x + 0.5 * ((dx @ h_x) * dx).sum(-1)
+
+    return hessian_at(cg_map, quadratic, z0, r0)
+
+
+def _rigid_fit(x: torch.Tensor, target: torch.Tensor):
+    """(rotation [3, 3], centroid of x [3], centroid of target [3]) with
+    (x - centroid_x) @ rotation + centroid_target = target for x a rigid motion of target
+    [n_atoms, 3] (Kabsch, proper rotation)."""
+    cx, ct = x.mean(0), target.mean(0)
+    u, _, vt = torch.linalg.svd((x - cx).T @ (target - ct))
+    sign = torch.ones(3, dtype=x.dtype)
+    sign[2] = torch.sign(torch.linalg.det(u @ vt))
+    return u @ torch.diag(sign) @ vt, cx, ct
+
+
+def hessian_at(cg_map, energy, z: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Hessian d2U/dr2 [n_r, n_r] (kJ/mol per r unit^2, float64) of U(merge(z, r)) at one
+    point, z [1, cg_dim] and r [1, n_r], z held fixed, by central differences of the
+    analytic r-gradient (`ccg._hessian`). `energy`: a batched U(x) [B, *event_shape] -> [B],
+    e.g. `system.energy`."""
+    z = z.detach().to(torch.float64)
+
+    def gradient(rr: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            rr = rr.detach().requires_grad_(True)
+            x, _ = cg_map.merge(z.expand(len(rr), -1), rr)
+            (grad,) = torch.autograd.grad(energy(x).sum(), rr)
+        return grad
+
+    return central_difference_hessian(gradient, r[0])
 
 
 def stiff_torsions(cg_map, system, t_ref: float, *,

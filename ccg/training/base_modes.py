@@ -28,7 +28,7 @@ from typing import NamedTuple
 import torch
 
 from ccg.constants import beta_from_temperature
-from ccg.training.base_init import reference_hessian
+from ccg.training.base_init import hessian_at, reference_hessian
 
 
 class SecondMode(NamedTuple):
@@ -66,11 +66,7 @@ def _relax(cg_map, system, z0: torch.Tensor, r_start: torch.Tensor, unit: torch.
 def _hessian_terms(cg_map, system, z0: torch.Tensor, r: torch.Tensor, keep: torch.Tensor):
     """(U [kJ/mol], log|J|, log det H over the `keep` dims or NaN if not positive definite)."""
 
-    def energy_of_r(rr: torch.Tensor) -> torch.Tensor:
-        x, _ = cg_map.merge(z0, rr[None])
-        return system.energy(x)[0]
-
-    hessian = torch.autograd.functional.hessian(energy_of_r, r).detach()
+    hessian = hessian_at(cg_map, system.energy, z0, r[None])
     idx = torch.nonzero(keep).flatten()
     chol, info = torch.linalg.cholesky_ex(hessian[idx][:, idx])
     logdet = 2 * torch.log(torch.diagonal(chol)).sum() if int(info) == 0 else torch.tensor(math.nan)
@@ -81,8 +77,8 @@ def _hessian_terms(cg_map, system, z0: torch.Tensor, r: torch.Tensor, keep: torc
 
 
 def second_minima(cg_map, system, t_ref: float, stiff: torch.Tensor, circular: torch.Tensor,
-                  *, min_separation: float = math.pi / 3, iterations: int = 300
-                  ) -> list[SecondMode]:
+                  *, min_separation: float = math.pi / 3, iterations: int = 300,
+                  hessian: torch.Tensor | None = None) -> list[SecondMode]:
     """Second minima of the `stiff` circular r dims at the reference structure (z fixed).
 
     Args:
@@ -94,6 +90,7 @@ def second_minima(cg_map, system, t_ref: float, stiff: torch.Tensor, circular: t
         min_separation: a relaxed state closer than this (rad) to the reference value is the
             reference minimum again, not a second one.
         iterations: L-BFGS iterations per relaxation.
+        hessian: `reference_hessian(cg_map, system)` if already computed.
 
     Returns:
         One `SecondMode` per dim that has one (possibly none), in dim order.
@@ -103,7 +100,9 @@ def second_minima(cg_map, system, t_ref: float, stiff: torch.Tensor, circular: t
     with torch.no_grad():
         z0, r0, _ = cg_map.split(x_ref)
     beta = beta_from_temperature(t_ref)
-    curvature = reference_hessian(cg_map, system).diagonal()
+    if hessian is None:
+        hessian = reference_hessian(cg_map, system)
+    curvature = hessian.diagonal()
     unit = 1.0 / torch.sqrt(beta * curvature.clamp_min(1e-6))  # one harmonic width per step
     unit = torch.where(circular & ~stiff, torch.full_like(unit, 0.3), unit.clamp(max=0.3))
     dims = torch.nonzero(stiff & circular).flatten()

@@ -128,7 +128,7 @@ def build_model(config: RunConfig, system: System | None = None) -> BackmappingM
            if fc.concentrate_circular else None)
     modes = None
     if rho is not None and fc.circular_modes:
-        found = second_minima(cg_map, system, t_ref, rho > 0, circular)
+        found = second_minima(cg_map, system, t_ref, rho > 0, circular, hessian=hessian)
         modes = [[m.dim, m.offset, m.energy_kt, m.log_ratio] for m in found] or None
     flow = build_flow(
         cg_map.n_r, cg_map.cg_feature_dim + 1, circular, loc, scale,
