@@ -3,8 +3,8 @@ API importable, and every subcommand's --help.
 
 Layers (DESIGN.md), lowest first; a module imports only from its own layer or below:
 
-    0  ccg._version, ccg._checks, ccg._signals, ccg.constants, ccg.errors, ccg.registry,
-       ccg.protocols
+    0  ccg._version, ccg._checks, ccg._hessian, ccg._signals, ccg.constants, ccg.errors,
+       ccg.registry, ccg.protocols
     1  ccg.systems, ccg.mapping, ccg.flows
     2  ccg.model
     3  ccg.training, ccg.free_energy, ccg.io, ccg.backmapping
@@ -26,7 +26,7 @@ from ccg.cli import build_parser, main
 PACKAGE = Path(ccg.__file__).resolve().parent
 
 LAYERS = {
-    "ccg._version": 0, "ccg._checks": 0, "ccg.constants": 0, "ccg.errors": 0,
+    "ccg._version": 0, "ccg._checks": 0, "ccg._hessian": 0, "ccg.constants": 0, "ccg.errors": 0,
     "ccg.registry": 0, "ccg.protocols": 0, "ccg._signals": 0,
     "ccg.systems": 1, "ccg.mapping": 1, "ccg.flows": 1,
     "ccg.model": 2,
