@@ -107,6 +107,15 @@ def check_output_file(path: str | Path, flag: str, *, overwrite: bool,
     return path
 
 
+def check_plot_file(path: str | Path, flag: str, *, overwrite: bool) -> Path:
+    """`check_output_file` for a figure: any suffix matplotlib can write (.png, .pdf, .svg,
+    ...). matplotlib is imported here, not at start-up (0.5-0.8 s of every command)."""
+    from matplotlib.figure import Figure
+
+    suffixes = tuple(f".{s}" for s in Figure().canvas.get_supported_filetypes())
+    return check_output_file(path, flag, overwrite=overwrite, suffixes=suffixes)
+
+
 def check_output_folder(path: str | Path, flag: str, *, overwrite: bool, resume: bool,
                         finished: Iterable[str], resumable: Iterable[str]) -> Path:
     """A run's output folder, checked before any work (missing folders on its path are fine:

@@ -13,7 +13,6 @@ import warnings
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 import ccg
 from ccg._checks import check_temperature
@@ -23,6 +22,7 @@ from ccg.commands._common import (
     apply_resources,
     check_number,
     check_output_file,
+    check_plot_file,
 )
 from ccg.commands._joint import (
     add_joint_arguments,
@@ -76,8 +76,7 @@ def run(args: argparse.Namespace) -> int:
     check_number(args.samples, "--samples", minimum=2)
     out = check_output_file(args.out, "--out", overwrite=args.overwrite, suffixes=(".npz",))
     if args.plot:
-        check_output_file(args.plot, "--plot", overwrite=args.overwrite,
-                          suffixes=(f".{s}" for s in Figure().canvas.get_supported_filetypes()))
+        check_plot_file(args.plot, "--plot", overwrite=args.overwrite)
     device = apply_resources(args)
     if args.project:
         return _run_projection(args, out, device)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 
-from matplotlib.figure import Figure
-
 import ccg
 from ccg._checks import check_temperature
 from ccg.commands._common import (
@@ -21,6 +19,7 @@ from ccg.commands._common import (
     apply_resources,
     check_number,
     check_output_file,
+    check_plot_file,
 )
 from ccg.commands._joint import (
     add_joint_arguments,
@@ -101,8 +100,7 @@ def run(args: argparse.Namespace) -> int:
     if csv.resolve() == out.resolve():
         raise ConfigError("--csv and --out name the same file; choose two names.")
     if args.plot:
-        check_output_file(args.plot, "--plot", overwrite=args.overwrite,
-                          suffixes=(f".{s}" for s in Figure().canvas.get_supported_filetypes()))
+        check_plot_file(args.plot, "--plot", overwrite=args.overwrite)
     device = apply_resources(args)
     model = load_flow_model(args.model, device, "ccg states")
     groups = _groups(model, args.scheme)

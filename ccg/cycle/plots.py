@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from ccg.free_energy.surface import cg_model_surface
 from ccg.free_energy.validation import HeldOutScore, worst_chi2
@@ -20,6 +19,7 @@ def plot_cycle(cycle, path: str | Path) -> Path:
     temps = list(cycle.config.temperatures)
     surfaces = cycle.cg_model.cg_dim == 2 and bool(cycle.cg_model.cg_map.z_circular.all())
     n_cols = max(4, len(temps) if surfaces else 0)
+    from matplotlib.figure import Figure  # (here, not at the top: "import ccg" skips matplotlib)
     fig = Figure(figsize=(3.6 * n_cols, 6.6 if surfaces else 3.2), layout="constrained")
     axes = fig.subplots(2 if surfaces else 1, n_cols, squeeze=False)
     it = [r["iteration"] for r in rows]

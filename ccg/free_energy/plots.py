@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from ccg.io.atomic import atomic_path
 
@@ -19,6 +17,7 @@ def plot_free_energy(payload: dict, path: str | Path, *, names=None, vmax_kt: fl
         raise ValueError("Plots need a 1-D or 2-D torsion grid (not --frames).")
     grid = np.degrees(payload["grid"])
     names = list(names or ["z1", "z2"])
+    from matplotlib.figure import Figure  # (here, not at the top: "import ccg" skips matplotlib)
     fig = Figure(figsize=(5.4, 4.4))
     ax = fig.subplots()
     title = f"F(z) at {float(payload['temperature_k']):.0f} K"
@@ -62,6 +61,8 @@ def plot_projections(projections: list, path: str | Path, *, vmax_kt: float = 8.
     n = len(projections)
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
+    from matplotlib.figure import Figure  # (here, not at the top: "import ccg" skips matplotlib)
+    from matplotlib.patches import Rectangle
     fig = Figure(figsize=(4.0 * ncols + 1.0, 3.6 * nrows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
     mesh = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from ccg.io.atomic import atomic_path
 
@@ -23,6 +22,7 @@ def plot_training(metrics: dict, band_ess: list, path: str | Path, *,
     """Write a two-panel PNG: loss vs step, and ESS vs step per temperature band."""
     steps = np.asarray(metrics["step"], dtype=float)
     loss = np.asarray(metrics["loss"], dtype=float)
+    from matplotlib.figure import Figure  # (here, not at the top: "import ccg" skips matplotlib)
     fig = Figure(figsize=(10, 3.8))
     ax_loss, ax_ess = fig.subplots(1, 2)
     window = max(1, steps.size // 50)
