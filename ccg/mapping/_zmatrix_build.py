@@ -12,12 +12,15 @@ torsions) or else a neighbour of j; further placed atoms by graph distance as a 
 chiral center the three highest-priority substituents are always tied together by one
 improper-style entry, so the chirality is carried by the sign of one torsion.
 
-With fixed atoms (bead maps), j and i deeper than MAX_DEPTH are taken only when no shallower
-candidate will do, where an atom's depth is 0 for a fixed atom and 1 + the deepest of its
-references otherwise. Between beads the nearest placed atoms are often the previous residue's
-backbone, and references taken from it chained every residue to the one before: in a
-20-residue C-alpha map that chain amplified a change of one torsion about 2x per residue, to
-1.4e5 nm/rad at the far end (2.4 nm/rad with the cap, like the torsion maps' 3-5).
+With fixed atoms (bead maps) the references are ranked differently, because between beads the
+nearest placed atoms are often the previous residue's backbone, and references taken from it
+chained every residue to the one before (in a 20-residue C-alpha map that chain amplified a
+change of one torsion about 2x per residue, to 1.4e5 nm/rad at the far end). There j and i are
+every placed atom, ranked: for i, a bond partner of l first (so that a bond is carried, e.g.
+N(i+1) by the peptide plane through C(i)); then those at most MAX_DEPTH placements from the
+fixed atoms (depth 0 for a fixed atom, 1 + the deepest reference otherwise); then by bonds from
+l (C(i) by C-alpha i + 1, its own peptide unit, rather than C-alpha i - 1). The largest lever
+is then 2.5 nm/rad, like the torsion maps' 3-5 (tests/test_peptide_maps.py).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from ccg.mapping.chirality import ChiralCenter
 from ccg.mapping.graph import MolGraph, bfs_distances
 
 MIN_SIN = math.sin(math.radians(8.0))  # refs closer than 8 degrees to collinear are rejected
-MAX_DEPTH = 2  # bead maps: references deeper than this only when no shallower one will do
+MAX_DEPTH = 1  # bead maps: references deeper than this only when no shallower one will do
 
 
 def sin_angle(xyz: np.ndarray | None, a: int, b: int, c: int) -> float:
@@ -151,11 +154,11 @@ class _Builder:
     def _general_refs(self, atom: int) -> tuple[int, int, int]:
         ks = self._placed_nbrs(atom)
         for k in ks:
-            for j in self._candidates(self._placed_nbrs(k, (atom,)), k, (atom, k)):
+            for j in self._candidates(self._placed_nbrs(k, (atom,)), k, (atom, k), atom, False):
                 if sin_angle(self.xyz, atom, k, j) < MIN_SIN:
                     continue
                 first = self._placed_nbrs(k, (atom, j)) + self._placed_nbrs(j, (atom, k))
-                for i in self._candidates(first, k, (atom, k, j)):
+                for i in self._candidates(first, k, (atom, k, j), atom, True):
                     if sin_angle(self.xyz, k, j, i) >= MIN_SIN:
                         return (k, j, i)
         raise ValueError(
@@ -164,13 +167,19 @@ class _Builder:
             "at least 3 given atoms (for a bead map: at least 3 CG atoms per molecule)."
         )
 
-    def _candidates(self, first: list[int], k: int, exclude: tuple[int, ...]):
-        """`first`, then (lazily) every other placed atom by graph distance from k; with
-        `shallow_first`, all of them, stably sorted by depth."""
+    def _candidates(self, first: list[int], k: int, exclude: tuple[int, ...], atom: int,
+                    bonded_first: bool):
+        """`first`, then (lazily) every other placed atom by graph distance from k. With
+        `shallow_first` (bead maps): every placed atom, those deeper than MAX_DEPTH last, the
+        rest nearest to `atom` first (by bonds), and with `bonded_first` a bond partner of
+        `atom` before any other."""
         seen = set(first)
         rest = (b for b in self._placed_by_distance(k, exclude) if b not in seen)
         if self.shallow_first:
-            yield from sorted([*first, *rest], key=lambda b: self.depth[b] > MAX_DEPTH)
+            bonded = self.g.adjacency[atom] if bonded_first else ()
+            near = bfs_distances(self.g, [atom])
+            yield from sorted([*first, *rest], key=lambda b: (
+                b not in bonded, self.depth[b] > MAX_DEPTH, near[b]))
             return
         yield from first
         yield from rest

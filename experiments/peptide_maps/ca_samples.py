@@ -1,16 +1,20 @@
-"""Untrained samples of a bead map's flow at the reference z: how far they land from the
-reference structure (energy above it, largest atom displacement, largest lever |dx/dr|).
+"""Untrained samples of a bead map's flow: how far they land from the reference structure
+(energy above it, largest atom displacement) and the map's largest lever |dx/dr|.
 
     python experiments/peptide_maps/ca_samples.py [--cg ca] [--sequence ACDEFGHIKLMNPQRSTVWY]
+    python experiments/peptide_maps/ca_samples.py --sequence FPWYH --md runs/rings/md_xyz.npy
 
 The peptide is capped (ACE/NME), minimized in amber99sbildn in vacuum; `build_model` gives the
-flow its force-field base; 2,000 samples at 300 K, float64 energies.
+flow its force-field base; 2,000 samples at 300 K, float64 energies. By default all at the
+reference's z; with `--md` (frames [F, n_atoms, 3] nm, as `rings.py` saves them) 5 samples at
+the z of each of the last 400 frames, and also the reference's own r put at those z.
 """
 
 from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import torch
 
 import ccg
@@ -24,6 +28,7 @@ def main() -> None:
     parser.add_argument("--sequence", default="ACDEFGHIKLMNPQRSTVWY",
                         help="one-letter sequence (default: all 20 amino acids)")
     parser.add_argument("--samples", type=int, default=2000, help="default: 2000")
+    parser.add_argument("--md", default=None, help="MD frames (.npy) whose z to sample at")
     args = parser.parse_args()
     torch.set_num_threads(2)
     system = ccg.build_peptide(args.sequence, implicit_solvent="none").system
@@ -41,19 +46,31 @@ def main() -> None:
     minus, _ = cg_map.merge(z0.expand(cg_map.n_r, -1), r0 - shift)
     lever = ((plus - minus) / 2e-6).norm(dim=-1).amax()
     n = args.samples
-    z = z0.float().expand(n, -1)
+    z = z0.expand(n, -1)
+    u_ref = system.energy(ref[None])
+    if args.md:
+        frames = torch.as_tensor(np.load(args.md)[-400:], dtype=torch.float64)
+        z = cg_map.coarse_grain(frames).repeat_interleave(5, dim=0)
+        n = len(z)
+        with torch.no_grad():
+            x = cg_map.merge(z, r0.expand(n, -1))[0]
+            own = (system.energy(x, validate=False) - u_ref) / KT_300
+        print(f"the reference's r at the MD's z: median (U - U_ref) / kT {float(own.median()):.3g}")
     with torch.no_grad():
-        context = model.context(z, torch.full((n,), 300.0))
+        context = model.context(z.float(), torch.full((n,), 300.0))
         r, _ = model.flow.sample(context, generator=torch.Generator().manual_seed(7))
-        x = cg_map.merge(z0.expand(n, -1), r.double())[0]
-        excess = (system.energy(x, validate=False) - system.energy(ref[None])) / KT_300
+        x = cg_map.merge(z, r.double())[0]
+        excess = (system.energy(x, validate=False) - u_ref) / KT_300
     finite = torch.isfinite(excess)
     q = torch.quantile(excess[finite], torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
-    shift_nm = (x - ref).norm(dim=-1).amax(dim=-1).median()
-    print(f"{args.cg} map, {args.sequence}: largest lever {float(lever):.3g} nm per r unit; "
-          f"{n} samples, finite {float(finite.float().mean()):.3f}, (U - U_ref) / kT "
-          f"10/50/90 %: {float(q[0]):.3g} / {float(q[1]):.3g} / {float(q[2]):.3g}; median "
-          f"largest displacement {float(shift_nm):.3g} nm")
+    where = "the MD's z" if args.md else "the reference's z"
+    print(f"{args.cg} map, {args.sequence}, at {where}: largest lever {float(lever):.3g} nm "
+          f"per r unit; {n} samples, finite {float(finite.float().mean()):.3f}, "
+          f"(U - U_ref) / kT 10/50/90 %: {float(q[0]):.3g} / {float(q[1]):.3g} / "
+          f"{float(q[2]):.3g}")
+    if not args.md:  # (at other z the structure differs from the reference anyway)
+        shift_nm = (x - ref).norm(dim=-1).amax(dim=-1).median()
+        print(f"median largest atom displacement from the reference {float(shift_nm):.3g} nm")
 
 
 if __name__ == "__main__":
