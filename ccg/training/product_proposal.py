@@ -224,17 +224,20 @@ class ProductTorusProposal(ZProposal):
         """log q_b(cell) [n_bands, n_blocks, n_cells] of the sharpened histograms."""
         return torch.log_softmax(self.sharpness * self.marginal_log_probs(), dim=2)
 
-    def _rows_log_q(self, temperature_k: torch.Tensor | None, n: int) -> torch.Tensor:
-        """log q_b(cell) for each row [n, n_blocks, n_cells] (the band average without
-        temperatures)."""
+    def _band_table(self, temperature_k: torch.Tensor | None, n: int
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log q_b(cell) per band [n_rows, n_blocks, n_cells], each row's band [n]): the
+        bands' histograms, or without temperatures their average as the one band. Rows index
+        the table instead of copying it (n x n_blocks x n_cells would be 2.7M numbers for
+        4,096 rows of two 18 x 18 blocks)."""
         log_q = self._bin_log_q()
         if temperature_k is None:
             average = torch.logsumexp(log_q, 0) - math.log(self.n_bands)
-            return average[None].expand(n, -1, -1)
+            return average[None], torch.zeros(n, dtype=torch.long, device=log_q.device)
         if temperature_k.shape != (n,):
             raise ValueError(f"Expected temperature_k of shape [{n}] (K); got "
                              f"{list(temperature_k.shape)}.")
-        return log_q[self._band_index(temperature_k.to(log_q.device))]
+        return log_q, self._band_index(temperature_k.to(log_q.device))
 
     # ---- the density ----------------------------------------------------------------------
 
@@ -248,17 +251,20 @@ class ProductTorusProposal(ZProposal):
             return torch.full((z.shape[0],), -self.cg_dim * math.log(TWO_PI),
                               dtype=torch.float64, device=z.device)
         self._to(z.device)
-        log_q = self._rows_log_q(temperature_k, z.shape[0])
-        per_cell = torch.gather(log_q, 2, self._cells(z)[:, :, None])[:, :, 0]
+        table, band = self._band_table(temperature_k, z.shape[0])
+        blocks = torch.arange(self.n_blocks, device=z.device)
+        per_cell = table[band[:, None], blocks[None, :], self._cells(z)]  # [n, n_blocks]
         keep = math.log(1.0 - self.explore) if self.explore < 1 else -math.inf
         dens = torch.logaddexp(keep + per_cell - self._log_width,
                                (math.log(self.explore) - self._log_volume).expand_as(per_cell))
         if not self.cooperative:
             return dens.sum(1)
         return torch.logaddexp(math.log1p(-self.cooperative) + dens.sum(1),
-                               math.log(self.cooperative) + self._shared_log_prob(z, log_q))
+                               math.log(self.cooperative)
+                               + self._shared_log_prob(z, table, band))
 
-    def _shared_log_prob(self, z: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    def _shared_log_prob(self, z: torch.Tensor, table: torch.Tensor, band: torch.Tensor
+                         ) -> torch.Tensor:
         """log rho_shared(z) [n]: the sum over shared cells c within `COOPERATIVE_SPREAD` bins
         of every block's cell (per torsion, on the periodic grid) of pi(c) (2 s + 1) ** -d /
         prod_b width_b."""
@@ -274,15 +280,15 @@ class ProductTorusProposal(ZProposal):
         ok = (diff <= 2 * spread).all(3).all(2)  # [n, M]: every block near the candidate
         place = n_bins ** torch.arange(k, device=z.device)
         cell = (cand * place).sum(2)  # [n, M]
-        log_pi = torch.gather(self._shared_log_q(log_q), 1, cell)
+        log_pi = self._shared_log_q(table)[band[:, None], cell]
         log_pi = torch.where(ok, log_pi, torch.full_like(log_pi, -math.inf))
         norm = self.cg_dim * math.log(2 * spread + 1) + self._log_width.sum()
         return torch.logsumexp(log_pi, 1) - norm
 
     @staticmethod
     def _shared_log_q(log_q: torch.Tensor) -> torch.Tensor:
-        """log of the shared-cell distribution [n, n_cells] of rows' block histograms
-        log_q [n, n_blocks, n_cells]: the normalized geometric mean over blocks."""
+        """log of the shared-cell distribution [n_rows, n_cells] of block histograms
+        log_q [n_rows, n_blocks, n_cells]: the normalized geometric mean over blocks."""
         return torch.log_softmax(log_q.mean(1), dim=1)
 
     def sample(self, n: int, generator: torch.Generator, dtype, device,
@@ -296,18 +302,18 @@ class ProductTorusProposal(ZProposal):
             return (TWO_PI * u - math.pi).to(dtype=dtype, device=device)
         self._to(where)
         temps = None if temperature_k is None else temperature_k.to(where)
-        probs = torch.exp(self._rows_log_q(temps, n)).reshape(n * self.n_blocks, self.n_cells)
-        cells = torch.multinomial(probs, 1, replacement=True, generator=generator)
-        cells = cells.reshape(n, self.n_blocks)
+        table, band = self._band_table(temps, n)
+        blocks = torch.arange(self.n_blocks, device=where)
+        cells = _draw(table.reshape(-1, self.n_cells), band[:, None] * self.n_blocks + blocks,
+                      torch.rand(n, self.n_blocks, **kw))  # [n, n_blocks]
         bins = (cells[:, self._block_of] // self._place) % self.n_bins  # [n, d]
         inside = -math.pi + (bins + torch.rand(n, self.cg_dim, **kw)) * (TWO_PI / self.n_bins)
         uniform = TWO_PI * torch.rand(n, self.cg_dim, **kw) - math.pi
         explore = (torch.rand(n, self.n_blocks, **kw) < self.explore)[:, self._block_of]
         z = torch.where(explore, uniform, inside)
         if self.cooperative:
-            log_q = self._rows_log_q(temps, n)
-            shared = torch.multinomial(torch.exp(self._shared_log_q(log_q)), 1,
-                                       replacement=True, generator=generator)  # [n, 1]
+            shared = _draw(self._shared_log_q(table), band[:, None],
+                           torch.rand(n, 1, **kw))  # [n, 1]
             bins = (shared // self._place[None, :]) % self.n_bins  # [n, d]
             offset = torch.randint(-COOPERATIVE_SPREAD, COOPERATIVE_SPREAD + 1,
                                    (n, self.cg_dim), generator=generator, device=where)
@@ -450,3 +456,18 @@ def adaptive_proposal(model: BackmappingModel, *, t_min: float, t_max: float,
     if model.cg_dim > MAX_ADAPTIVE_DIMS:
         return ProductTorusProposal(model.cg_dim, t_min, t_max, sharpness=sharpness)
     return AdaptiveTorusProposal(model.cg_dim, t_min, t_max, sharpness=sharpness)
+
+
+def _draw(log_p: torch.Tensor, row: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Cells drawn by inverse CDF: for each entry of `row` (any shape, int), a cell of the
+    distribution log_p[row] (log_p [n_rows, n_cells], normalized or not), using the uniform
+    u (same shape as row). One search in the rows' CDFs laid end to end, row k's on
+    (k, k + 1]; a cell of probability zero is never drawn (right-sided search)."""
+    n_rows, n_cells = log_p.shape
+    cdf = torch.cumsum(torch.softmax(log_p.double(), dim=1), dim=1)
+    cdf = cdf / cdf[:, -1:]
+    offset = torch.arange(n_rows, dtype=torch.float64, device=log_p.device)[:, None]
+    flat = (cdf + offset).reshape(-1)
+    u = u.double().clamp(max=1.0 - 1e-9)  # row + u stays below row + 1 after rounding
+    index = torch.searchsorted(flat, (row.double() + u).reshape(-1), right=True)
+    return (index.reshape(row.shape) - row * n_cells).clamp(0, n_cells - 1)
