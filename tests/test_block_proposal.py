@@ -139,16 +139,16 @@ def test_the_residue_pairs_proposal_is_registered_and_pairs_the_map():
 
 
 def test_inverse_cdf_draws_follow_each_rows_distribution():
-    """`_draw` (the proposal's sampler): counts per cell within 4.5 standard deviations of
+    """`draw_cells` (the proposals' sampler): counts per cell within 4.5 standard deviations of
     n p for rows with zero-probability cells at the start, middle and end; those never drawn."""
-    from ccg.training.product_proposal import _draw
+    from ccg.training.proposals import draw_cells
 
     g = torch.Generator().manual_seed(0)
     log_p = 2.0 * torch.randn(5, 40, generator=g, dtype=torch.float64)
     log_p[1, :3] = log_p[2, 10:20] = log_p[3, -5:] = -math.inf
     n = 400_000
     row = torch.randint(0, 5, (n,), generator=g)
-    cells = _draw(log_p, row, torch.rand(n, generator=g, dtype=torch.float64))
+    cells = draw_cells(log_p, row, torch.rand(n, generator=g, dtype=torch.float64))
     p = torch.softmax(log_p, dim=1)
     for r in range(5):
         m = int((row == r).sum())

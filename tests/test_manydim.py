@@ -290,20 +290,18 @@ def test_pareto_k_tells_a_too_narrow_flow(system, proposal):
     assert smoothed.log_w.max() <= samples[0.6].log_w.max()
 
 
-def test_pilot_averaging_each_z_over_several_r_resists_heavy_flow_weights(system):
-    # a flow 0.6x too narrow: weights with heavy tails, so one r per z makes a spiky fit
+def test_pilot_averaging_each_z_over_several_r_gives_a_normalized_proposal(system):
+    """r_per_z > 1 (each z's weights averaged over its r) gives a valid proposal. It does not
+    raise the proposal ESS here: with a flow 0.6x too narrow, over seeds 0-19 one r per z gave
+    a mean proposal ESS of 0.25 (multinomial sampler) / 0.29 (inverse-CDF sampler) and 8 r per
+    z 0.20 / 0.25 (experiments/peptide_reference/README.md), so nothing is asserted about it."""
     narrow = oracle_model(system, 0.6)
-
-    def proposal_ess(r_per_z: int, seed: int) -> float:
-        pilot = ccg.pilot_proposal(narrow, T, n_samples=4096, rounds=4, r_per_z=r_per_z,
-                                   generator=gen(seed))
-        parts = ccg.joint_ess_parts(narrow, T, proposal=pilot, n_z=4096, r_per_z=64,
-                                    generator=gen(100 + seed))
-        return parts["proposal"]
-
-    single = [proposal_ess(1, seed) for seed in (0, 1)]
-    averaged = [proposal_ess(8, seed) for seed in (0, 1)]
-    assert min(averaged) > max(single) + 0.02, (single, averaged)
+    pilot = ccg.pilot_proposal(narrow, T, n_samples=4096, rounds=4, r_per_z=8,
+                               generator=gen(0))
+    assert_normalized_torus_density(pilot, 4, T, gen(1), n=50_000)
+    parts = ccg.joint_ess_parts(narrow, T, proposal=pilot, n_z=4096, r_per_z=64,
+                                generator=gen(100))
+    assert 0.0 < parts["proposal"] <= 1.0
     for bad in (0, 2.0, True):
         with pytest.raises(ValueError, match="r_per_z"):
             ccg.pilot_proposal(narrow, T, r_per_z=bad)

@@ -39,6 +39,7 @@ from ccg.training.proposals import (
     Z_PROPOSALS,
     AdaptiveTorusProposal,
     ZProposal,
+    draw_cells,
     uniform_proposal,
 )
 
@@ -304,7 +305,7 @@ class ProductTorusProposal(ZProposal):
         temps = None if temperature_k is None else temperature_k.to(where)
         table, band = self._band_table(temps, n)
         blocks = torch.arange(self.n_blocks, device=where)
-        cells = _draw(table.reshape(-1, self.n_cells), band[:, None] * self.n_blocks + blocks,
+        cells = draw_cells(table.reshape(-1, self.n_cells), band[:, None] * self.n_blocks + blocks,
                       torch.rand(n, self.n_blocks, **kw))  # [n, n_blocks]
         bins = (cells[:, self._block_of] // self._place) % self.n_bins  # [n, d]
         inside = -math.pi + (bins + torch.rand(n, self.cg_dim, **kw)) * (TWO_PI / self.n_bins)
@@ -312,7 +313,7 @@ class ProductTorusProposal(ZProposal):
         explore = (torch.rand(n, self.n_blocks, **kw) < self.explore)[:, self._block_of]
         z = torch.where(explore, uniform, inside)
         if self.cooperative:
-            shared = _draw(self._shared_log_q(table), band[:, None],
+            shared = draw_cells(self._shared_log_q(table), band[:, None],
                            torch.rand(n, 1, **kw))  # [n, 1]
             bins = (shared // self._place[None, :]) % self.n_bins  # [n, d]
             offset = torch.randint(-COOPERATIVE_SPREAD, COOPERATIVE_SPREAD + 1,
@@ -457,17 +458,3 @@ def adaptive_proposal(model: BackmappingModel, *, t_min: float, t_max: float,
         return ProductTorusProposal(model.cg_dim, t_min, t_max, sharpness=sharpness)
     return AdaptiveTorusProposal(model.cg_dim, t_min, t_max, sharpness=sharpness)
 
-
-def _draw(log_p: torch.Tensor, row: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Cells drawn by inverse CDF: for each entry of `row` (any shape, int), a cell of the
-    distribution log_p[row] (log_p [n_rows, n_cells], normalized or not), using the uniform
-    u (same shape as row). One search in the rows' CDFs laid end to end, row k's on
-    (k, k + 1]; a cell of probability zero is never drawn (right-sided search)."""
-    n_rows, n_cells = log_p.shape
-    cdf = torch.cumsum(torch.softmax(log_p.double(), dim=1), dim=1)
-    cdf = cdf / cdf[:, -1:]
-    offset = torch.arange(n_rows, dtype=torch.float64, device=log_p.device)[:, None]
-    flat = (cdf + offset).reshape(-1)
-    u = u.double().clamp(max=1.0 - 1e-9)  # row + u stays below row + 1 after rounding
-    index = torch.searchsorted(flat, (row.double() + u).reshape(-1), right=True)
-    return (index.reshape(row.shape) - row * n_cells).clamp(0, n_cells - 1)

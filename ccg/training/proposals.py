@@ -306,15 +306,17 @@ class AdaptiveTorusProposal(ZProposal):
             average = self.probabilities()
             if average is None:
                 return self._uniform.sample(n, generator, dtype, device)
-            probs = average[None, :].expand(n, -1)
+            log_p, band = torch.log(average)[None], torch.zeros(n, dtype=torch.long,
+                                                               device=where)
         else:
             if temperature_k.shape != (n,):
                 raise ValueError(f"Expected temperature_k of shape [{n}] (K); got "
                                  f"{list(temperature_k.shape)}.")
-            probs = self.band_probabilities()[self._band_index(temperature_k.to(where))]
+            log_p = torch.log(self.band_probabilities())
+            band = self._band_index(temperature_k.to(where))
         kw = {"generator": generator, "dtype": torch.float64, "device": where}
         explore = torch.rand(n, **kw) < self.explore
-        bins = torch.multinomial(probs, 1, replacement=True, generator=generator)[:, 0]
+        bins = draw_cells(log_p, band, torch.rand(n, **kw))
         powers = self.n_bins ** torch.arange(self.cg_dim - 1, -1, -1, device=where)
         cells = (bins[:, None] // powers) % self.n_bins
         u = torch.rand(cells.shape, **kw)
@@ -346,3 +348,18 @@ def uniform_proposal(model: BackmappingModel, *, t_min: float, t_max: float,
         low, high = model.system.cg_bounds
         return UniformBox(low, high)
     return FrameProposal(proposal_frames(model, cg_frames, t_max, seed=seed))
+
+
+def draw_cells(log_p: torch.Tensor, row: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Cells drawn by inverse CDF: for each entry of `row` (any shape, int), a cell of the
+    distribution log_p[row] (log_p [n_rows, n_cells], normalized or not), using the uniform
+    u (same shape as row). One search in the rows' CDFs laid end to end, row k's on
+    (k, k + 1]; a cell of probability zero is never drawn (right-sided search)."""
+    n_rows, n_cells = log_p.shape
+    cdf = torch.cumsum(torch.softmax(log_p.double(), dim=1), dim=1)
+    cdf = cdf / cdf[:, -1:]
+    offset = torch.arange(n_rows, dtype=torch.float64, device=log_p.device)[:, None]
+    flat = (cdf + offset).reshape(-1)
+    u = u.double().clamp(max=1.0 - 1e-9)  # row + u stays below row + 1 after rounding
+    index = torch.searchsorted(flat, (row.double() + u).reshape(-1), right=True)
+    return (index.reshape(row.shape) - row * n_cells).clamp(0, n_cells - 1)
