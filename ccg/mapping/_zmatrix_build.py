@@ -153,12 +153,13 @@ class _Builder:
 
     def _general_refs(self, atom: int) -> tuple[int, int, int]:
         ks = self._placed_nbrs(atom)
+        near = bfs_distances(self.g, [atom]) if self.shallow_first else None
         for k in ks:
-            for j in self._candidates(self._placed_nbrs(k, (atom,)), k, (atom, k), atom, False):
+            for j in self._candidates(self._placed_nbrs(k, (atom,)), k, (atom, k), near, ()):
                 if sin_angle(self.xyz, atom, k, j) < MIN_SIN:
                     continue
                 first = self._placed_nbrs(k, (atom, j)) + self._placed_nbrs(j, (atom, k))
-                for i in self._candidates(first, k, (atom, k, j), atom, True):
+                for i in self._candidates(first, k, (atom, k, j), near, self.g.adjacency[atom]):
                     if sin_angle(self.xyz, k, j, i) >= MIN_SIN:
                         return (k, j, i)
         raise ValueError(
@@ -167,17 +168,15 @@ class _Builder:
             "at least 3 given atoms (for a bead map: at least 3 CG atoms per molecule)."
         )
 
-    def _candidates(self, first: list[int], k: int, exclude: tuple[int, ...], atom: int,
-                    bonded_first: bool):
+    def _candidates(self, first: list[int], k: int, exclude: tuple[int, ...],
+                    near: list[int] | None, bonded):
         """`first`, then (lazily) every other placed atom by graph distance from k. With
-        `shallow_first` (bead maps): every placed atom, those deeper than MAX_DEPTH last, the
-        rest nearest to `atom` first (by bonds), and with `bonded_first` a bond partner of
-        `atom` before any other."""
+        `shallow_first` (bead maps; `near`: bond distances from the atom being placed): every
+        placed atom, ranked `bonded` atoms first, then those at most MAX_DEPTH deep, then
+        nearest to the placed atom."""
         seen = set(first)
         rest = (b for b in self._placed_by_distance(k, exclude) if b not in seen)
-        if self.shallow_first:
-            bonded = self.g.adjacency[atom] if bonded_first else ()
-            near = bfs_distances(self.g, [atom])
+        if near is not None:
             yield from sorted([*first, *rest], key=lambda b: (
                 b not in bonded, self.depth[b] > MAX_DEPTH, near[b]))
             return

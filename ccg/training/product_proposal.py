@@ -305,8 +305,9 @@ class ProductTorusProposal(ZProposal):
         temps = None if temperature_k is None else temperature_k.to(where)
         table, band = self._band_table(temps, n)
         blocks = torch.arange(self.n_blocks, device=where)
-        cells = draw_cells(table.reshape(-1, self.n_cells), band[:, None] * self.n_blocks + blocks,
-                      torch.rand(n, self.n_blocks, **kw))  # [n, n_blocks]
+        rows = band[:, None] * self.n_blocks + blocks  # [n, n_blocks] rows of the flat table
+        cells = draw_cells(table.reshape(-1, self.n_cells), rows,
+                           torch.rand(n, self.n_blocks, **kw))  # [n, n_blocks]
         bins = (cells[:, self._block_of] // self._place) % self.n_bins  # [n, d]
         inside = -math.pi + (bins + torch.rand(n, self.cg_dim, **kw)) * (TWO_PI / self.n_bins)
         uniform = TWO_PI * torch.rand(n, self.cg_dim, **kw) - math.pi
@@ -314,7 +315,7 @@ class ProductTorusProposal(ZProposal):
         z = torch.where(explore, uniform, inside)
         if self.cooperative:
             shared = draw_cells(self._shared_log_q(table), band[:, None],
-                           torch.rand(n, 1, **kw))  # [n, 1]
+                                torch.rand(n, 1, **kw))  # [n, 1]
             bins = (shared // self._place[None, :]) % self.n_bins  # [n, d]
             offset = torch.randint(-COOPERATIVE_SPREAD, COOPERATIVE_SPREAD + 1,
                                    (n, self.cg_dim), generator=generator, device=where)
@@ -457,4 +458,3 @@ def adaptive_proposal(model: BackmappingModel, *, t_min: float, t_max: float,
     if model.cg_dim > MAX_ADAPTIVE_DIMS:
         return ProductTorusProposal(model.cg_dim, t_min, t_max, sharpness=sharpness)
     return AdaptiveTorusProposal(model.cg_dim, t_min, t_max, sharpness=sharpness)
-
