@@ -444,6 +444,24 @@ def test_hessian_through_the_hand_written_gradient_is_exact():
     torch.testing.assert_close(h1, h2, rtol=1e-9, atol=1e-6)
 
 
+def test_batch_chunks_give_the_whole_batch_answer():
+    # the pair terms evaluate a batch in chunks (`batch_chunk`, for the cache); the chunks must
+    # not change the answer: energies and gradients equal one whole-batch pass to rounding
+    system = ala5_obc2()
+    rng = np.random.default_rng(3)
+    x = torch.tensor(system.reference_positions[None] + rng.normal(0.0, 0.01, (600, 62, 3)))
+    xt = atom_major(x).requires_grad_(True)
+    pair_terms = {n: t for n, t in system._torch_terms.items() if hasattr(t, "batch_chunk")
+                  and t.batch_chunk(600) < 600}
+    assert {type(t).__name__ for t in pair_terms.values()} == {"GBSAOBCTerm", "NonbondedTerm"}
+    for name, term in pair_terms.items():
+        energy = term(xt)
+        (grad,) = torch.autograd.grad(energy.sum(), xt)
+        whole_e, whole_g = term._evaluate(xt.detach(), term._cast(xt), True)
+        torch.testing.assert_close(energy.detach(), whole_e, rtol=1e-12, atol=0, msg=name)
+        torch.testing.assert_close(grad, whole_g, rtol=1e-12, atol=1e-12, msg=name)
+
+
 def test_energy_without_gradient_needs_no_graph():
     system = ala5_obc2()
     x = torch.tensor(system.reference_positions[None])

