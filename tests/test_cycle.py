@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 
@@ -14,10 +16,10 @@ from test_training import CONVERGENCE_FLOW, CONVERGENCE_TRAIN, _config, _trainer
 from ccg import RunConfig, build_proposal
 from ccg.cli import main
 from ccg.constants import KB_KJMOL_PER_K
-from ccg.cycle import Cycle, CycleConfig
+from ccg.cycle import Cycle, CycleConfig, loop
 from ccg.free_energy.cg_model import FreeEnergyModel
 from ccg.io.cg_model_file import file_kind, load_cg_model, save_cg_model
-from ccg.io.model_file import ModelFileError
+from ccg.io.model_file import ModelFileError, load_model
 
 
 def _small_cycle(iterations: int) -> CycleConfig:
@@ -78,6 +80,30 @@ def test_cycle_recovers_the_double_well_free_energy_and_resumes(double_well_flow
         u_err = (obs["mean_energy_kjmol"] - system.mean_energy(z, t))[populated] / (
             KB_KJMOL_PER_K * t)
         assert float(u_err.abs().max()) <= 0.3, (t, float(u_err.abs().max()))
+
+
+def test_cycle_fine_tunes_with_the_energy_cut_the_flow_was_trained_with(
+        double_well_flow, tmp_path, monkeypatch):
+    # a lower cut than the flow's (training raises it for molecules with many fast
+    # coordinates) would soften physical energies and bias the fine-tuning
+    model, config = double_well_flow
+    model = copy.deepcopy(model)
+    model.metrics = {"energy_cut_kt": 1234.0}  # as training records it, after any raise
+    seen, real = [], loop.ReverseKL
+
+    def spy(m, *, energy_cut):
+        seen.append(energy_cut)
+        return real(m, energy_cut=energy_cut)
+
+    monkeypatch.setattr(loop, "ReverseKL", spy)
+    settings = dataclasses.replace(_small_cycle(1), finetune_steps=2)
+    cycle = Cycle(model, build_proposal(config, model), settings, tmp_path / "a", progress=False)
+    cycle.finetune(torch.zeros(8, 1, dtype=torch.float64))
+    assert seen == [1234.0]
+    cycle.save()  # kept in flow.pt, which --resume reads
+    assert load_model(tmp_path / "a" / "flow.pt").metrics["energy_cut_kt"] == 1234.0
+    model.metrics, model.run_config = {}, {"train": {"energy_cut": 321.0}}
+    assert Cycle(model, cycle.explore, settings, tmp_path / "b").energy_cut == 321.0
 
 
 # Measured (1 thread, the other core busy): flow 8 s, two iterations 13 s; on exact samples

@@ -47,7 +47,7 @@ from ccg.io.model_file import load_model, save_model
 from ccg.model import BackmappingModel
 from ccg.training.build import build_proposal
 from ccg.training.config import RunConfig, TrainConfig
-from ccg.training.losses import ReverseKL
+from ccg.training.losses import DEFAULT_ENERGY_CUT, ReverseKL
 from ccg.training.proposals import FrameProposal, ZProposal
 from ccg.training.run import train
 from ccg.training.trainer import Trainer, read_checkpoint
@@ -58,11 +58,24 @@ logger = logging.getLogger(__name__)
 def _training_evaluations(model) -> int | None:
     """Energy evaluations spent training a flow (steps x batch), from its model file's
     metrics and run config; None when they are not recorded."""
+    if "initial_flow_energy_evaluations" in model.metrics:  # a cycle's flow.pt (resume)
+        return model.metrics["initial_flow_energy_evaluations"]
     steps = model.metrics.get("steps")
     settings = model.run_config.get("train", {})
     if steps is None or "n_z" not in settings or "samples_per_z" not in settings:
         return None
     return int(steps) * int(settings["n_z"]) * int(settings["samples_per_z"])
+
+
+def _training_energy_cut(model) -> float:
+    """The energy cut (k_BT) the flow was trained with: the one its training recorded (after
+    any automatic raise), else its run config's `[train] energy_cut`, else the default. The
+    cycle fine-tunes with the same cut; a lower one would soften physical energies of a
+    molecule with many fast coordinates and bias the fine-tuning."""
+    recorded = model.metrics.get("energy_cut_kt")
+    if recorded is not None:
+        return float(recorded)
+    return float(model.run_config.get("train", {}).get("energy_cut", DEFAULT_ENERGY_CUT))
 
 
 def _finite(obj):
@@ -113,13 +126,15 @@ class Cycle:
         self.converged = False
         self.progress = progress
         self.initial_evaluations = _training_evaluations(model)
+        self.energy_cut = _training_energy_cut(model)
 
     # -- persistence -------------------------------------------------------------------------
     def save(self) -> None:
 
         summary = {"iterations": self.iteration, "energy_evaluations": self.evaluations,
                    "initial_flow_energy_evaluations": self.initial_evaluations,
-                   "wall_time_s": self.elapsed_s, "converged": self.converged}
+                   "wall_time_s": self.elapsed_s, "converged": self.converged,
+                   "energy_cut_kt": self.energy_cut}
         save_model(self.out / "flow.pt", self.model, metrics=summary,
                    run_config=self.model.run_config)
         save_cg_model(self.out / "cg_model.pt", self.cg_model, self.model.system, metrics=summary)
@@ -220,7 +235,8 @@ class Cycle:
                          checkpoint_every=10**9, checkpoint_minutes=10.0**9,
                          seed=c.seed + 1000 * self.iteration + 1,
                          device=str(next(self.model.flow.parameters()).device))
-        trainer = Trainer(self.model, ReverseKL(self.model), FrameProposal(z_pool.float()), tc,
+        loss = ReverseKL(self.model, energy_cut=self.energy_cut)
+        trainer = Trainer(self.model, loss, FrameProposal(z_pool.float()), tc,
                           self.out / "finetune", progress=self.progress)
         trainer.run()
         self.model.flow.eval()
