@@ -36,13 +36,14 @@ N_GROUPS = 20
 """Walker groups used as batches for the standard errors."""
 
 
-def walk(cg_model, temperature_k: float, walkers: int, steps: int,
+def walk(cg_model, temperature_k: float, walkers: int, steps: int, dt_ps: float,
          generator: torch.Generator) -> tuple[np.ndarray, float]:
     """Frames [walkers, n_kept, d] of MALA on F_theta from uniform starts (second half kept)
     and the acceptance."""
     d = cg_model.cg_dim
     start = (torch.rand(walkers, d, generator=generator, dtype=torch.float64) * 2 - 1) * math.pi
-    run = ccg.simulate(cg_model, start, temperature_k, steps, save_every=10, generator=generator)
+    run = ccg.simulate(cg_model, start, temperature_k, steps, dt_ps=dt_ps, save_every=10,
+                       generator=generator)
     frames = run.frames.transpose(0, 1).numpy()
     return frames[:, frames.shape[1] // 2:], run.acceptance
 
@@ -54,6 +55,8 @@ def main() -> None:
     parser.add_argument("--temperatures", type=float, nargs="+", default=[300.0, 450.0, 600.0])
     parser.add_argument("--walkers", type=int, default=1000)
     parser.add_argument("--steps", type=int, default=20000, help="MALA steps per walker")
+    parser.add_argument("--dt", type=float, default=0.01,
+                        help="MALA time step (ps; D = 0.25 rad^2/ps, as `ccg simulate`)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -70,13 +73,15 @@ def main() -> None:
     pairs = [ccg.resolve_dims(g.name.split("/"), names) for g in groups]
     generator = torch.Generator().manual_seed(args.seed)
     print(f"CG model {args.cg_model}: {', '.join(names)}, fitted over {cg_model.t_range} K; "
-          f"reference {', '.join(args.remd)}; {args.walkers} walkers x {args.steps} MALA steps")
+          f"reference {', '.join(args.remd)}; {args.walkers} walkers x {args.steps} MALA steps "
+          f"of {args.dt} ps")
     print("| T (K) | residue | RMSE (kT) | noise: CG / REMD (kT) | bins | "
           + " | ".join(f"{s}: CG / REMD (%)" for s in labels) + " |")
     print("|---|---|---|---|---|" + "---|" * len(labels))
     joint_rows = []
     for t, temp in enumerate(args.temperatures):
-        frames, acceptance = walk(cg_model, temp, args.walkers, args.steps, generator)
+        frames, acceptance = walk(cg_model, temp, args.walkers, args.steps, args.dt,
+                                      generator)
         batch = np.arange(args.walkers) * N_GROUPS // args.walkers  # walker -> group
         flat = frames.reshape(-1, frames.shape[-1])
         group_of = np.repeat(batch, frames.shape[1])
