@@ -449,10 +449,10 @@ def test_batch_chunks_give_the_whole_batch_answer():
     # not change the answer: energies and gradients equal one whole-batch pass to rounding
     system = ala5_obc2()
     rng = np.random.default_rng(3)
-    x = torch.tensor(system.reference_positions[None] + rng.normal(0.0, 0.01, (600, 62, 3)))
+    x = torch.tensor(system.reference_positions[None] + rng.normal(0.0, 0.01, (2048, 62, 3)))
     xt = atom_major(x).requires_grad_(True)
     pair_terms = {n: t for n, t in system._torch_terms.items() if hasattr(t, "batch_chunk")
-                  and t.batch_chunk(600) < 600}
+                  and t.batch_chunk(2048) < 2048}
     assert {type(t).__name__ for t in pair_terms.values()} == {"GBSAOBCTerm", "NonbondedTerm"}
     for name, term in pair_terms.items():
         energy = term(xt)
