@@ -6,6 +6,8 @@ import copy
 import dataclasses
 import json
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from ccg import RunConfig, build_proposal
 from ccg.cli import main
 from ccg.constants import KB_KJMOL_PER_K
 from ccg.cycle import Cycle, CycleConfig, loop
+from ccg.errors import Interrupted
 from ccg.free_energy.cg_model import FreeEnergyModel
 from ccg.io.cg_model_file import file_kind, load_cg_model, save_cg_model
 from ccg.io.model_file import ModelFileError, load_model
@@ -104,6 +107,32 @@ def test_cycle_fine_tunes_with_the_energy_cut_the_flow_was_trained_with(
     assert load_model(tmp_path / "a" / "flow.pt").metrics["energy_cut_kt"] == 1234.0
     model.metrics, model.run_config = {}, {"train": {"energy_cut": 321.0}}
     assert Cycle(model, cycle.explore, settings, tmp_path / "b").energy_cut == 321.0
+
+
+def test_a_stop_during_estimation_does_not_wait_for_the_iteration(
+        double_well_flow, tmp_path, monkeypatch):
+    # estimation is most of an iteration on a peptide (minutes): Ctrl-C is honoured between
+    # its blocks, before the refit and the save, and the last saved state is untouched
+    model, config = double_well_flow
+    model = copy.deepcopy(model)
+    calls, real = [], loop.estimate_free_energy
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["n_samples"])
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C would, mid-estimation
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "estimate_free_energy", spy)
+    settings = dataclasses.replace(_small_cycle(1), samples_per_point=1024, finetune_steps=2)
+    cycle = Cycle(model, build_proposal(config, model), settings, tmp_path, progress=False)
+    handler = signal.getsignal(signal.SIGINT)  # (pytest-xdist workers ignore SIGINT)
+    with pytest.raises(Interrupted) as stopped:
+        cycle.run()
+    assert stopped.value.signum == signal.SIGINT and stopped.value.checkpoint is None
+    assert len(calls) == 1  # of 8 blocks (2 temperatures x 64 points / 16 per block)
+    assert cycle.iteration == 0 and not (tmp_path / "cycle_state.pt").exists()
+    assert signal.getsignal(signal.SIGINT) is handler  # the handler is restored
 
 
 # Measured (1 thread, the other core busy): flow 8 s, two iterations 13 s; on exact samples
@@ -264,7 +293,8 @@ def test_cycle_command_trains_an_initial_flow_and_resumes(tmp_path, capsys):
     out = tmp_path / "cycle"
     argv = ["cycle", "--system", "double-well", "--initial-minutes", "0.02", "--temperatures",
             "300", "600", "--points", "16", "--samples", "16", "--finetune-steps", "2",
-            "--fit-steps", "5", "--out", str(out), "--no-progress"]
+            "--fit-steps", "5", "--langevin-steps", "100", "--walkers", "8", "--out", str(out),
+            "--no-progress"]
     assert main([*argv, "--iterations", "1"]) == 0
     text = capsys.readouterr().out
     assert "for the initial flow" in text and (out / "initial" / "model.pt").is_file()

@@ -51,6 +51,10 @@ def add_parser(sub) -> None:
                    help="learning rate of the flow's fine-tuning")
     p.add_argument("--finetune-at-estimation-temperatures", action="store_true",
                    help="fine-tune the flow only at --temperatures (transfer studies)")
+    p.add_argument("--langevin-steps", type=int, default=c.langevin_steps,
+                   help="CG Langevin steps per walker on F_theta, per temperature and iter.")
+    p.add_argument("--walkers", type=int, default=c.langevin_walkers,
+                   help="CG Langevin walkers per temperature")
     p.add_argument("--fit-steps", type=int, default=c.fit_steps,
                    help="F_theta fit steps (first iter.)")
     p.add_argument("--chi2-max", type=float, default=c.chi2_max,
@@ -75,6 +79,7 @@ def _cycle_config(args: argparse.Namespace) -> ccg.CycleConfig:
         explore_fraction=args.explore_fraction, finetune_steps=args.finetune_steps,
         finetune_lr=args.finetune_lr,
         train_only_at_estimation_temperatures=args.finetune_at_estimation_temperatures,
+        langevin_steps=args.langevin_steps, langevin_walkers=args.walkers,
         fit_steps=args.fit_steps, chi2_max=args.chi2_max, ess_target=args.ess_target,
         seed=args.seed,
     ).validate()

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from ccg._signals import stop_requests
+from ccg._signals import StopRequest, stop_requests
 from ccg.cycle.config import CycleConfig
 from ccg.cycle.plots import plot_cycle
 from ccg.errors import Interrupted
@@ -45,14 +45,14 @@ from ccg.io.atomic import atomic_torch_save, atomic_write_text, load_torch_state
 from ccg.io.cg_model_file import load_cg_model, save_cg_model
 from ccg.io.model_file import load_model, save_model
 from ccg.model import BackmappingModel
-from ccg.training.build import build_proposal
-from ccg.training.config import RunConfig, TrainConfig
+from ccg.training.config import TrainConfig
 from ccg.training.losses import DEFAULT_ENERGY_CUT, ReverseKL
 from ccg.training.proposals import FrameProposal, ZProposal
-from ccg.training.run import train
-from ccg.training.trainer import Trainer, read_checkpoint
+from ccg.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
+
+_ESTIMATE_SAMPLES = 16384  # samples per estimation block (and per estimator chunk)
 
 
 def _training_evaluations(model) -> int | None:
@@ -127,6 +127,7 @@ class Cycle:
         self.progress = progress
         self.initial_evaluations = _training_evaluations(model)
         self.energy_cut = _training_energy_cut(model)
+        self._stop: StopRequest | None = None  # set by `run`
 
     # -- persistence -------------------------------------------------------------------------
     def save(self) -> None:
@@ -246,12 +247,22 @@ class Cycle:
                 "finetune_nonfinite": trainer.nonfinite_total}
 
     def estimate(self, z: torch.Tensor, temperature_k: float) -> ObservableSet:
-
-        est = estimate_free_energy(self.model, z.float(), temperature_k,
-                                   n_samples=self.config.samples_per_point, mean_force=True,
-                                   generator=self.generator)
-        self.evaluations += z.shape[0] * self.config.samples_per_point
-        return ObservableSet.from_estimates(z, temperature_k, est)
+        """Estimates at z [n, d] in blocks of `_ESTIMATE_SAMPLES` samples (the estimator's own
+        chunks, so the same numbers as one call), checking for a stop request between blocks:
+        estimation is most of an iteration on a peptide, and a stop should not wait for it."""
+        k = self.config.samples_per_point
+        block = max(1, _ESTIMATE_SAMPLES // k)
+        parts = []
+        for start in range(0, z.shape[0], block):
+            if self._stop is not None and self._stop.requested:
+                raise Interrupted(self._stop.signum)
+            zb = z[start:start + block]
+            est = estimate_free_energy(self.model, zb.float(), temperature_k, n_samples=k,
+                                       mean_force=True, chunk_size=_ESTIMATE_SAMPLES,
+                                       generator=self.generator)
+            self.evaluations += zb.shape[0] * k
+            parts.append(ObservableSet.from_estimates(zb, temperature_k, est))
+        return ObservableSet.cat(parts)
 
     def refit(self) -> dict:
 
@@ -321,25 +332,32 @@ class Cycle:
         """Iterate until converged, `iterations` done, or the time budget would be exceeded.
 
         Raises:
-            Interrupted: SIGINT / SIGTERM. The state of the last finished iteration is on disk
-                (saved after every iteration); a resumed run repeats the interrupted one.
+            Interrupted: SIGINT / SIGTERM, honoured between fine-tuning steps and between
+                estimation blocks (seconds, not the rest of the iteration). The state of the
+                last finished iteration is on disk (saved after every iteration); this object
+                is then mid-iteration: continue with `Cycle.resume`, which repeats the
+                interrupted iteration.
         """
         c = self.config
         with stop_requests() as stop:
-            while self.iteration < c.max_iterations and not self.converged:
-                if c.minutes is not None and self.metrics:
-                    last = self.metrics[-1]["wall_time_s"] / len(self.metrics)
-                    if self.elapsed_s + last > 60 * c.minutes:
-                        logger.info("cycle: stopping before iteration %d: the next one (~%.0f "
-                                    "s) would exceed --minutes %s", self.iteration + 1, last,
-                                    c.minutes)
-                        break
-                try:
-                    self._iterate()
-                except Interrupted as stopped:
-                    raise self._interrupted(stopped.signum) from None
-                if stop.requested:
-                    raise self._interrupted(stop.signum)
+            self._stop = stop
+            try:
+                while self.iteration < c.max_iterations and not self.converged:
+                    if c.minutes is not None and self.metrics:
+                        last = self.metrics[-1]["wall_time_s"] / len(self.metrics)
+                        if self.elapsed_s + last > 60 * c.minutes:
+                            logger.info("cycle: stopping before iteration %d: the next one "
+                                        "(~%.0f s) would exceed --minutes %s",
+                                        self.iteration + 1, last, c.minutes)
+                            break
+                    try:
+                        self._iterate()
+                    except Interrupted as stopped:
+                        raise self._interrupted(stopped.signum) from None
+                    if stop.requested:
+                        raise self._interrupted(stop.signum)
+            finally:
+                self._stop = None
         return self.metrics
 
     def _interrupted(self, signum: int) -> Interrupted:
@@ -360,63 +378,3 @@ class Cycle:
                     "(values/forces/<U>): %s; %d points, %.2f M energy evaluations, %.0f s",
                     row["iteration"], row["median_ess"], row["p10_ess"], held_out,
                     row["n_points"], row["energy_evaluations"] / 1e6, row["wall_time_s"])
-
-
-def run_cycle(out_dir: str | Path, config: CycleConfig | None = None, *,
-              init: BackmappingModel | None = None, run_config: RunConfig | None = None,
-              cg_frames: str | Path | None = None, resume: bool = False,
-              progress: bool = True) -> Cycle:
-    """Run the cycle into `out_dir` and return it (converged or out of budget).
-
-    Args:
-        out_dir: output folder: flow.pt, cg_model.pt, cycle_state.pt, metrics.json, cycle.png
-            after every iteration (and `initial/` when a flow is first trained).
-        config: the cycle's settings (default `CycleConfig()`).
-        init: the flow to start from (for example `load_model("model.pt")`); without it a
-            flow is first trained as `run_config` says (`train`).
-        run_config: how the flow was (or is to be) trained; default: the one stored with
-            `init`, else `RunConfig()`. It also gives the exploration proposal.
-        cg_frames: bead maps: CG frames for the exploration proposal.
-        resume: continue the run in `out_dir` after its last finished iteration.
-        progress: show progress bars.
-    """
-    config = CycleConfig() if config is None else config
-    out = Path(out_dir)
-    if resume and (out / "flow.pt").is_file():
-        model = load_model(out / "flow.pt")
-    elif resume and (out / "initial" / "checkpoint.pt").is_file():
-        # interrupted while training the initial flow: finish that first, as it was configured
-        stored = read_checkpoint(out / "initial" / "checkpoint.pt")["metadata"]["run_config"]
-        run_config = RunConfig.from_dict(stored).validate()
-        logger.info("resuming the initial flow's training in %s/", out / "initial")
-        model, summary = train(run_config, out / "initial", resume=True, progress=progress)
-        model.run_config, model.metrics = run_config.to_dict(), summary
-        resume = False  # no cycle iteration has finished yet
-    elif resume:
-        raise FileNotFoundError(f"Nothing to resume in {out} (no flow.pt, no "
-                                "initial/checkpoint.pt). Run without --resume.")
-    elif init is not None:
-        model = init
-    else:
-        run_config = (run_config or RunConfig()).validate()
-        logger.info("no initial flow: training one for %s -> %s/", _budget(run_config),
-                    out / "initial")
-        model, summary = train(run_config, out / "initial", progress=progress)
-        model.run_config, model.metrics = run_config.to_dict(), summary
-    if run_config is None:
-        run_config = RunConfig.from_dict(model.run_config) if model.run_config else RunConfig()
-    if cg_frames is not None:
-        run_config.map.cg_frames = str(cg_frames)
-    explore = build_proposal(run_config.validate(), model)
-    if resume:
-        cycle = Cycle.resume(out, explore, config, progress=progress)
-        logger.info("resuming %s after iteration %d", out, cycle.iteration)
-    else:
-        cycle = Cycle(model, explore, config, out, progress=progress)
-    cycle.run()
-    return cycle
-
-
-def _budget(config: RunConfig) -> str:
-    t = config.train
-    return f"{t.minutes} min" if t.minutes is not None else f"{t.steps} steps"
