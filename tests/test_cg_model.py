@@ -76,6 +76,26 @@ def test_observables_are_the_derivatives_of_beta_f():
     assert obs["beta_f_std"].shape == (7,) and bool((obs["beta_f_std"] > 0).all())
 
 
+def test_members_share_the_features_of_shared_points():
+    # features can be costly (contacts rebuild the chain at z): computed once per point, not
+    # once per member, and the same numbers as the per-member batch path
+    class Counting(_Circle):
+        rows = 0
+
+        def cg_features(self, z):
+            Counting.rows += z.shape[0]
+            return super().cg_features(z)
+
+    model = _random_model(Counting(), scale=3.0)
+    z = torch.linspace(-3.0, 3.0, 9, dtype=torch.float64)[:, None]
+    b = torch.linspace(0.5, 1.0, 9, dtype=torch.float64)
+    shared = model.member_beta_f(z, b)
+    assert Counting.rows == 9
+    per_member = model.member_beta_f(z.expand(2, -1, -1), b.expand(2, -1))
+    assert Counting.rows == 9 + 18
+    torch.testing.assert_close(shared, per_member, rtol=0, atol=1e-12)
+
+
 def test_value_term_ignores_a_constant_per_temperature():
     system = make_analytic("double-well")
     model = _random_model(CoordinateSplitMap(system.dim, system.cg_dim))

@@ -109,9 +109,12 @@ class FreeEnergyModel(torch.nn.Module):
         b = T_ref / T: [B] or [M, B].
         """
         m = self.n_members
-        if z.ndim == 2:
-            z, b = z.expand(m, *z.shape), b.expand(m, *b.shape)
-        feats = self.cg_map.cg_features(z.reshape(-1, z.shape[-1])).reshape(m, z.shape[1], -1)
+        if z.ndim == 2:  # features once, shared by the members (contacts rebuild the chain)
+            feats = self.cg_map.cg_features(z).expand(m, -1, -1)
+            b = b.expand(m, *b.shape)
+        else:
+            feats = self.cg_map.cg_features(z.reshape(-1, z.shape[-1])).reshape(
+                m, z.shape[1], -1)
         outs = self.net(torch.cat([feats, (b - 1.0)[..., None]], dim=-1))  # [M, B, 2]
         return b * outs[..., 0] - outs[..., 1]
 
