@@ -2,35 +2,9 @@
 `amber99_obc.xml` creates it) and the CustomGBForce of `implicit/obc2.xml` and
 `implicit/gbn2.xml`, batched over configurations like the terms of `_torch_terms`.
 
-Every formula below is the one OpenMM's Reference platform evaluates (`ReferenceObc.cpp` for
-GBSAOBCForce, the Lepton expressions of `openmm/app/internal/customgbforces.py` for the
-CustomGBForce), so float64 energies and forces agree with it to rounding. Lengths in nm,
+Every formula (Born radii, energy, constants: `_gb_math`) is the one OpenMM's Reference
+platform evaluates, so float64 energies and forces agree with it to rounding. Lengths in nm,
 energies in kJ/mol, charges in e.
-
-Born radii (both forms). For each atom i with radius rho_i and offset radius
-or_i = rho_i - offset, and every other atom j with scaled offset radius sr_j, at distance r:
-
-    U = r + sr_j,  L = max(or_i, |r - sr_j|)
-    H_ij = 1/L - 1/U + (r - sr_j^2/r) (1/U^2 - 1/L^2) / 4 + log(L/U) / (2 r)   if or_i < U, else 0
-    psi_i = or_i / 2 * sum_j H_ij
-    B_i = 1 / (1/or_i - tanh(alpha psi_i - beta psi_i^2 + gamma psi_i^3) / rho_i)
-
-GBSAOBCForce adds 2 (1/or_i - 1/L) to H_ij when atom i lies inside atom j's scaled sphere
-(or_i < sr_j - r, Tinker's correction); the CustomGBForce expressions do not. GBn2 adds a neck
-term to the sum: psi_i = or_i (sum_j H_ij / 2 + s_neck sum_j N_ij) with
-N_ij = m0_ij / (1 + 100 (r - d0_ij)^2 + 3e5 (r - d0_ij)^6) where r <= rho_i + rho_j + neckCut,
-m0, d0 read from the force's tabulated functions `getm0`, `getd0` at the atoms' `radindex`.
-
-Energy: with pre = -k_e (1/eps_solute - 1/eps_solvent),
-
-    E = sum_i pre q_i^2 / (2 B_i) + sum_{i<j} pre q_i q_j / f_ij
-        + sum_i 4 pi sigma_SA (rho_i + 0.14)^2 (rho_i / B_i)^6,
-    f_ij = sqrt(r^2 + B_i B_j exp(-r^2 / (4 B_i B_j))),
-
-k_e = ONE_4PI_EPS0 for GBSAOBCForce and the literal 138.935485 of the CustomGBForce
-expressions, whose surface term is the literal 28.3919551 and whose salt screening (kappa > 0)
-replaces 1/eps_solvent by exp(-kappa B_i) / eps_solvent (self) and exp(-kappa f_ij) /
-eps_solvent (pairs).
 
 A CustomGBForce is compiled only if it is exactly one of the models that `_gb_recognize`
 recognizes; anything else raises `UnsupportedForce` and OpenMM evaluates the force.
@@ -47,6 +21,14 @@ import numpy as np
 import openmm
 import torch
 
+from ccg.systems._gb_math import (
+    OBC2,
+    OBC_OFFSET_NM,
+    PROBE_RADIUS_NM,
+    hct_integral,
+    neck_integral,
+    pair_sum,
+)
 from ccg.systems._gb_recognize import (
     ACE_CUSTOM,
     K_E_CUSTOM,
@@ -66,87 +48,6 @@ from ccg.systems._torch_terms import (
     energy_with_gradient,
     pair_chunk,
 )
-
-_PROBE_RADIUS_NM = 0.14
-"""Solvent probe radius of the surface-area (ACE) term, nm (OpenMM's ObcParameters)."""
-_OBC_OFFSET_NM = 0.009
-"""Dielectric offset of GBSAOBCForce, nm (fixed in OpenMM's ObcParameters)."""
-_OBC2 = (1.0, 0.8, 4.85)
-"""(alpha, beta, gamma) of OBC type II (Onufriev, Bashford, Case 2004)."""
-
-
-# --- the shared math ------------------------------------------------------------------------
-
-
-def _hct_integral(
-    r: torch.Tensor,
-    inv_r: torch.Tensor,
-    or_i: torch.Tensor,
-    sr_j: torch.Tensor,
-    sr2_j: torch.Tensor,
-    *,
-    engulf: bool,
-    need_grad: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The descreening integral H_ij [P, B] of atom j on atom i and dH_ij/dr (module docstring).
-
-    r, inv_r: distances and their inverses [P, B]; or_i, sr_j, sr2_j: [P, 1] offset radius of
-    i, scaled offset radius of j and its square. `engulf` adds GBSAOBCForce's correction for
-    atom i inside atom j's sphere. dH/dr is None unless `need_grad`.
-
-    The derivative: U = r + sr_j and L = r - sr_j depend on r, but dH/dU and dH/dL vanish
-    there, so only the explicit r-dependence counts. Where atom i lies inside atom j's scaled
-    sphere (L = sr_j - r > or_i) dH/dL = 2 (r - sr_j) / L^3 does not vanish and adds 2 / L^2;
-    GBSAOBCForce's correction 2 (1/or_i - 1/L) cancels exactly that, so with `engulf` the
-    explicit derivative is the whole derivative.
-    """
-    upper = r + sr_j
-    lower = torch.maximum((r - sr_j).abs(), or_i)
-    inv_ul = 1.0 / (upper * lower)  # one division for both inverses
-    inv_u = lower * inv_ul
-    inv_l = upper * inv_ul
-    diff2 = inv_u * inv_u - inv_l * inv_l
-    log_term = torch.log(lower * inv_u) * inv_r
-    h = inv_l - inv_u + 0.25 * (r - sr2_j * inv_r) * diff2 + 0.5 * log_term
-    dh = None
-    if need_grad:
-        dh = 0.25 * (1.0 + sr2_j * inv_r * inv_r) * diff2 - 0.5 * log_term * inv_r
-    inside_j = or_i < sr_j - r  # then L = sr_j - r
-    if engulf:
-        h = h + torch.where(inside_j, 2.0 * (1.0 / or_i - inv_l), 0.0)
-    elif dh is not None:
-        dh = dh + torch.where(inside_j, 2.0 * inv_l * inv_l, 0.0)
-    # Where or_i >= U the integral is 0 (at equality L = U and every part of h is exactly 0).
-    overlaps = or_i < upper
-    h = torch.where(overlaps, h, 0.0)
-    if dh is not None:
-        dh = torch.where(overlaps, dh, 0.0)
-    return h, dh
-
-
-def _neck_integral(
-    r: torch.Tensor, cut: torch.Tensor, m0: torch.Tensor, d0: torch.Tensor, need_grad: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """GBn2's neck term N = m0 / (1 + 100 x^2 + 3e5 x^6), x = r - d0, where r <= cut; dN/dr."""
-    dr = r - d0
-    dr2 = dr * dr
-    dr4 = dr2 * dr2
-    inv_den = 1.0 / (1.0 + 100.0 * dr2 + 300000.0 * dr4 * dr2)
-    near = r <= cut
-    value = torch.where(near, m0 * inv_den, 0.0)
-    if not need_grad:
-        return value, None
-    slope = -value * inv_den * (200.0 * dr + 1800000.0 * dr4 * dr)
-    return value, torch.where(near, slope, 0.0)
-
-
-def _pair_sum(
-    n_atoms: int, i: torch.Tensor, j: torch.Tensor, t_ij: torch.Tensor, t_ji: torch.Tensor
-) -> torch.Tensor:
-    """S_a = sum over pairs of t_ij where a = i plus t_ji where a = j: [n_atoms, B]."""
-    out = t_ij.new_zeros((n_atoms, t_ij.shape[1]))
-    return out.index_add(0, i, t_ij).index_add(0, j, t_ji)
-
 
 _NOT_FUSED = {name: np.zeros((0, 1)) for name in ("nb_coulomb", "nb_a12", "nb_a6")}
 """The nonbonded arrays of a term not fused with a nonbonded term."""
@@ -253,17 +154,17 @@ class _GBTerm(TorchTerm):
         r = r2 * inv_r
 
         # Born radii.
-        t_ij, dt_ij = _hct_integral(
+        t_ij, dt_ij = hct_integral(
             r, inv_r, or_i, sr_j, sr2_j, engulf=self.engulf, need_grad=need_grad
         )
-        t_ji, dt_ji = _hct_integral(
+        t_ji, dt_ji = hct_integral(
             r, inv_r, or_j, sr_i, sr2_i, engulf=self.engulf, need_grad=need_grad
         )
         if self.neck_scale:
             # psi = or (sum H / 2 + s sum N) = or / 2 sum (H + 2 s N).
             scale = 2.0 * self.neck_scale
-            n_ij, dn_ij = _neck_integral(r, neck_cut, m0_ij, d0_ij, need_grad)
-            n_ji, dn_ji = _neck_integral(r, neck_cut, m0_ji, d0_ji, need_grad)
+            n_ij, dn_ij = neck_integral(r, neck_cut, m0_ij, d0_ij, need_grad)
+            n_ji, dn_ji = neck_integral(r, neck_cut, m0_ji, d0_ji, need_grad)
             t_ij = t_ij + scale * n_ij
             t_ji = t_ji + scale * n_ji
             if need_grad:
@@ -272,7 +173,7 @@ class _GBTerm(TorchTerm):
         if inside is not None:
             t_ij = torch.where(inside, t_ij, 0.0)
             t_ji = torch.where(inside, t_ji, 0.0)
-        psi = half_or * _pair_sum(self.n_atoms, i, j, t_ij, t_ji)
+        psi = half_or * pair_sum(self.n_atoms, i, j, t_ij, t_ji)
         tanh = torch.tanh(psi * (alpha - psi * (beta - gamma * psi)))
         born = 1.0 / (inv_or - tanh * inv_rho)
         inv_born = 1.0 / born
@@ -372,7 +273,7 @@ class GBSAOBCTerm(_GBTerm):
             [[_md(v) for v in force.getParticleParameters(p)] for p in range(n)], dtype=np.float64
         ).reshape(n, 3)
         charge, rho, scale = rows[:, 0], rows[:, 1], rows[:, 2]
-        offset_radius = rho - _OBC_OFFSET_NM
+        offset_radius = rho - OBC_OFFSET_NM
         if n and offset_radius.min() <= 0.0:
             raise UnsupportedForce("an atom has a radius <= the 0.009 nm dielectric offset")
         scaled = offset_radius * scale
@@ -409,12 +310,12 @@ class GBSAOBCTerm(_GBTerm):
             half_or=0.5 * offset_radius[:, None],
             inv_or=1.0 / offset_radius[:, None],
             inv_rho=1.0 / rho[:, None],
-            alpha=_OBC2[0] * column,
-            beta=_OBC2[1] * column,
-            gamma=_OBC2[2] * column,
+            alpha=OBC2[0] * column,
+            beta=OBC2[1] * column,
+            gamma=OBC2[2] * column,
             q2=0.5 * pre * charge[:, None] ** 2,
             q2_salt=empty,
-            ace_coef=surface * (rho[:, None] + _PROBE_RADIUS_NM) ** 2,
+            ace_coef=surface * (rho[:, None] + PROBE_RADIUS_NM) ** 2,
             ace_rho=rho[:, None],
             **_NOT_FUSED,
         )
@@ -448,9 +349,9 @@ class CustomGBTerm(_GBTerm):
         if model.tables:
             alpha, beta, gamma = table[:, 3], table[:, 4], table[:, 5]
         else:
-            alpha = np.full(n, _OBC2[0])
-            beta = np.full(n, _OBC2[1])
-            gamma = np.full(n, _OBC2[2])
+            alpha = np.full(n, OBC2[0])
+            beta = np.full(n, OBC2[1])
+            gamma = np.full(n, OBC2[2])
         i, j = _pair_matrix(n)
         self.n_atoms = n
         # With salt, exp(-kappa B) or exp(-kappa f) multiplies the 1/eps_solvent part only.
@@ -480,7 +381,7 @@ class CustomGBTerm(_GBTerm):
             gamma=gamma[:, None],
             q2=self_pre * charge[:, None] ** 2,
             q2_salt=0.5 * K_E_CUSTOM * self_inv_out * charge[:, None] ** 2,
-            ace_coef=(ACE_CUSTOM * (ace_rho + _PROBE_RADIUS_NM) ** 2)[:, None],
+            ace_coef=(ACE_CUSTOM * (ace_rho + PROBE_RADIUS_NM) ** 2)[:, None],
             ace_rho=ace_rho[:, None],
             **_NOT_FUSED,
         )
