@@ -111,3 +111,46 @@ def test_contacts_on_a_non_torsion_map_is_a_config_error():
                                       "train": {"steps": 1}})
     with pytest.raises(ccg.ConfigError, match="contacts needs a torsion map"):
         ccg.build_model(config)
+
+
+@pytest.mark.parametrize("cg", ["phi-psi+contacts", "backbone"])
+def test_cached_feature_jacobian_gives_the_same_fit(cg):
+    # the fit keeps each point's features and their Jacobian (forward-mode autograd) instead
+    # of differentiating the features at every step: the same observables, loss and gradients
+    from ccg.free_energy.cg_model import FreeEnergyModel
+    from ccg.free_energy.fit import FitConfig, ObservableSet, multimodal_loss
+
+    name, _, extra = cg.partition("+")
+    built = ccg.build_model(_config(cg=name, **({"contacts": True} if extra else {})))
+    cg_map = built.double().cg_map
+    torch.manual_seed(0)
+    f_model = FreeEnergyModel(cg_map, t_ref=300.0, t_range=(300.0, 600.0), hidden=16,
+                              n_layers=2, n_members=3).double()
+    x = torch.as_tensor(built.system.reference_positions, dtype=torch.float64)
+    z0 = cg_map.coarse_grain(x[None])
+    z = z0 + 0.05 * torch.randn(24, z0.shape[1], dtype=torch.float64)
+    feats, jac = f_model.feature_jacobian(z)
+    assert jac.shape == (*feats.shape, z.shape[1])
+    full = torch.autograd.functional.jacobian(cg_map.cg_features, z)  # [B, F, B, d]
+    torch.testing.assert_close(jac, torch.stack([full[b, :, b] for b in range(24)]),
+                               rtol=1e-12, atol=1e-12)
+    t = torch.linspace(300.0, 600.0, 24, dtype=torch.float64)
+    for members in (False, True):
+        direct = f_model.observables(z, t, members=members)
+        cached = f_model.observables_of_features(feats, jac, t, members=members)
+        for key, value in direct.items():
+            torch.testing.assert_close(cached[key], value, rtol=1e-12, atol=1e-12)
+    ones, zero = torch.ones(24, dtype=torch.float64), torch.zeros(24, dtype=torch.float64)
+    data = ObservableSet(z=z, temperature_k=t, beta_f=zero, beta_f_err=ones,
+                         mean_force=torch.zeros_like(z), mean_force_err=torch.ones_like(z),
+                         mean_energy=zero, mean_energy_err=ones, ess=ones)
+    grads = []
+    for features in (None, (feats, jac)):
+        f_model.zero_grad()
+        loss, _ = multimodal_loss(f_model, data, FitConfig(), torch.arange(0, 24, 2),
+                                  features=features)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in f_model.parameters()]))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-12, atol=0)
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)

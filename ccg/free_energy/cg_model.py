@@ -22,6 +22,7 @@ import itertools
 import math
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 from ccg._checks import check_finite, check_shape, check_temperature
 from ccg.constants import KB_KJMOL_PER_K
@@ -115,8 +116,29 @@ class FreeEnergyModel(torch.nn.Module):
         else:
             feats = self.cg_map.cg_features(z.reshape(-1, z.shape[-1])).reshape(
                 m, z.shape[1], -1)
+        return self._beta_f_of_features(feats, b)
+
+    def _beta_f_of_features(self, feats: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """beta F [M, B] of every member from features [M, B, F] and b [M, B]."""
         outs = self.net(torch.cat([feats, (b - 1.0)[..., None]], dim=-1))  # [M, B, 2]
         return b * outs[..., 0] - outs[..., 1]
+
+    def feature_jacobian(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The CG features at z [B, d] and their Jacobian: ([B, F], d features / dz [B, F, d]),
+        by forward-mode autograd, one pass per CG dimension. Points that are fitted many
+        times (`fit_free_energy_model`) keep these, so that each step differentiates only the
+        MLPs (`observables_of_features`), not the features (contacts rebuild the chain)."""
+        check_shape(z, (self.cg_dim,), "z", "cg_dim")
+        z = z.detach().to(dtype=self.dtype)
+        columns, feats = [], None
+        with torch.no_grad(), fwAD.dual_level():
+            for k in range(self.cg_dim):
+                tangent = torch.zeros_like(z)
+                tangent[:, k] = 1.0
+                dual = self.cg_map.cg_features(fwAD.make_dual(z, tangent))
+                feats, column = fwAD.unpack_dual(dual)
+                columns.append(column if column is not None else torch.zeros_like(feats))
+        return feats, torch.stack(columns, -1)
 
     def _prepare(self, z: torch.Tensor, temperature_k) -> tuple[torch.Tensor, torch.Tensor]:
         check_shape(z, (self.cg_dim,), "z", "cg_dim")
@@ -152,6 +174,28 @@ class FreeEnergyModel(torch.nn.Module):
             beta_f = self.member_beta_f(zg, b)
             grad_z, grad_b = torch.autograd.grad(beta_f.sum(), (zg, b),
                                                  create_graph=create_graph)
+        return self._observables(beta_f, grad_z, grad_b, t, create_graph, members)
+
+    def observables_of_features(self, feats: torch.Tensor, jacobian: torch.Tensor,
+                                temperature_k, *, create_graph: bool = False,
+                                members: bool = False) -> dict[str, torch.Tensor]:
+        """`observables` at the points whose features [B, F] and Jacobian [B, F, d] are
+        given (`feature_jacobian`): the same numbers, with autograd through the MLPs only and
+        grad_z (beta F) = d(beta F)/d features @ Jacobian."""
+        t = _temperatures(temperature_k, feats.shape[0], feats)
+        m = self.n_members
+        with torch.enable_grad():
+            fg = feats.detach().expand(m, *feats.shape).clone().requires_grad_(True)
+            b = (self.t_ref / t).detach().expand(m, *t.shape).clone().requires_grad_(True)
+            beta_f = self._beta_f_of_features(fg, b)
+            grad_f, grad_b = torch.autograd.grad(beta_f.sum(), (fg, b),
+                                                 create_graph=create_graph)
+        grad_z = torch.einsum("mbf,bfd->mbd", grad_f, jacobian)
+        return self._observables(beta_f, grad_z, grad_b, t, create_graph, members)
+
+    def _observables(self, beta_f, grad_z, grad_b, t, create_graph: bool,
+                     members: bool) -> dict[str, torch.Tensor]:
+        """The observables dict from per-member beta F [M, B], grad_z [M, B, d], grad_b [M, B]."""
         if not create_graph:
             beta_f, grad_z, grad_b = beta_f.detach(), grad_z.detach(), grad_b.detach()
         kt = KB_KJMOL_PER_K * t

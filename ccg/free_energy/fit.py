@@ -101,14 +101,23 @@ def _group_shift(residual: torch.Tensor, weight: torch.Tensor, groups: torch.Ten
 
 
 def multimodal_loss(model, data: ObservableSet, config: FitConfig,
-                    idx: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                    idx: torch.Tensor | None = None, *,
+                    features: tuple[torch.Tensor, torch.Tensor] | None = None,
+                    ) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss (summed over ensemble members) on the points `idx` of `data`, and its parts
-    (mean chi^2 per observation of each term, averaged over members)."""
+    (mean chi^2 per observation of each term, averaged over members). `features`: the CG
+    features of all of `data`'s points and their Jacobian (`FreeEnergyModel.feature_jacobian`),
+    so that the step differentiates the MLPs only; the same loss."""
     if idx is not None:
         data = data.select(idx)
+        if features is not None:
+            features = (features[0][idx], features[1][idx])
     dtype = model.dtype
     z, t = data.z.to(dtype), data.temperature_k.to(dtype)
-    obs = model.observables(z, t, create_graph=True, members=True)
+    if features is None:
+        obs = model.observables(z, t, create_graph=True, members=True)
+    else:
+        obs = model.observables_of_features(*features, t, create_graph=True, members=True)
     beta = 1.0 / (KB_KJMOL_PER_K * t)
     f_floor, g_floor, u_floor = config.floors
     w_v, w_g, w_u = config.weights
@@ -158,6 +167,8 @@ def fit_free_energy_model(model, data: ObservableSet, config: FitConfig | None =
             f"{config.min_ess}; estimate more points or train the flow longer.")
     data = data.select(keep)
     n = len(data)
+    # the points are fixed: their features and Jacobians once, not at every step
+    features = model.feature_jacobian(data.z.to(model.dtype))
     gen = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     history: dict[str, list[float]] = {"loss": [], "values": [], "forces": [], "energies": []}
@@ -170,7 +181,7 @@ def fit_free_energy_model(model, data: ObservableSet, config: FitConfig | None =
         idx = None if n <= config.batch_size else torch.randperm(n, generator=gen)[
             :config.batch_size]
         optimizer.zero_grad(set_to_none=True)
-        loss, parts = multimodal_loss(model, data, config, idx)
+        loss, parts = multimodal_loss(model, data, config, idx, features=features)
         loss.backward()
         optimizer.step()
         history["loss"].append(float(loss.detach()))
