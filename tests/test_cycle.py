@@ -111,7 +111,7 @@ def test_cycle_fine_tunes_with_the_energy_cut_the_flow_was_trained_with(
 
 def test_a_stop_during_estimation_does_not_wait_for_the_iteration(
         double_well_flow, tmp_path, monkeypatch):
-    # estimation is most of an iteration on a peptide (minutes): Ctrl-C is honoured between
+    # estimation takes minutes on a peptide: Ctrl-C is honoured between
     # its blocks, before the refit and the save, and the last saved state is untouched
     model, config = double_well_flow
     model = copy.deepcopy(model)

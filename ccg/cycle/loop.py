@@ -249,7 +249,7 @@ class Cycle:
     def estimate(self, z: torch.Tensor, temperature_k: float) -> ObservableSet:
         """Estimates at z [n, d] in blocks of `_ESTIMATE_SAMPLES` samples (the estimator's own
         chunks, so the same numbers as one call), checking for a stop request between blocks:
-        estimation is most of an iteration on a peptide, and a stop should not wait for it."""
+        estimation takes minutes on a peptide, and a stop should not wait for it."""
         k = self.config.samples_per_point
         block = max(1, _ESTIMATE_SAMPLES // k)
         parts = []
