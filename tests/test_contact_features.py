@@ -154,3 +154,26 @@ def test_cached_feature_jacobian_gives_the_same_fit(cg):
     torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-12, atol=0)
     for a, b in zip(grads[0][1], grads[1][1], strict=True):
         torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+def test_a_fit_without_room_for_the_cache_gives_the_same_model(model, monkeypatch):
+    # above FEATURE_CACHE_ELEMENTS the fit differentiates the features at every step instead
+    from ccg.free_energy import fit
+    from ccg.free_energy.cg_model import FreeEnergyModel
+
+    gen = torch.Generator().manual_seed(1)
+    z = (torch.rand(40, 2, generator=gen, dtype=torch.float64) * 2 - 1) * math.pi
+    t = torch.full((40,), 300.0, dtype=torch.float64)
+    ones = torch.ones(40, dtype=torch.float64)
+    data = fit.ObservableSet(z=z, temperature_k=t, beta_f=torch.cos(z).sum(1), beta_f_err=ones,
+                             mean_force=torch.sin(z), mean_force_err=torch.ones_like(z),
+                             mean_energy=ones, mean_energy_err=ones, ess=ones)
+    fitted = []
+    for budget in (fit.FEATURE_CACHE_ELEMENTS, 0):
+        monkeypatch.setattr(fit, "FEATURE_CACHE_ELEMENTS", budget)
+        torch.manual_seed(0)
+        f_model = FreeEnergyModel(model.cg_map, t_ref=300.0, t_range=(300.0, 600.0), hidden=16,
+                                  n_layers=2, n_members=2).double()
+        fit.fit_free_energy_model(f_model, data, fit.FitConfig(steps=20))
+        fitted.append(torch.cat([p.detach().flatten() for p in f_model.parameters()]))
+    torch.testing.assert_close(fitted[0], fitted[1], rtol=1e-9, atol=1e-11)

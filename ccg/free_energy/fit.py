@@ -69,6 +69,11 @@ class ObservableSet:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+FEATURE_CACHE_ELEMENTS = 2**25
+"""At most this many elements (256 MB in float64) of point x feature x CG-dimension Jacobians
+are kept by a fit; above it every step differentiates the features again."""
+
+
 @dataclass
 class FitConfig:
     """Optimization of F_theta: Adam with a cosine schedule on random minibatches."""
@@ -167,8 +172,11 @@ def fit_free_energy_model(model, data: ObservableSet, config: FitConfig | None =
             f"{config.min_ess}; estimate more points or train the flow longer.")
     data = data.select(keep)
     n = len(data)
-    # the points are fixed: their features and Jacobians once, not at every step
-    features = model.feature_jacobian(data.z.to(model.dtype))
+    # the points are fixed: their features and Jacobians once, not at every step (unless the
+    # Jacobians would not fit in memory: many bead coordinates times many points)
+    features = None
+    if n * model.cg_map.cg_feature_dim * model.cg_dim <= FEATURE_CACHE_ELEMENTS:
+        features = model.feature_jacobian(data.z.to(model.dtype))
     gen = torch.Generator().manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     history: dict[str, list[float]] = {"loss": [], "values": [], "forces": [], "energies": []}
