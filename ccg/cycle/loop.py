@@ -246,6 +246,11 @@ class Cycle:
                 "finetune_ess": trainer.metrics["ess"][-1],
                 "finetune_nonfinite": trainer.nonfinite_total}
 
+    def _check_stop(self) -> None:
+        """Raise `Interrupted` if a stop was requested while `run` runs."""
+        if self._stop is not None and self._stop.requested:
+            raise Interrupted(self._stop.signum)
+
     def estimate(self, z: torch.Tensor, temperature_k: float) -> ObservableSet:
         """Estimates at z [n, d] in blocks of `_ESTIMATE_SAMPLES` samples (the estimator's own
         chunks, so the same numbers as one call), checking for a stop request between blocks:
@@ -254,8 +259,7 @@ class Cycle:
         block = max(1, _ESTIMATE_SAMPLES // k)
         parts = []
         for start in range(0, z.shape[0], block):
-            if self._stop is not None and self._stop.requested:
-                raise Interrupted(self._stop.signum)
+            self._check_stop()
             zb = z[start:start + block]
             est = estimate_free_energy(self.model, zb.float(), temperature_k, n_samples=k,
                                        mean_force=True, chunk_size=_ESTIMATE_SAMPLES,
@@ -291,6 +295,7 @@ class Cycle:
         n = c.points_per_temperature
         zs, masks, acceptance = [], [], {}
         for t in c.temperatures:
+            self._check_stop()
             z, from_model, acc = self.propose(float(t), n)
             zs.append(z)
             masks.append(from_model)
@@ -332,11 +337,11 @@ class Cycle:
         """Iterate until converged, `iterations` done, or the time budget would be exceeded.
 
         Raises:
-            Interrupted: SIGINT / SIGTERM, honoured between fine-tuning steps and between
-                estimation blocks (seconds, not the rest of the iteration). The state of the
-                last finished iteration is on disk (saved after every iteration); this object
-                is then mid-iteration: continue with `Cycle.resume`, which repeats the
-                interrupted iteration.
+            Interrupted: SIGINT / SIGTERM, honoured between the temperatures' Langevin runs,
+                between fine-tuning steps and between estimation blocks (seconds, not the rest
+                of the iteration). The state of the last finished iteration is on disk
+                (saved after every iteration); this object is then mid-iteration: continue
+                with `Cycle.resume`, which repeats the interrupted iteration.
         """
         c = self.config
         with stop_requests() as stop:
