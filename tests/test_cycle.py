@@ -135,6 +135,33 @@ def test_a_stop_during_estimation_does_not_wait_for_the_iteration(
     assert signal.getsignal(signal.SIGINT) is handler  # the handler is restored
 
 
+def test_a_stop_during_the_langevin_proposals_does_not_wait_for_the_iteration(
+        double_well_flow, tmp_path, monkeypatch):
+    model, config = double_well_flow
+    model = copy.deepcopy(model)
+    calls, estimates = [], []
+    real_simulate, real_estimate = loop.simulate, loop.estimate_free_energy
+
+    def simulate(*args, **kwargs):  # the proposals of iteration 2 (F_theta exists)
+        calls.append(1)
+        os.kill(os.getpid(), signal.SIGINT)
+        return real_simulate(*args, **kwargs)
+
+    def estimate(*args, **kwargs):
+        estimates.append(1)
+        return real_estimate(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "simulate", simulate)
+    monkeypatch.setattr(loop, "estimate_free_energy", estimate)
+    settings = dataclasses.replace(_small_cycle(2), finetune_steps=2, fit_steps=50)
+    cycle = Cycle(model, build_proposal(config, model), settings, tmp_path, progress=False)
+    with pytest.raises(Interrupted) as stopped:
+        cycle.run()
+    assert stopped.value.checkpoint == tmp_path / "cycle_state.pt"  # iteration 1's
+    assert cycle.iteration == 1 and len(calls) == 1  # of 2 temperatures
+    assert len(estimates) == 2  # iteration 1's, none in iteration 2
+
+
 # Measured (1 thread, the other core busy): flow 8 s, two iterations 13 s; on exact samples
 # z ~ p(z | T) the RMSE of beta F_theta is 0.02-0.03 kT and the mean force is within 2.5 %
 # (RMS, relative) at 300, 450 (never estimated) and 600 K.
