@@ -165,15 +165,7 @@ class FreeEnergyModel(torch.nn.Module):
         are per member ([n_members, B], [n_members, B, d]) and there is no `beta_f_std`.
         """
         z, t = self._prepare(z, temperature_k)
-        m = self.n_members
-        with torch.enable_grad():
-            # one copy of the inputs per member, so one backward pass gives every member's
-            # own gradients
-            zg = z.detach().expand(m, *z.shape).clone().requires_grad_(True)
-            b = (self.t_ref / t).detach().expand(m, *t.shape).clone().requires_grad_(True)
-            beta_f = self.member_beta_f(zg, b)
-            grad_z, grad_b = torch.autograd.grad(beta_f.sum(), (zg, b),
-                                                 create_graph=create_graph)
+        beta_f, grad_z, grad_b = self._member_gradients(self.member_beta_f, z, t, create_graph)
         return self._observables(beta_f, grad_z, grad_b, t, create_graph, members)
 
     def observables_of_features(self, feats: torch.Tensor, jacobian: torch.Tensor,
@@ -183,15 +175,23 @@ class FreeEnergyModel(torch.nn.Module):
         given (`feature_jacobian`): the same numbers, with autograd through the MLPs only and
         grad_z (beta F) = d(beta F)/d features @ Jacobian."""
         t = _temperatures(temperature_k, feats.shape[0], feats)
-        m = self.n_members
-        with torch.enable_grad():
-            fg = feats.detach().expand(m, *feats.shape).clone().requires_grad_(True)
-            b = (self.t_ref / t).detach().expand(m, *t.shape).clone().requires_grad_(True)
-            beta_f = self._beta_f_of_features(fg, b)
-            grad_f, grad_b = torch.autograd.grad(beta_f.sum(), (fg, b),
-                                                 create_graph=create_graph)
+        beta_f, grad_f, grad_b = self._member_gradients(self._beta_f_of_features, feats, t,
+                                                        create_graph)
         grad_z = torch.einsum("mbf,bfd->mbd", grad_f, jacobian)
         return self._observables(beta_f, grad_z, grad_b, t, create_graph, members)
+
+    def _member_gradients(self, beta_f_of, inputs: torch.Tensor, t: torch.Tensor,
+                          create_graph: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-member beta F [M, B] = beta_f_of(inputs [M, B, k], b [M, B]) and its gradients
+        in the inputs [M, B, k] and in b [M, B]. One copy of the inputs per member, so that
+        one backward pass gives every member's own gradients."""
+        m = self.n_members
+        with torch.enable_grad():
+            x = inputs.detach().expand(m, *inputs.shape).clone().requires_grad_(True)
+            b = (self.t_ref / t).detach().expand(m, *t.shape).clone().requires_grad_(True)
+            beta_f = beta_f_of(x, b)
+            grad_x, grad_b = torch.autograd.grad(beta_f.sum(), (x, b), create_graph=create_graph)
+        return beta_f, grad_x, grad_b
 
     def _observables(self, beta_f, grad_z, grad_b, t, create_graph: bool,
                      members: bool) -> dict[str, torch.Tensor]:
