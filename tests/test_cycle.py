@@ -320,12 +320,15 @@ def test_cycle_command_trains_an_initial_flow_and_resumes(tmp_path, capsys):
     out = tmp_path / "cycle"
     argv = ["cycle", "--system", "double-well", "--initial-minutes", "0.02", "--temperatures",
             "300", "600", "--points", "16", "--samples", "16", "--finetune-steps", "2",
-            "--fit-steps", "5", "--langevin-steps", "100", "--walkers", "8", "--out", str(out),
-            "--no-progress"]
+            "--fit-steps", "5", "--langevin-steps", "100", "--walkers", "8", "--cg-hidden", "24",
+            "--out", str(out), "--no-progress"]
     assert main([*argv, "--iterations", "1"]) == 0
     text = capsys.readouterr().out
     assert "for the initial flow" in text and (out / "initial" / "model.pt").is_file()
     assert file_kind(out / "flow.pt") == "flow" and file_kind(out / "cg_model.pt") == "cg"
+    assert load_cg_model(out / "cg_model.pt").arch["hidden"] == 24
+    state = json.loads((out / "metrics.json").read_text())["config"]
+    assert (state["langevin_steps"], state["langevin_walkers"]) == (100, 8)
     assert main([*argv, "--iterations", "2", "--resume"]) == 0
     assert "resuming" in capsys.readouterr().out
     rows = json.loads((out / "metrics.json").read_text())["iterations"]

@@ -57,6 +57,8 @@ def add_parser(sub) -> None:
                    help="CG Langevin walkers per temperature")
     p.add_argument("--fit-steps", type=int, default=c.fit_steps,
                    help="F_theta fit steps (first iter.)")
+    p.add_argument("--cg-hidden", type=int, default=c.hidden,
+                   help="hidden units of each F_theta member (a 6-D peptide needs 128)")
     p.add_argument("--chi2-max", type=float, default=c.chi2_max,
                    help="convergence: F_theta's largest held-out reduced chi-square (values, "
                    "forces, <U>) at every temperature")
@@ -80,7 +82,8 @@ def _cycle_config(args: argparse.Namespace) -> ccg.CycleConfig:
         finetune_lr=args.finetune_lr,
         train_only_at_estimation_temperatures=args.finetune_at_estimation_temperatures,
         langevin_steps=args.langevin_steps, langevin_walkers=args.walkers,
-        fit_steps=args.fit_steps, chi2_max=args.chi2_max, ess_target=args.ess_target,
+        fit_steps=args.fit_steps, hidden=args.cg_hidden, chi2_max=args.chi2_max,
+        ess_target=args.ess_target,
         seed=args.seed,
     ).validate()
 
