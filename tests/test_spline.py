@@ -141,3 +141,18 @@ def test_bench_train_times_the_real_step():
     rows = ccg.benchmark_training([32], compile_modes=("none",), repeats=1, warmup=1)
     assert len(rows) == 1 and rows[0]["step_s"] > 0 and rows[0]["vs_eager"] == 1.0
     assert "| cpu | 32 | none |" in ccg.format_training_table(rows)
+
+
+def test_bench_train_on_another_system_with_a_compiled_energy(capsys):
+    from ccg.cli import main
+
+    assert main(["bench", "train", "--system", "double-well", "--batch-sizes", "32",
+                 "--repeats", "1"]) == 0
+    assert "| cpu | 32 | none |" in capsys.readouterr().out
+    import ccg
+
+    rows = ccg.benchmark_training([32], compile_modes=("none", "energy"), repeats=1, warmup=1,
+                                  system="double-well")
+    assert [r["compile"] for r in rows] == ["none", "energy"] and rows[1]["step_s"] > 0
+    assert main(["bench", "train", "--system", "no-such-system", "--batch-sizes", "8"]) == 2
+    assert "no-such-system" in capsys.readouterr().err

@@ -9,12 +9,14 @@ import math
 import traceback
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from ccg import RunConfig, build_model, build_proposal, load_model
 from ccg.cli import main
 from ccg.constants import KB_KJMOL_PER_K
+from ccg.errors import ConfigError
 from ccg.flows import build_flow
 from ccg.free_energy.estimators import estimate_free_energy
 from ccg.model import BackmappingModel
@@ -120,6 +122,36 @@ class _SimulatedKill(Exception):
 def _adam_state(trainer: Trainer) -> list[dict]:
     return [trainer.optimizer.state[p] for g in trainer.optimizer.param_groups
             for p in g["params"]]
+
+
+def test_compiled_energy_trains_as_eager(tmp_path):
+    """`[train] compile = "energy"` (`System.compile_energy`): the same losses and weights as
+    the eager run, to rounding (float64); a system without compile_energy is a clear error."""
+    eager = _trainer(_config("double-well", steps=5), tmp_path / "eager")
+    eager.run()
+    compiled = _trainer(_config("double-well", steps=5, compile="energy"), tmp_path / "compiled")
+    assert "_energy" in vars(compiled.model.system) and "_energy" not in vars(eager.model.system)
+    compiled.run()
+    np.testing.assert_allclose(compiled.metrics["loss"], eager.metrics["loss"], rtol=1e-10)
+    for a, b in zip(compiled.model.flow.parameters(), eager.model.flow.parameters(),
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+    class Bare:  # the SystemProtocol without compile_energy
+        def __init__(self, system):
+            self.system = system
+            self.event_shape, self.dim = system.event_shape, system.dim
+
+        def energy(self, x, *, validate=True):
+            return self.system.energy(x, validate=validate)
+
+    config = _config("double-well", compile="energy")
+    model = build_model(config)
+    proposal = build_proposal(config, model)
+    bare = BackmappingModel(Bare(model.system), model.cg_map, model.flow, t_ref=model.t_ref,
+                            t_range=model.t_range)
+    with pytest.raises(ConfigError, match='compile = "energy" needs a system with'):
+        Trainer(bare, ReverseKL(bare), proposal, config.train, tmp_path / "bare", progress=False)
 
 
 def test_killed_run_resumes_from_last_checkpoint_exactly(tmp_path):

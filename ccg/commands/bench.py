@@ -1,4 +1,4 @@
-"""`ccg bench energy|flow`: throughput benchmarks with ratios measured in the same run."""
+"""`ccg bench energy|flow|train`: throughput benchmarks with ratios measured in the same run."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import ccg
 from ccg._checks import check_device
 from ccg.commands._common import add_overwrite, check_output_file
 from ccg.io.atomic import atomic_write_text
+from ccg.training.config import COMPILE_MODES
 
 
 def add_parser(sub) -> None:
@@ -24,14 +25,14 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="torch/OpenMM threads (1 by default, so tables compare across machines)")
     p.add_argument("--compile", action="store_true",
-                   help="energy: also time torch.compile; train: compare eager with the "
-                   "compiled flow")
+                   help="energy: also time torch.compile; train: compare eager with each "
+                   "[train] compile mode (flow, energy, all)")
     p.add_argument("--devices", default="cpu", help="train: comma-separated devices "
                    "(cpu, cuda, cuda:N)")
     p.add_argument("--repeats", type=int, default=5, help="train: timed steps per setting")
     p.add_argument("--system", default="alanine-dipeptide",
-                   help="energy: a registered molecular system (ccg.systems.SYSTEMS), e.g. "
-                        "ala5-obc2, ala3-gbn2, chignolin-gbn2")
+                   help="energy, train: a registered molecular system "
+                        "(ccg.systems.SYSTEMS), e.g. ala5-obc2, ala3-gbn2, chignolin-gbn2")
     p.add_argument("--out", help="also write the table (markdown) to this file")
     add_overwrite(p)
     p.set_defaults(func=run)
@@ -62,9 +63,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         devices = [str(check_device(d.strip(), "--devices")) for d in args.devices.split(",")
                    if d.strip()]
-        modes = ("none", "flow") if args.compile else ("none",)
+        modes = COMPILE_MODES if args.compile else ("none",)
         table = ccg.format_training_table(ccg.benchmark_training(
-            sizes, devices=devices, compile_modes=modes, repeats=args.repeats))
+            sizes, devices=devices, compile_modes=modes, repeats=args.repeats,
+            system=args.system))
     print(table)
     if args.out:
         atomic_write_text(args.out, table + "\n")

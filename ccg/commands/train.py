@@ -12,7 +12,7 @@ from ccg.commands._common import (
     check_output_folder,
 )
 from ccg.systems.forcefields import IMPLICIT_SOLVENT_MODELS
-from ccg.training.config import DEFAULT_MINUTES
+from ccg.training.config import COMPILE_MODES, DEFAULT_MINUTES
 from ccg.training.distributed import launched_world_size
 from ccg.training.product_proposal import MAX_JUMP
 from ccg.training.run import STRUCTURE_FILE, check_resume
@@ -78,12 +78,15 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, help=f"random seed (default: {t.seed})")
     p.add_argument("--dtype", choices=["float32", "float64"],
                    help=f"training precision (default: {t.dtype})")
+    p.add_argument("--compile", choices=list(COMPILE_MODES),
+                   help="torch.compile the flow, the energy (peptides in implicit solvent on "
+                   f"the CPU), or all of it; the first step compiles (default: {t.compile})")
     p.add_argument("--checkpoint-every", type=int, help=f"steps between checkpoints (default: "
                    f"{t.checkpoint_every}; also every {t.checkpoint_minutes:g} minutes)")
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint.pt (same configuration; "
-                   "only minutes, steps and checkpointing may change)")
+                   "only minutes, steps, checkpointing, device and compile may change)")
     add_overwrite(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_resources(p, device=None)
@@ -107,6 +110,7 @@ def config_from_args(args: argparse.Namespace) -> ccg.RunConfig:
         ("train", "samples_per_z"): args.samples_per_z, ("train", "lr"): args.lr,
         ("flow", "backend"): args.backend, ("train", "seed"): args.seed,
         ("train", "dtype"): args.dtype, ("train", "checkpoint_every"): args.checkpoint_every,
+        ("train", "compile"): args.compile,
     }
     given = [key for key in ("system", "sequence", "pdb") if getattr(args, key) is not None]
     if len(given) == 1:  # one molecule flag replaces the molecule of --config

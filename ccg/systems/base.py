@@ -69,6 +69,13 @@ class System(abc.ABC):
             raise TypeError(f"Expected x as float32 or float64; got {x.dtype}. Use x.double().")
         check_finite(x, "x")
 
+    def compile_energy(self, **options) -> None:
+        """`torch.compile` `_energy` in place: `energy` then runs the compiled code (same
+        values and gradients). `options` go to `torch.compile` (default `dynamic=False`: one
+        graph per batch shape, as training uses one shape; each new shape compiles again)."""
+        options = {"dynamic": False, **options}
+        self._energy = torch.compile(type(self)._energy.__get__(self), **options)
+
     def forces(self, x: torch.Tensor) -> torch.Tensor:
         """Forces -dU/dx in kJ/mol/nm, shape [B, *event_shape] (no graph kept)."""
         with torch.enable_grad():

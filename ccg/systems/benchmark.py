@@ -8,7 +8,8 @@
   the Reference platform is much faster per call (the CPU platform has a large fixed cost per
   evaluation); ratios are against the faster of the two loops, measured in the same run;
 - "torch eager": `system.energy(x)` plus forces by autograd backward, in `dtype`;
-- "torch compiled" (with `compile=True`): the same through `torch.compile` of the torch terms;
+- "torch compiled" (with `compile=True`): the same through `torch.compile` of the torch terms
+  (as `System.compile_energy` compiles them);
   the first call's compile time is reported separately (`compile_s`), not in the rate (with
   inductor's on-disk cache warm from an earlier run it is much shorter than a cold compile);
 - the torch rows again on a CUDA device when one is present (`devices`), timed with

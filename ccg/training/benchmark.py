@@ -112,9 +112,14 @@ def format_flow_table(rows: list[dict]) -> str:
 
 
 def _trainer(batch_size: int, device: str, compile_mode: str, folder: str,
-             samples_per_z: int = 16) -> Trainer:
-    """The default run's trainer (alanine dipeptide, (phi, psi)) at one batch size."""
+             samples_per_z: int = 16, system: str | None = None) -> Trainer:
+    """The default run's trainer at one batch size: alanine dipeptide, (phi, psi), or the
+    registered `system` with its own default map."""
     config = RunConfig()
+    if system is not None:
+        config.system.name = system
+        config.system.validate()
+        config.map.cg = config.system.default_map
     config.train.steps = 10**9
     config.train.n_z = max(1, batch_size // samples_per_z)
     config.train.samples_per_z = samples_per_z
@@ -137,9 +142,10 @@ def _synchronized(step, device: str) -> float:
 
 def benchmark_training(batch_sizes: Sequence[int] = (1024,), *, devices: Sequence[str] = ("cpu",),
                        compile_modes: Sequence[str] = ("none", "flow"), repeats: int = 5,
-                       warmup: int = 3) -> list[dict]:
+                       warmup: int = 3, system: str | None = None) -> list[dict]:
     """Seconds per `Trainer.train_step` of the default run (proposal, flow, X(z, r), energy,
-    loss, backward, clipping, Adam), for every device x batch size x compile mode.
+    loss, backward, clipping, Adam), for every device x batch size x compile mode
+    (`[train] compile`); `system`: a registered system instead of alanine dipeptide.
 
     The settings of one (device, batch size) are timed interleaved, step by step, after
     `warmup` steps (the first of which, compiling, is reported as `first_step_s`); rows give
@@ -149,7 +155,7 @@ def benchmark_training(batch_sizes: Sequence[int] = (1024,), *, devices: Sequenc
     for device in devices:
         for batch_size in batch_sizes:
             with tempfile.TemporaryDirectory() as folder:
-                trainers = {mode: _trainer(batch_size, device, mode, folder)
+                trainers = {mode: _trainer(batch_size, device, mode, folder, system=system)
                             for mode in compile_modes}
                 first = {}
                 for mode, trainer in trainers.items():

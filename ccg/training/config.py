@@ -41,7 +41,7 @@ __all__ = ["DEFAULT_SYSTEM", "ConfigError", "FlowConfig", "MapConfig", "RunConfi
            "SystemConfig", "TrainConfig"]
 
 
-COMPILE_MODES = ("none", "flow")
+COMPILE_MODES = ("none", "flow", "energy", "all")
 """What `[train] compile` can ask for."""
 
 DEFAULT_MINUTES = 20.0
@@ -170,8 +170,10 @@ class TrainConfig:
     seed: int = 0
     """Seed of every random draw of the run."""
     compile: str = "none"
-    """"flow": `torch.compile` the flow's transforms (`ConditionalFlow.compile_transforms`;
-    the first steps pay the compilation); "none": eager."""
+    """"flow": `torch.compile` the flow's transforms (`ConditionalFlow.compile_transforms`);
+    "energy": the system's energy (`System.compile_energy`; worth it for peptides in implicit
+    solvent on the CPU, where the energy is a large part of a step); "all": both; "none":
+    eager. The first step pays the compilation, and so does each new batch shape."""
     device: str = "auto"
     """Where to train: "auto" (the GPU when there is one), "cpu" or "cuda[:N]"."""
     dtype: str = "float32"
@@ -279,6 +281,7 @@ class TrainConfig:
 RESUMABLE_CHANGES = frozenset({
     ("train", "minutes"), ("train", "steps"), ("train", "checkpoint_every"),
     ("train", "checkpoint_minutes"), ("train", "max_nonfinite_fraction"), ("train", "device"),
+    ("train", "compile"),
 })
 """(table, key) pairs that may differ between a run and its resumption."""
 
@@ -321,8 +324,8 @@ class RunConfig:
 
         Only the budget, the checkpointing and the device may change on resume: `[train]`
         minutes and steps (so the length of the learning-rate schedule, which follows them),
-        checkpoint_every, checkpoint_minutes, max_nonfinite_fraction and device (on another
-        kind of device the random stream is reseeded). The system, CG map,
+        checkpoint_every, checkpoint_minutes, max_nonfinite_fraction, device (on another
+        kind of device the random stream is reseeded) and compile. The system, CG map,
         flow, temperatures and everything else must be the same; the message lists each
         difference.
         """
@@ -339,7 +342,8 @@ class RunConfig:
             raise ConfigError(
                 "--resume continues a run only with its own configuration; these differ: "
                 + "; ".join(differences) + ". Only [train] minutes, steps, checkpoint_every, "
-                "checkpoint_minutes, max_nonfinite_fraction and device may change on resume. "
+                "checkpoint_minutes, max_nonfinite_fraction, device and compile may change on "
+                "resume. "
                 "Use the run's settings, or start a new run in another --out folder."
             )
 

@@ -34,7 +34,7 @@ from ccg._signals import stop_requests
 from ccg.errors import Interrupted, TrainingError
 from ccg.io.atomic import atomic_torch_save, atomic_write_text, load_torch_state
 from ccg.training import distributed
-from ccg.training.config import TrainConfig
+from ccg.training.config import ConfigError, TrainConfig
 from ccg.training.proposals import TemperatureSampler
 
 READ_EVERY = 10
@@ -93,8 +93,15 @@ class Trainer:
         self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
         for module in self.modules.values():
             module.to(device=self.device, dtype=self.dtype)
-        if config.compile == "flow":
+        if config.compile in ("flow", "all"):
             model.flow.compile_transforms(dynamic=False)
+        if config.compile in ("energy", "all"):
+            if not hasattr(model.system, "compile_energy"):
+                raise ConfigError(
+                    f'[train] compile = "{config.compile}" needs a system with '
+                    f"compile_energy() (every ccg.systems.System has it); got "
+                    f'{type(model.system).__name__}. Use compile = "flow" or "none".')
+            model.system.compile_energy()
         self.cg_map_to_device()
         params = [p for m in self.modules.values() for p in m.parameters()]
         # fused: one kernel per step, and a skipped step is decided on the device (found_inf)
