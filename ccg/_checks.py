@@ -184,3 +184,24 @@ def check_device(spec: object, flag: str = "device") -> torch.device:
             raise ConfigError(f'{flag} "{spec}": there are only {torch.cuda.device_count()} CUDA '
                               f"devices (cuda:0 .. cuda:{torch.cuda.device_count() - 1}).")
     return device
+
+
+def check_compiler(mode: str, device: torch.device,
+                   flag: str = "[train] compile (--compile)") -> None:
+    """ConfigError naming `flag` when `mode` (a `[train] compile` value) asks torch.compile to
+    build CPU code and no working C++ compiler is found (inductor compiles C++ on the CPU), so
+    that the run fails before it starts instead of at its first step."""
+    if mode == "none" or device.type != "cpu":
+        return
+    try:
+        from torch._inductor import cpp_builder
+    except ImportError:  # pragma: no cover - another torch layout: let torch.compile decide
+        return
+    try:
+        cpp_builder.get_cpp_compiler()
+    except Exception as err:  # torch raises its InvalidCxxCompiler
+        raise ConfigError(
+            f'{flag} = "{mode}": torch.compile on the CPU builds C++ code, and no working C++ '
+            f"compiler was found ({err}). Install one (for example g++, or set CXX to its "
+            f'path), or use compile = "none".'
+        ) from None

@@ -121,6 +121,13 @@ def _copy_run(o: Path, f: dict, monkeypatch: pytest.MonkeyPatch) -> None:
         (o / "run" / name).write_bytes((f["run"] / name).read_bytes())
 
 
+def _no_compiler(o: Path, f: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.compile on the CPU finds no C++ compiler."""
+    from torch._inductor import config
+
+    monkeypatch.setattr(config.cpp, "cxx", (str(o / "no-such-g++"),))
+
+
 def _read_only(o: Path, f: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     """What a read-only folder does to a write, also for root (who may write anywhere)."""
 
@@ -249,6 +256,8 @@ CASES = [
     Case("--device cuda without CUDA", lambda f, o: _fe(f, o, "--device", "cuda"),
          ("--device", "no CUDA device", "cpu")),
     Case("unknown --device", lambda f, o: _fe(f, o, "--device", "tpu"), ("--device", "auto")),
+    Case("--compile without a C++ compiler", lambda f, o: _train(f, o, "--compile", "all"),
+         ("--compile", "no working C++", 'compile = "none"'), prepare=_no_compiler),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 import ccg
+from ccg._checks import check_compiler
 from ccg.commands._common import (
     add_overwrite,
     add_resources,
@@ -130,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     device = apply_resources(args, config.train.device)
     if args.device is not None:
         config.train.device = args.device
+    check_compiler(config.train.compile, device)
     out = check_output_folder(args.out, "--out", overwrite=args.overwrite, resume=args.resume,
                               finished=("model.pt",), resumable=("checkpoint.pt",))
     if args.resume:

@@ -29,7 +29,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
-from ccg._checks import check_device, trusted_values
+from ccg._checks import check_compiler, check_device, trusted_values
 from ccg._signals import stop_requests
 from ccg.errors import Interrupted, TrainingError
 from ccg.io.atomic import atomic_torch_save, atomic_write_text, load_torch_state
@@ -93,6 +93,7 @@ class Trainer:
         self.dtype = torch.float64 if config.dtype == "float64" else torch.float32
         for module in self.modules.values():
             module.to(device=self.device, dtype=self.dtype)
+        check_compiler(config.compile, self.device)
         if config.compile in ("flow", "all"):
             model.flow.compile_transforms(dynamic=False)
         if config.compile in ("energy", "all"):
