@@ -299,3 +299,11 @@ def test_the_matrix_covers_the_issue(capsys):
                  "unsupported", "--device cuda", "4 CG dimensions"):
         assert kind in names, kind
     assert len(CASES) >= 40
+
+
+def test_info_says_whether_torch_compile_can_build_cpu_code(tmp_path, capsys, monkeypatch):
+    assert main(["info"]) == 0
+    assert "torch.compile on the CPU: a C++ compiler works" in capsys.readouterr().out
+    _no_compiler(tmp_path, {}, monkeypatch)
+    assert main(["info"]) == 0
+    assert "torch.compile on the CPU: no working C++ compiler" in capsys.readouterr().out

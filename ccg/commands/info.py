@@ -9,7 +9,9 @@ import platform
 import torch
 
 import ccg
+from ccg._checks import check_compiler
 from ccg.commands._common import available_cores
+from ccg.errors import ConfigError
 
 
 def add_parser(sub) -> None:
@@ -43,6 +45,12 @@ def info_text(device: str = "cpu") -> str:
     gpu = f"cuda available: {torch.cuda.get_device_name(0)}" if cuda else "cuda not available"
     lines.append(f"device: {device} ({gpu})")
     lines.append(f"cores this process may use: {available_cores()} (the default of --threads)")
+    try:
+        check_compiler("all", torch.device("cpu"))
+        lines.append("torch.compile on the CPU: a C++ compiler works (ccg train --compile)")
+    except ConfigError:
+        lines.append("torch.compile on the CPU: no working C++ compiler (ccg train --compile "
+                     "needs one; eager training is unaffected)")
     if device.startswith("cuda") and not cuda:
         lines.append("  warning: --device cuda requested but no CUDA device is visible")
     lines.append("")
