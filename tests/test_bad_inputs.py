@@ -122,10 +122,13 @@ def _copy_run(o: Path, f: dict, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _no_compiler(o: Path, f: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    """torch.compile on the CPU finds no C++ compiler."""
-    from torch._inductor import config
+    """torch.compile on the CPU finds no C++ compiler (as torch reports it)."""
+    from torch._inductor import cpp_builder, exc
 
-    monkeypatch.setattr(config.cpp, "cxx", (str(o / "no-such-g++"),))
+    def search() -> str:
+        raise exc.InvalidCxxCompiler()
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", search)
 
 
 def _read_only(o: Path, f: dict, monkeypatch: pytest.MonkeyPatch) -> None:
