@@ -141,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
     ranks = launched_world_size()
     per_rank = f" per process ({ranks} processes)" if ranks > 1 else ""
     threads = f"{args.threads} thread{'s' if args.threads != 1 else ''}"
+    if t.compile != "none":
+        threads += f", compile = {t.compile}: the first step compiles"
     print(f"training {config.system.label} (cg = {config.map.cg}) over T in "
           f"[{t.t_min}, {t.t_max}] K for {budget}, batch {t.n_z} x {t.samples_per_z}"
           f"{per_rank}, on {device} ({threads}) -> {out}/")
