@@ -473,7 +473,8 @@ def test_energy_without_gradient_needs_no_graph():
 
 
 def test_compile_energy_matches_eager():
-    """`OpenMMSystem.compile_energy` (float64): the eager energies and forces."""
+    """`System.compile_energy` on a generalized-Born system (float64): the eager energies and
+    forces."""
     system, eager = ala3_obc2(), ala3_obc2()
     x = torch.tensor(system.reference_positions[None] + 0.01).repeat(4, 1, 1)
     x = x + 0.003 * torch.randn(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(0))
