@@ -21,6 +21,7 @@ import numpy as np
 import openmm
 import torch
 
+from ccg.systems import _gb_kernel
 from ccg.systems._gb_math import (
     OBC2,
     OBC_OFFSET_NM,
@@ -134,8 +135,40 @@ class _GBTerm(TorchTerm):
     def batch_chunk(self, batch: int) -> int:
         return pair_chunk(self.n_interactions, batch)
 
+    use_kernel: bool = False
+    """Evaluate energy and forces on the CPU with the C++ kernel (`_gb_kernel`); set by
+    `with_kernel`. The torch code below stays the reference and the fallback."""
+    _kernel_blocks: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}  # noqa: RUF012
+    """The kernel's parameter blocks per dtype (`_gb_kernel.pack`)."""
+
+    def with_kernel(self) -> _GBTerm | None:
+        """A copy of this term that uses the C++ kernel on the CPU; None where the kernel
+        does not cover its settings (a cutoff, salt) or cannot be built here."""
+        if not _gb_kernel.supports(self) or not _gb_kernel.kernel_available():
+            return None
+        term = copy.copy(self)
+        term.use_kernel = True
+        # Packed here, not at the first call: torch.compile traces that call, and a tensor
+        # created while tracing cannot be kept for later calls.
+        term._kernel_blocks = {
+            dtype: _gb_kernel.pack(self, dtype) for dtype in (torch.float32, torch.float64)
+        }
+        return term
+
     def forward(self, xt: torch.Tensor) -> torch.Tensor:
         return energy_with_gradient(xt, self, self._cast(xt))
+
+    def _evaluate_batch(
+        self, xt: torch.Tensor, tensors: tuple[torch.Tensor, ...], need_grad: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        blocks = self._kernel_blocks.get(xt.dtype) if self.use_kernel else None
+        if blocks is None or not need_grad or xt.device.type != "cpu":
+            return super()._evaluate_batch(xt, tensors, need_grad)
+        return _gb_kernel.gb_energy_gradient(
+            xt, tensors[0], tensors[1], *blocks, engulf=self.engulf, ace=self.ace,
+            ace_positive_only=self.ace_positive_only, has_neck=bool(self.neck_scale),
+            neck_scale=self.neck_scale, fused=self.fused_nonbonded,
+        )
 
     def _evaluate(
         self, xt: torch.Tensor, tensors: tuple[torch.Tensor, ...], need_grad: bool

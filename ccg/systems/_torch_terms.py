@@ -172,6 +172,21 @@ class TorchTerm(nn.Module):
         term, which gains where the pairs are many."""
         return batch
 
+    def _evaluate_batch(
+        self, xt: torch.Tensor, tensors: tuple[torch.Tensor, ...], need_grad: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`_evaluate` (energy [B], gradient [3, n_atoms, B] or None) over the whole batch,
+        in chunks of `batch_chunk` configurations; used by `energy_with_gradient`."""
+        size = self.batch_chunk(xt.shape[-1])
+        if size >= xt.shape[-1]:
+            return self._evaluate(xt, tensors, need_grad)  # type: ignore[attr-defined]
+        # Batch chunks whose pair arrays stay in cache between the term's passes.
+        parts = [self._evaluate(chunk, tensors, need_grad)  # type: ignore[attr-defined]
+                 for chunk in xt.split(size, -1)]
+        energy = torch.cat([e for e, _ in parts])
+        grad = torch.cat([g for _, g in parts], -1) if need_grad else None
+        return energy, grad
+
 
 _CHUNK_ELEMENTS = 2**18
 """Target size (elements) of one [pairs, chunk] array of a chunked pair term."""
@@ -204,13 +219,7 @@ class _EnergyWithGradient(torch.autograd.Function):
         ctx, xt: torch.Tensor, term: TorchTerm, *tensors: torch.Tensor
     ) -> torch.Tensor:
         need_grad = ctx.needs_input_grad[0]
-        size = term.batch_chunk(xt.shape[-1])
-        if size >= xt.shape[-1]:
-            energy, grad = term._evaluate(xt, tensors, need_grad)
-        else:  # batch chunks whose pair arrays stay in cache between the term's passes
-            parts = [term._evaluate(chunk, tensors, need_grad) for chunk in xt.split(size, -1)]
-            energy = torch.cat([e for e, _ in parts])
-            grad = torch.cat([g for _, g in parts], -1) if need_grad else None
+        energy, grad = term._evaluate_batch(xt, tensors, need_grad)
         ctx.term = term
         ctx.n_tensors = len(tensors)
         ctx.save_for_backward(xt, grad, *tensors)

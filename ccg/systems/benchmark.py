@@ -8,8 +8,10 @@
   the Reference platform is much faster per call (the CPU platform has a large fixed cost per
   evaluation); ratios are against the faster of the two loops, measured in the same run;
 - "torch eager": `system.energy(x)` plus forces by autograd backward, in `dtype`;
-- "torch compiled" (with `compile=True`): the same through `torch.compile` of the torch terms
-  (as `System.compile_energy` compiles them);
+- "torch compiled" (with `compile=True`): the same through `torch.compile` of the torch terms;
+- "torch compiled + C++ GB kernel" (with `compile=True`, CPU, systems with a generalized Born
+  term): what `System.compile_energy` runs, the compiled terms with GB on the C++ kernel
+  (`OpenMMSystem.use_gb_kernel`);
   the first call's compile time is reported separately (`compile_s`), not in the rate (with
   inductor's on-disk cache warm from an earlier run it is much shorter than a cold compile);
 - the torch rows again on a CUDA device when one is present (`devices`), timed with
@@ -24,6 +26,7 @@ noise (0.005 nm).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import time
 from collections.abc import Callable, Sequence
@@ -132,6 +135,11 @@ def benchmark_energy(
     devices = [str(torch.device(d)) for d in devices]
     contexts = {name: make_context(system.openmm_system, name, n_threads=1)
                 for name in ("CPU", "Reference")}
+    kernel_system = None  # what `compile_energy` runs: compiled, GB on the C++ kernel
+    if compile:
+        kernel_system = copy.copy(system)
+        if not kernel_system.use_gb_kernel():
+            kernel_system = None
     warm_up = _configurations(system, 256, seed + 1)
     for context in contexts.values():
         _openmm_loop(context, warm_up)  # the CPU platform's first calls are slower
@@ -167,6 +175,14 @@ def benchmark_energy(
                     compile_s = time.perf_counter() - start
                     timers[f"torch compiled {dtype_name}{suffix}"] = (
                         lambda e=compiled, x=x: _energy_and_forces(e, x), cuda, batch, compile_s)
+                if compile and kernel_system is not None and not cuda:
+                    compiled = torch.compile(partial(kernel_system.energy, validate=False),
+                                             dynamic=False)
+                    start = time.perf_counter()
+                    _energy_and_forces(compiled, x)
+                    compile_s = time.perf_counter() - start
+                    timers[f"torch compiled + C++ GB kernel {dtype_name}"] = (
+                        lambda e=compiled, x=x: _energy_and_forces(e, x), False, batch, compile_s)
             for step, cuda, _, _ in timers.values():  # warm-up
                 _time(step, cuda)
             best = _interleaved_best({k: (v[0], v[1]) for k, v in timers.items()}, repeats)
