@@ -39,7 +39,7 @@ pytestmark = pytest.mark.skipif(
 
 def _gb_terms(system):
     """{label: term} of the system's generalized Born term, alone and fused with nonbonded."""
-    terms = {n: t for n, t in system._torch_terms.items() if hasattr(t, "with_kernel")}
+    terms = {n: t for n, t in system._torch_terms.items() if hasattr(t, "use_kernel")}
     if system._fused is not None:
         terms["fused with nonbonded"] = system._fused[2]
     return terms
@@ -58,7 +58,7 @@ def test_kernel_matches_the_torch_path_in_float64(case, batch):
     terms = _gb_terms(system)
     assert len(terms) == 2, system.summary()
     for label, term in terms.items():
-        kernel_term = term.with_kernel()
+        kernel_term = _gb_kernel.kernel_copy(term)
         assert kernel_term is not None and kernel_term.use_kernel, label
         tensors = term._cast(xt)
         e_ref, g_ref = term._evaluate(xt, tensors, True)
@@ -100,7 +100,7 @@ def test_float32_kernel_matches_float64():
 
 def test_threads_give_the_one_thread_answer():
     system = ala5_obc2()
-    term = system._fused[2].with_kernel()
+    term = _gb_kernel.kernel_copy(system._fused[2])
     rng = np.random.default_rng(0)
     xt = atom_major(torch.tensor(system.reference_positions + rng.normal(0, 0.01, (96, 62, 3))))
     previous = torch.get_num_threads()

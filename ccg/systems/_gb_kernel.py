@@ -14,7 +14,9 @@ torch's extensions folder (`TORCH_EXTENSIONS_DIR`).
 
 from __future__ import annotations
 
+import copy
 import functools
+import re
 from pathlib import Path
 from types import ModuleType
 
@@ -43,8 +45,10 @@ def _module() -> ModuleType:
     except Exception:  # no vector ISA found: the portable (slower) build
         pass
     try:
+        # One build per torch version: a build against another torch's ABI must not load.
+        name = "ccg_gb_kernel_" + re.sub(r"\W", "_", torch.__version__)
         return cpp_extension.load(
-            name="ccg_gb_kernel", sources=[str(_SOURCE)], extra_cflags=flags, verbose=False
+            name=name, sources=[str(_SOURCE)], extra_cflags=flags, verbose=False
         )
     except Exception as error:  # compiler or ninja missing, build failure
         raise KernelUnavailable(
@@ -141,3 +145,39 @@ def gb_energy_gradient(
     """
     return _op(xt, i, j, pair, atom, engulf, ace, ace_positive_only, has_neck,
                float(neck_scale), fused)
+
+
+def kernel_copy(term: torch.nn.Module) -> torch.nn.Module | None:
+    """A copy of a `_GBTerm` that uses the kernel on the CPU; None where the kernel does not
+    cover its settings (a cutoff, salt) or cannot be built here."""
+    if not supports(term) or not kernel_available():
+        return None
+    copied = copy.copy(term)
+    copied.use_kernel = True
+    # Packed here, not at the first call: torch.compile traces that call, and a tensor
+    # created while tracing cannot be kept for later calls.
+    copied._kernel_blocks = {
+        dtype: pack(term, dtype) for dtype in (torch.float32, torch.float64)
+    }
+    return copied
+
+
+def with_kernel(
+    terms: dict[str, torch.nn.Module], fused: tuple[str, str, torch.nn.Module] | None
+) -> tuple[dict[str, torch.nn.Module], tuple[str, str, torch.nn.Module] | None, bool]:
+    """`OpenMMSystem`'s torch terms and fused GB + nonbonded term with every generalized Born
+    term the kernel covers replaced by its `kernel_copy`, in new containers; and whether any
+    was replaced."""
+    changed = False
+    terms = dict(terms)
+    for name, term in terms.items():
+        replacement = kernel_copy(term) if hasattr(term, "use_kernel") else None
+        if replacement is not None:
+            terms[name] = replacement
+            changed = True
+    if fused is not None:
+        replacement = kernel_copy(fused[2])
+        if replacement is not None:
+            fused = (fused[0], fused[1], replacement)
+            changed = True
+    return terms, fused, changed

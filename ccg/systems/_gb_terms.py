@@ -136,24 +136,11 @@ class _GBTerm(TorchTerm):
         return pair_chunk(self.n_interactions, batch)
 
     use_kernel: bool = False
-    """Evaluate energy and forces on the CPU with the C++ kernel (`_gb_kernel`); set by
-    `with_kernel`. The torch code below stays the reference and the fallback."""
+    """Evaluate energy and forces on the CPU with the C++ kernel (`_gb_kernel`); set on the
+    copy `_gb_kernel.kernel_copy` makes. The torch code below stays the reference and the
+    fallback."""
     _kernel_blocks: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}  # noqa: RUF012
     """The kernel's parameter blocks per dtype (`_gb_kernel.pack`)."""
-
-    def with_kernel(self) -> _GBTerm | None:
-        """A copy of this term that uses the C++ kernel on the CPU; None where the kernel
-        does not cover its settings (a cutoff, salt) or cannot be built here."""
-        if not _gb_kernel.supports(self) or not _gb_kernel.kernel_available():
-            return None
-        term = copy.copy(self)
-        term.use_kernel = True
-        # Packed here, not at the first call: torch.compile traces that call, and a tensor
-        # created while tracing cannot be kept for later calls.
-        term._kernel_blocks = {
-            dtype: _gb_kernel.pack(self, dtype) for dtype in (torch.float32, torch.float64)
-        }
-        return term
 
     def forward(self, xt: torch.Tensor) -> torch.Tensor:
         return energy_with_gradient(xt, self, self._cast(xt))

@@ -22,6 +22,7 @@ import openmm
 import torch
 from openmm import app, unit
 
+from ccg.systems import _gb_kernel
 from ccg.systems._gb_terms import fuse_gb_nonbonded  # also registers the GB compilers
 from ccg.systems._openmm_bridge import (
     OpenMMEvaluator,
@@ -335,22 +336,9 @@ class OpenMMSystem(MolecularSystem):
         be built; the torch path then stays. Values and forces are the torch path's to
         rounding (tests: 1e-12 relative in float64); CUDA and second derivatives keep using
         the torch path. `compile_energy` calls this."""
-        changed = False
-        terms = dict(self._torch_terms)
-        for name, term in terms.items():
-            swap = getattr(term, "with_kernel", None)
-            replacement = swap() if swap is not None else None
-            if replacement is not None:
-                terms[name] = replacement
-                changed = True
-        fused = self._fused
-        if fused is not None:
-            replacement = fused[2].with_kernel()  # type: ignore[union-attr]
-            if replacement is not None:
-                fused = (fused[0], fused[1], replacement)
-                changed = True
         # New containers: a shallow copy of this system made before the call is unaffected.
-        self._torch_terms, self._fused = terms, fused
+        self._torch_terms, self._fused, changed = _gb_kernel.with_kernel(
+            self._torch_terms, self._fused)
         return changed
 
     @property
