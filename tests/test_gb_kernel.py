@@ -137,9 +137,14 @@ def test_settings_the_kernel_does_not_cover_keep_the_torch_path(variant):
 
 def test_no_kernel_without_gb_or_without_a_build(monkeypatch):
     assert not alanine_dipeptide().use_gb_kernel()
-    monkeypatch.setattr(_gb_kernel, "kernel_available", lambda: False)
+
+    def no_build():
+        raise _gb_kernel.KernelUnavailable("the C++ kernel could not be built (no compiler)")
+
+    monkeypatch.setattr(_gb_kernel, "_module", no_build)
     system = ala3_obc2()
-    assert not system.use_gb_kernel()
+    with pytest.warns(UserWarning, match="no compiler.*stays on the torch path"):
+        assert not system.use_gb_kernel()
     x = torch.tensor(system.reference_positions[None], requires_grad=True)
     assert torch.isfinite(system.forces(x)).all()
 

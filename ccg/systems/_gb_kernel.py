@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import functools
 import re
+import warnings
 from pathlib import Path
 from types import ModuleType
 
@@ -57,13 +58,18 @@ def _module() -> ModuleType:
         ) from error
 
 
-def kernel_available() -> bool:
-    """Whether the kernel builds (or is built) here; builds it if needed."""
+def unavailable_reason() -> str | None:
+    """Why the kernel cannot be built here, or None when it builds (builds it if needed)."""
     try:
         _module()
-    except KernelUnavailable:
-        return False
-    return True
+    except KernelUnavailable as why:
+        return str(why)
+    return None
+
+
+def kernel_available() -> bool:
+    """Whether the kernel builds (or is built) here; builds it if needed."""
+    return unavailable_reason() is None
 
 
 def vector_width(dtype: torch.dtype) -> int:
@@ -168,6 +174,10 @@ def with_kernel(
     """`OpenMMSystem`'s torch terms and fused GB + nonbonded term with every generalized Born
     term the kernel covers replaced by its `kernel_copy`, in new containers; and whether any
     was replaced."""
+    covered = [t for t in [*terms.values(), *([fused[2]] if fused else [])] if supports(t)]
+    if covered and (reason := unavailable_reason()) is not None:
+        warnings.warn(f"{reason}; generalized Born stays on the torch path.", stacklevel=3)
+        return terms, fused, False
     changed = False
     terms = dict(terms)
     for name, term in terms.items():
