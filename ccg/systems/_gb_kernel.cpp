@@ -10,7 +10,8 @@
 // Layout: xt [3, N, B] (batch innermost, as the torch terms use). pair [K, P] rows:
 // or_i, sr_i, sr2_i, or_j, sr_j, sr2_j, qq, 1/or_i, 1/or_j, then (GBn2's neck) neck_cut,
 // m0_ij, d0_ij, m0_ji, d0_ji, then (fused nonbonded) coulomb, a12, a6. atom [9, N] rows:
-// half_or, inv_or, inv_rho, alpha, beta, gamma, q2, ace_coef, ace_rho. Formulas: ccg/systems/_gb_math.py.
+// half_or, inv_or, inv_rho, alpha, beta, gamma, q2, ace_coef, ace_rho.
+// Formulas: ccg/systems/_gb_math.py.
 
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
