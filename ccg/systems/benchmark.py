@@ -62,6 +62,15 @@ def _energy_and_forces(energy: Callable[[torch.Tensor], torch.Tensor], x: torch.
         raise RuntimeError("autograd returned forces of the wrong shape")
 
 
+def _compiled_timer(system: OpenMMSystem, x: torch.Tensor) -> tuple[Callable[[], None], float]:
+    """A timer step of `torch.compile`'d energy + forces at x, and the first call's seconds
+    (the compilation)."""
+    compiled = torch.compile(partial(system.energy, validate=False), dynamic=False)
+    start = time.perf_counter()
+    _energy_and_forces(compiled, x)
+    return (lambda: _energy_and_forces(compiled, x)), time.perf_counter() - start
+
+
 def _openmm_loop(context: openmm.Context, chunk: np.ndarray) -> None:
     """setPositions + getState(energy, forces) for each configuration of `chunk`."""
     for conf in chunk:
@@ -168,21 +177,13 @@ def benchmark_energy(
                 timers[f"torch eager {dtype_name}{suffix}"] = (
                     lambda x=x: _energy_and_forces(system.energy, x), cuda, batch, None)
                 if compile:
-                    compiled = torch.compile(partial(system.energy, validate=False),
-                                             dynamic=False)
-                    start = time.perf_counter()
-                    _energy_and_forces(compiled, x)
-                    compile_s = time.perf_counter() - start
+                    step, compile_s = _compiled_timer(system, x)
                     timers[f"torch compiled {dtype_name}{suffix}"] = (
-                        lambda e=compiled, x=x: _energy_and_forces(e, x), cuda, batch, compile_s)
+                        step, cuda, batch, compile_s)
                 if compile and kernel_system is not None and not cuda:
-                    compiled = torch.compile(partial(kernel_system.energy, validate=False),
-                                             dynamic=False)
-                    start = time.perf_counter()
-                    _energy_and_forces(compiled, x)
-                    compile_s = time.perf_counter() - start
+                    step, compile_s = _compiled_timer(kernel_system, x)
                     timers[f"torch compiled + C++ GB kernel {dtype_name}"] = (
-                        lambda e=compiled, x=x: _energy_and_forces(e, x), False, batch, compile_s)
+                        step, False, batch, compile_s)
             for step, cuda, _, _ in timers.values():  # warm-up
                 _time(step, cuda)
             best = _interleaved_best({k: (v[0], v[1]) for k, v in timers.items()}, repeats)
