@@ -4,6 +4,7 @@ errors before any work, the loss against exact answers, per-(z, T) ESS, the join
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import traceback
@@ -195,6 +196,26 @@ def test_killed_run_resumes_from_last_checkpoint_exactly(tmp_path):
     torch.manual_seed(0)
     initial = build_model(config).flow.double().state_dict()
     assert any(not torch.equal(initial[k], flow_a[k]) for k in flow_a)
+
+
+def test_resume_with_a_longer_run_continues_the_learning_rate(tmp_path):
+    # extending a finished run (more --steps) continues the cosine from the rate it reached and
+    # decays it to lr_final at the new end; re-reading the longer cosine would jump back up
+    short = _trainer(_config("double-well", steps=10, checkpoint_every=5), tmp_path)
+    short.run()
+    longer = _trainer(_config("double-well", steps=20, checkpoint_every=5), tmp_path, seed=99)
+    longer.run(resume=True)
+    lr = longer.metrics["lr"]
+    assert len(lr) == 20 and lr[:10] == short.metrics["lr"]
+    c = longer.config
+    assert all(b <= a for a, b in itertools.pairwise(lr)), lr
+    assert lr[-1] == pytest.approx(c.lr_final, rel=0.1)  # the last step sits at progress 0.95
+    jumped = c.lr_final + 0.5 * (c.lr - c.lr_final) * (1 + math.cos(math.pi * 10 / 20))
+    assert lr[10] < 0.5 * jumped
+    # and once more, stopped and resumed with the new length: the same continuation
+    again = _trainer(_config("double-well", steps=20, checkpoint_every=5), tmp_path, seed=7)
+    again.load_checkpoint()
+    assert again._lr_restart == longer._lr_restart is not None
 
 
 def test_resume_without_checkpoint_is_clear_error(tmp_path):

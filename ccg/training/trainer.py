@@ -131,6 +131,8 @@ class Trainer:
         self.band_ess: list[list[float]] = []  # rows of (step, T, ess) subsampled
         self._skipped_steps = 0
         self._nonfinite_total = 0
+        self._lr_restart: tuple[float, float] | None = None
+        """(progress, lr) where a resume with another length continued the schedule."""
         self.progress = progress and self.ranks.main
         self.metadata = dict(metadata or {})
         self._recent_nonfinite: list[float] = []
@@ -177,6 +179,8 @@ class Trainer:
             "generator_device": self.device.type,
             "metrics": self.metrics,
             "band_ess": self.band_ess,
+            "schedule": {"steps": self.config.steps, "minutes": self.config.minutes,
+                         "restart": self._lr_restart},
             "skipped_steps": self.skipped_steps,
             "nonfinite_total": self.nonfinite_total,
             "proposal": self.z_proposal.state_dict(),
@@ -215,6 +219,20 @@ class Trainer:
         self._pending = []
         self._skipped_steps = state["skipped_steps"]
         self._nonfinite_total = state["nonfinite_total"]
+        self._continue_schedule(state.get("schedule"))
+
+    def _continue_schedule(self, schedule: dict | None) -> None:
+        """After a resume with another length (`--steps` / `--minutes`): continue the learning
+        rate from where the run stopped and decay it to `lr_final` at the new end, instead of
+        re-reading the cosine of the new length (which jumps back up when the run is
+        extended). Checkpoints from before the schedule was saved keep the old behaviour."""
+        if schedule is None:
+            return
+        restart = schedule.get("restart")
+        self._lr_restart = None if restart is None else (float(restart[0]), float(restart[1]))
+        lengths = (self.config.steps, self.config.minutes)
+        if lengths != (schedule["steps"], schedule["minutes"]) and self.metrics["lr"]:
+            self._lr_restart = (self._progress(), float(self.metrics["lr"][-1]))
 
     # -- the loop ----------------------------------------------------------------------------
     def _progress(self) -> float:
@@ -227,8 +245,14 @@ class Trainer:
         return min(1.0, max(fractions))
 
     def _set_lr(self, progress: float) -> float:
+        """The cosine schedule from `lr` at progress 0 to `lr_final` at 1, or after a resume
+        with another length from the rate reached then (`_continue_schedule`)."""
         c = self.config
-        lr = c.lr_final + 0.5 * (c.lr - c.lr_final) * (1.0 + math.cos(math.pi * progress))
+        start, peak = 0.0, c.lr
+        if self._lr_restart is not None:
+            start, peak = self._lr_restart
+        fraction = min(1.0, max(0.0, (progress - start) / (1.0 - start))) if start < 1.0 else 1.0
+        lr = c.lr_final + 0.5 * (peak - c.lr_final) * (1.0 + math.cos(math.pi * fraction))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
