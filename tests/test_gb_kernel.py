@@ -138,10 +138,8 @@ def test_settings_the_kernel_does_not_cover_keep_the_torch_path(variant):
 def test_no_kernel_without_gb_or_without_a_build(monkeypatch):
     assert not alanine_dipeptide().use_gb_kernel()
 
-    def no_build():
-        raise _gb_kernel.KernelUnavailable("the C++ kernel could not be built (no compiler)")
-
-    monkeypatch.setattr(_gb_kernel, "_module", no_build)
+    reason = "the C++ generalized Born kernel could not be built (no compiler)"
+    monkeypatch.setattr(_gb_kernel, "unavailable_reason", lambda: reason)
     system = ala3_obc2()
     with pytest.warns(UserWarning, match="no compiler.*stays on the torch path"):
         assert not system.use_gb_kernel()

@@ -8,7 +8,7 @@ fallback: on other devices, for settings the kernel does not cover (a cutoff, sa
 second derivative, and wherever the kernel cannot be built (no C++ compiler).
 
 Build: `torch.utils.cpp_extension.load` with the vector instruction set torch.compile picks
-on this CPU (`torch._inductor.cpu_vec_isa`), about a minute the first time, then cached in
+on this CPU (`torch._inductor.cpu_vec_isa`), about half a minute the first time, then cached in
 torch's extensions folder (`TORCH_EXTENSIONS_DIR`).
 """
 
@@ -58,8 +58,10 @@ def _module() -> ModuleType:
         ) from error
 
 
+@functools.cache
 def unavailable_reason() -> str | None:
-    """Why the kernel cannot be built here, or None when it builds (builds it if needed)."""
+    """Why the kernel cannot be built here, or None when it builds (builds it if needed; the
+    answer is kept, so a failed build is not retried in this process)."""
     try:
         _module()
     except KernelUnavailable as why:
