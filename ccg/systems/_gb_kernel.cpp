@@ -8,7 +8,7 @@
 // per-atom sums and the few per-pair values carried between passes in cache.
 //
 // Layout: xt [3, N, B] (batch innermost, as the torch terms use). pair [K, P] rows:
-// or_i, sr_i, sr2_i, or_j, sr_j, sr2_j, qq, 1/or_i, 1/or_j, then (GBn2's neck) neck_cut,
+// or_i, sr_i, sr2_i, or_j, sr_j, sr2_j, qq, then (GBn2's neck) neck_cut,
 // m0_ij, d0_ij, m0_ji, d0_ji, then (fused nonbonded) coulomb, a12, a6. atom [9, N] rows:
 // half_or, inv_or, inv_rho, alpha, beta, gamma, q2, ace_coef, ace_rho.
 // Formulas: ccg/systems/_gb_math.py.
@@ -48,45 +48,30 @@ inline Vec<T> where(const Vec<T>& mask, const Vec<T>& a, const Vec<T>& b) {
   return Vec<T>::blendv(b, a, mask);  // a where mask is set, else b
 }
 
-// H and dH/dr of one direction (`hct_integral`) from its U, L and 1/(U L).
+// H_ij and dH_ij/dr of atom j on atom i (`hct_integral`).
 template <typename T>
-inline void hct_tail(const Vec<T>& r, const Vec<T>& inv_r, const Vec<T>& upper,
-                     const Vec<T>& lower, const Vec<T>& inv_ul, T or_i, T inv_or_i, T sr_j,
-                     T sr2_j, bool engulf, Vec<T>& h, Vec<T>& dh) {
-  const Vec<T> zero(T(0)), one(T(1)), quarter(T(0.25)), half(T(0.5)), two(T(2));
-  const Vec<T> vor(or_i), vsr2(sr2_j);
+inline void hct(const Vec<T>& r, const Vec<T>& inv_r, T or_i, T sr_j, T sr2_j, bool engulf,
+                Vec<T>& h, Vec<T>& dh) {
+  const Vec<T> vor(or_i), vsr(sr_j), vsr2(sr2_j), zero(T(0)), one(T(1)), quarter(T(0.25)),
+      half(T(0.5)), two(T(2));
+  const Vec<T> upper = r + vsr;
+  const Vec<T> lower = at::vec::maximum((r - vsr).abs(), vor);
+  const Vec<T> inv_ul = one / (upper * lower);
   const Vec<T> inv_u = lower * inv_ul;
   const Vec<T> inv_l = upper * inv_ul;
   const Vec<T> diff2 = inv_u * inv_u - inv_l * inv_l;
   const Vec<T> log_term = fast_log(lower * inv_u) * inv_r;
   h = inv_l - inv_u + quarter * (r - vsr2 * inv_r) * diff2 + half * log_term;
   dh = quarter * (one + vsr2 * inv_r * inv_r) * diff2 - half * log_term * inv_r;
-  const Vec<T> inside_j = vor < (Vec<T>(sr_j) - r);
+  const Vec<T> inside_j = vor < (vsr - r);
   if (engulf) {
-    h = h + where(inside_j, two * (Vec<T>(inv_or_i) - inv_l), zero);
+    h = h + where(inside_j, two * (one / vor - inv_l), zero);
   } else {
     dh = dh + where(inside_j, two * inv_l * inv_l, zero);
   }
   const Vec<T> overlaps = vor < upper;
   h = where(overlaps, h, zero);
   dh = where(overlaps, dh, zero);
-}
-
-// Both directions of a pair: H_ij, dH_ij (atom j on i) and H_ji, dH_ji, sharing one division
-// for the two 1/(U L).
-template <typename T>
-inline void hct_both(const Vec<T>& r, const Vec<T>& inv_r, T or_i, T inv_or_i, T sr_i, T sr2_i,
-                     T or_j, T inv_or_j, T sr_j, T sr2_j, bool engulf, Vec<T>& h1, Vec<T>& d1,
-                     Vec<T>& h2, Vec<T>& d2) {
-  const Vec<T> one(T(1));
-  const Vec<T> upper1 = r + Vec<T>(sr_j);
-  const Vec<T> lower1 = at::vec::maximum((r - Vec<T>(sr_j)).abs(), Vec<T>(or_i));
-  const Vec<T> upper2 = r + Vec<T>(sr_i);
-  const Vec<T> lower2 = at::vec::maximum((r - Vec<T>(sr_i)).abs(), Vec<T>(or_j));
-  const Vec<T> m1 = upper1 * lower1, m2 = upper2 * lower2;
-  const Vec<T> inv_m = one / (m1 * m2);
-  hct_tail(r, inv_r, upper1, lower1, inv_m * m2, or_i, inv_or_i, sr_j, sr2_j, engulf, h1, d1);
-  hct_tail(r, inv_r, upper2, lower2, inv_m * m1, or_j, inv_or_j, sr_i, sr2_i, engulf, h2, d2);
 }
 
 // GBn2's neck term and its slope (`neck_integral`), scaled by `scale`, added to h and dh.
@@ -119,10 +104,8 @@ void gb_chunk(const T* x, int64_t n_atoms, int64_t batch, int64_t b0, const int6
   const T* sr_j = pair + 4 * P;
   const T* sr2_j = pair + 5 * P;
   const T* qq = pair + 6 * P;
-  const T* inv_or_i = pair + 7 * P;
-  const T* inv_or_j = pair + 8 * P;
-  const T* neck_rows = pair + 9 * P;
-  const T* nb_rows = pair + (has_neck ? 14 : 9) * P;
+  const T* neck_rows = pair + 7 * P;
+  const T* nb_rows = pair + (has_neck ? 12 : 7) * P;
   const T *half_or = atom, *inv_or = atom + N, *inv_rho = atom + 2 * N, *alpha = atom + 3 * N,
           *beta = atom + 4 * N, *gamma = atom + 5 * N, *q2 = atom + 6 * N,
           *ace_coef = atom + 7 * N, *ace_rho = atom + 8 * N;
@@ -159,8 +142,8 @@ void gb_chunk(const T* x, int64_t n_atoms, int64_t batch, int64_t b0, const int6
     r2.store(r2_v + p * V);
     inv_r.store(inv_r_v + p * V);
     Vec<T> t1, d1, t2, d2;
-    hct_both(r, inv_r, or_i[p], inv_or_i[p], sr_i[p], sr2_i[p], or_j[p], inv_or_j[p], sr_j[p],
-             sr2_j[p], engulf, t1, d1, t2, d2);
+    hct(r, inv_r, or_i[p], sr_j[p], sr2_j[p], engulf, t1, d1);
+    hct(r, inv_r, or_j[p], sr_i[p], sr2_i[p], engulf, t2, d2);
     if (has_neck) {
       const T scale = T(2) * neck_scale;
       neck(r, neck_rows[p], neck_rows[P + p], neck_rows[2 * P + p], scale, t1, d1);

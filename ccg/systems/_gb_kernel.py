@@ -108,7 +108,7 @@ else:  # pragma: no cover - older torch: called directly (not traced by torch.co
     _op = _run
 
 
-_PAIR_ROWS = ("or_i", "sr_i", "sr2_i", "or_j", "sr_j", "sr2_j", "qq", "inv_or_i", "inv_or_j")
+_PAIR_ROWS = ("or_i", "sr_i", "sr2_i", "or_j", "sr_j", "sr2_j", "qq")
 _NECK_ROWS = ("neck_cut", "m0_ij", "d0_ij", "m0_ji", "d0_ji")
 _NONBONDED_ROWS = ("nb_coulomb", "nb_a12", "nb_a6")
 _ATOM_ROWS = ("half_or", "inv_or", "inv_rho", "alpha", "beta", "gamma", "q2", "ace_coef",
@@ -130,12 +130,8 @@ def pack(term: torch.nn.Module, dtype: torch.dtype) -> tuple[torch.Tensor, torch
     if term.fused_nonbonded:
         names += _NONBONDED_ROWS
 
-    derived = {"inv_or_i": 1.0 / term.or_i, "inv_or_j": 1.0 / term.or_j}
-
     def rows(keys: list[str] | tuple[str, ...]) -> torch.Tensor:
-        values = [(derived[k] if k in derived else getattr(term, k)).reshape(1, -1)
-                  for k in keys]
-        return torch.cat(values).to("cpu", dtype)
+        return torch.cat([getattr(term, k).reshape(1, -1) for k in keys]).to("cpu", dtype)
 
     return rows(names).contiguous(), rows(_ATOM_ROWS).contiguous()
 
@@ -148,7 +144,7 @@ def gb_energy_gradient(
     """Energy [B] (kJ/mol) and its gradient [3, N, B] (kJ/mol/nm) of a generalized Born term
     at xt [3, N, B] (nm, CPU, float32 or float64).
 
-    pair [K, P]: the per-pair rows of `_gb_kernel.cpp` (K = 9, + 5 with the GBn2 neck, + 3
+    pair [K, P]: the per-pair rows of `_gb_kernel.cpp` (K = 7, + 5 with the GBn2 neck, + 3
     fused with a nonbonded term); atom [9, N]; i, j [P] int64, the pairs i < j.
     """
     return _op(xt, i, j, pair, atom, engulf, ace, ace_positive_only, has_neck,
