@@ -16,7 +16,7 @@ from ccg.systems.forcefields import IMPLICIT_SOLVENT_MODELS
 from ccg.training.config import COMPILE_MODES, DEFAULT_MINUTES
 from ccg.training.distributed import launched_world_size
 from ccg.training.product_proposal import MAX_JUMP
-from ccg.training.run import STRUCTURE_FILE, check_resume
+from ccg.training.run import STRUCTURE_FILE, check_resume, read_initial_model
 
 LOSS_RISE_WARNING = 2.0
 """nats: `ccg train` warns when the final 200-step mean loss is this far above the run's best."""
@@ -84,6 +84,9 @@ def add_parser(sub) -> None:
                    f"the CPU), or all of it; the first step compiles (default: {t.compile})")
     p.add_argument("--checkpoint-every", type=int, help=f"steps between checkpoints (default: "
                    f"{t.checkpoint_every}; also every {t.checkpoint_minutes:g} minutes)")
+    p.add_argument("--init", metavar="MODEL",
+                   help="start from the flow weights of this model.pt (same system, map and "
+                   "flow) with this run's training settings: fine-tuning ([train] init)")
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint.pt (same configuration; "
@@ -111,7 +114,7 @@ def config_from_args(args: argparse.Namespace) -> ccg.RunConfig:
         ("train", "samples_per_z"): args.samples_per_z, ("train", "lr"): args.lr,
         ("flow", "backend"): args.backend, ("train", "seed"): args.seed,
         ("train", "dtype"): args.dtype, ("train", "checkpoint_every"): args.checkpoint_every,
-        ("train", "compile"): args.compile,
+        ("train", "compile"): args.compile, ("train", "init"): args.init,
     }
     given = [key for key in ("system", "sequence", "pdb") if getattr(args, key) is not None]
     if len(given) == 1:  # one molecule flag replaces the molecule of --config
@@ -132,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
     if args.device is not None:
         config.train.device = args.device
     check_compiler(config.train.compile, device)
+    if config.train.init is not None:
+        read_initial_model(config)
     out = check_output_folder(args.out, "--out", overwrite=args.overwrite, resume=args.resume,
                               finished=("model.pt",), resumable=("checkpoint.pt",))
     if args.resume:
@@ -143,9 +148,10 @@ def run(args: argparse.Namespace) -> int:
     threads = f"{args.threads} thread{'s' if args.threads != 1 else ''}"
     if t.compile != "none":
         threads += f", compile = {t.compile}: the first step compiles"
+    start = f", from the weights of {t.init}" if t.init is not None and not args.resume else ""
     print(f"training {config.system.label} (cg = {config.map.cg}) over T in "
           f"[{t.t_min}, {t.t_max}] K for {budget}, batch {t.n_z} x {t.samples_per_z}"
-          f"{per_rank}, on {device} ({threads}) -> {out}/")
+          f"{per_rank}, on {device} ({threads}){start} -> {out}/")
     _, summary = ccg.train(config, out, resume=args.resume, progress=not args.no_progress)
     print(f"done: {summary['steps']} steps in {summary['train_time_s']:.0f} s, final loss "
           f"{summary['final_loss']:.3f}, per-z ESS {summary['final_ess']:.2f}, "

@@ -149,6 +149,13 @@ class TrainConfig:
     """1: the reverse KL. Below 1, the Rényi bound of order alpha: each (z, T) group's samples
     weighted by w^(1 - alpha), normalized (ccg.training.losses.ReverseKL); mass-covering towards
     alpha = 0, at no extra cost per step."""
+    init: str | None = None
+    """Start from the flow weights of this model file (a `model.pt` written by `ccg train`)
+    instead of a fresh initialization: fine-tuning with other `[train]` settings (loss,
+    learning rate, temperatures, z proposal) and a fresh optimizer, schedule and proposal.
+    The file's `[system]`, `[map]` and `[flow]` tables and reference temperature must be this
+    run's (`ccg.training.run.read_initial_model`); with `energy_cut_auto` the run keeps the
+    energy cut the file was trained with. A relative path is read from the working folder."""
     ema_decay: float | None = None
     """Keep an exponential moving average of the flow's parameters with this decay per step
     (e.g. 0.999: a horizon of ~1000 steps) and save it as the model instead of the last
@@ -237,6 +244,9 @@ class TrainConfig:
                 isinstance(self.grad_skip_relative, int | float) and self.grad_skip_relative > 1):
             raise ConfigError(f"[train] grad_skip_relative must be > 1 (a multiple of the median "
                               f"gradient norm) or absent; got {self.grad_skip_relative!r}.")
+        if self.init is not None and not self.init.strip():
+            raise ConfigError("[train] init must be the path of a model.pt to start from, or "
+                              "absent; got an empty string.")
         if self.ema_decay is not None and not (
                 isinstance(self.ema_decay, int | float) and 0 < self.ema_decay < 1):
             raise ConfigError(f"[train] ema_decay must be in (0, 1) (e.g. 0.999) or absent; "

@@ -13,8 +13,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ccg.constants import KB_KJMOL_PER_K
+from ccg.errors import ConfigError, ModelFileError
 from ccg.io.atomic import atomic_write_text
-from ccg.io.model_file import save_model
+from ccg.io.model_file import read_model_file, save_model
 from ccg.model import BackmappingModel
 from ccg.training import distributed
 from ccg.training.build import build_model, build_proposal
@@ -62,13 +63,16 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     out = Path(out_dir)
     if resume:  # before any work
         check_resume(config, out)
+    initial = read_initial_model(config) if config.train.init is not None else None
     torch.manual_seed(config.train.seed)
     model = build_model(config)
+    if initial is not None:
+        load_initial_weights(model, initial, config.train.init)
     logger.info("CG map %s: %d coordinates (%s); the flow samples %d more", config.map.cg,
                 model.cg_dim, ", ".join(model.cg_map.cg_names), model.cg_map.n_r)
     report_modes(model)
     proposal = build_proposal(config, model)
-    energy_cut = initial_energy_cut(model, proposal, config)
+    energy_cut = initial_energy_cut(model, proposal, config, initial=initial)
     dtype = torch.float64 if config.train.dtype == "float64" else torch.float32
     model.flow.to(device=device, dtype=dtype)
     model.cg_map.to(device=device)
@@ -110,13 +114,22 @@ def train(config: RunConfig, out_dir: str | Path, *, resume: bool = False,
     return model, summary
 
 
-def initial_energy_cut(model: BackmappingModel, proposal, config: RunConfig) -> float:
+def initial_energy_cut(model: BackmappingModel, proposal, config: RunConfig, *,
+                       initial: dict | None = None) -> float:
     """`[train] energy_cut`, raised by `raised_energy_cut` when most of one batch of the
     untrained flow lies above it (`[train] energy_cut_auto`). Measured on the CPU with its own
-    generator (seeded by `[train] seed`), so a resumed run, on any device, gets the same cut."""
+    generator (seeded by `[train] seed`), so a resumed run, on any device, gets the same cut.
+    A run started from a model file (`initial`, `[train] init`) keeps the cut that file was
+    trained with (its metrics' `energy_cut_kt`), when that is higher: a trained flow lies
+    below any cut, and a lower one than its training's would soften the physical energies of
+    its tail."""
     t = config.train
     if not t.energy_cut_auto:
         return t.energy_cut
+    stored = (initial or {}).get("metrics", {}).get("energy_cut_kt")
+    if isinstance(stored, int | float) and math.isfinite(stored) and stored > t.energy_cut:
+        logger.info("energy_cut %.0f k_BT, as %s was trained with", stored, t.init)
+        return float(stored)
     generator = torch.Generator().manual_seed(t.seed)
     sampler = TemperatureSampler(t.t_min, t.t_max, t.t_sampling, values=t.t_values)
     temps = sampler.sample(t.n_z, generator, torch.float32, "cpu")
@@ -132,6 +145,57 @@ def initial_energy_cut(model: BackmappingModel, proposal, config: RunConfig) -> 
             "energy_cut_auto = false to keep %g.", t.energy_cut, cut, 100 * share,
             t.energy_cut, median, t.energy_cut)
     return cut
+
+
+INIT_TABLES = ("system", "map", "flow")
+"""The run-configuration tables a model file must share with a run that starts from it."""
+
+
+def read_initial_model(config: RunConfig) -> dict:
+    """The payload of `[train] init` (`ccg.io.model_file.read_model_file`), checked against
+    `config` before any work: the same `[system]`, `[map]` and `[flow]` tables (as stored with
+    the file's run) and reference temperature. Raises ConfigError naming each difference."""
+    path = Path(config.train.init)
+    try:
+        payload = read_model_file(path)
+    except FileNotFoundError:
+        raise ConfigError(f"[train] init (--init): no model file at {path}. Give the path of a "
+                          "model.pt written by ccg train.") from None
+    except (ModelFileError, OSError, ValueError) as err:
+        raise ConfigError(f"[train] init (--init): {path} is not a ccg model file ({err}).") \
+            from None
+    ours, stored = config.to_dict(), payload.get("run_config") or {}
+    differences = [f"[{table}] {key}: {stored[table][key]!r} in the file, {value!r} now"
+                   for table in INIT_TABLES if isinstance(stored.get(table), dict)
+                   for key, value in ours[table].items()
+                   if key in stored[table] and stored[table][key] != value]
+    t_ref = config.train.reference_temperature
+    if not math.isclose(float(payload["t_ref"]), t_ref):
+        differences.append(f"reference temperature: {payload['t_ref']} K in the file, {t_ref} K "
+                           "now (set [train] t_ref, or t_min)")
+    if differences:
+        raise ConfigError(f"[train] init (--init): {path} was trained for another model; these "
+                          "differ: " + "; ".join(differences) + ". Use the file's [system], "
+                          "[map] and [flow] settings (its run configuration: ccg info "
+                          f"{path}), or start without --init.")
+    return payload
+
+
+def load_initial_weights(model: BackmappingModel, payload: dict, path: str) -> None:
+    """Put the flow weights of a `read_initial_model` payload into `model`'s flow."""
+    state = dict(payload["flow_state"])
+    current = model.flow.state_dict()
+    for key, value in current.items():  # files from before the bases' scale_tril, as in
+        if key.endswith("standardize.scale_tril") and key not in state:  # load_model
+            state[key] = value
+    try:
+        model.flow.load_state_dict({k: v.to(current[k].dtype) if k in current else v
+                                    for k, v in state.items()})
+    except RuntimeError as err:
+        raise ConfigError(f"[train] init (--init): the weights in {path} do not fit this "
+                          f"run's flow ({err}).") from None
+    logger.info("flow weights from %s (trained %s steps)", path,
+                payload.get("metrics", {}).get("steps", "?"))
 
 
 def check_resume(config: RunConfig, out_dir: str | Path) -> None:
