@@ -13,7 +13,12 @@ from ccg import RunConfig, build_model
 from ccg.cli import main
 from ccg.errors import ConfigError
 from ccg.io.model_file import read_model_file
-from ccg.training.run import initial_energy_cut, load_initial_weights, read_initial_model
+from ccg.training.run import (
+    _first_difference,
+    initial_energy_cut,
+    load_initial_weights,
+    read_initial_model,
+)
 
 
 def _config(**train) -> RunConfig:
@@ -125,6 +130,28 @@ def test_cli_refuses_a_missing_or_foreign_file(tmp_path, capsys, kind):
     expected = "no model file at" if kind == "missing" else "is not a ccg model file"
     assert expected in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_a_file_whose_map_is_not_the_runs_is_refused(trained):
+    # files without a stored run configuration are checked on the map and flow they hold
+    config = _config(init=str(trained))
+    payload = read_model_file(trained)
+    payload.pop("run_config")
+    payload["map"] = {**payload["map"], "extra": 2}
+    with pytest.raises(ConfigError, match=r"the CG map in .* is not the one this run builds "
+                       r"\(they differ at extra \(only in the file\)\)"):
+        load_initial_weights(build_model(config), payload, config.train.init)
+    load_initial_weights(build_model(config), read_model_file(trained), config.train.init)
+
+
+def test_configurations_compare_to_the_last_digits_only():
+    assert _first_difference({"a": [1.0, {"b": 2}]}, {"a": [1.0 + 1e-9, {"b": 2}]}) is None
+    assert _first_difference({"a": [1.0, {"b": 2}]}, {"a": [1.0, {"b": 3}]}) == (
+        "a[1] / b (2 in the file, 3 now)")
+    assert _first_difference({"a": [1.0]}, {"a": [1.0, 2.0]}) == (
+        "a (length 1 in the file, 2 now)")
+    assert _first_difference({"a": "x"}, {"a": "x", "c": 1}) == "c (only now)"
+    assert _first_difference({"a": True}, {"a": 1}) == "a (True in the file, 1 now)"
 
 
 def test_an_empty_init_is_a_config_error():

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import math
 import time
@@ -181,8 +182,46 @@ def read_initial_model(config: RunConfig) -> dict:
     return payload
 
 
+def _first_difference(stored, built, where: str = "") -> str | None:
+    """Where two JSON-like configurations first differ (a key path and the two values), or
+    None; numbers within 1e-6 count as equal (a rebuilt and re-minimized reference structure
+    may differ in the last digits)."""
+    if isinstance(stored, dict) and isinstance(built, dict):
+        for key in sorted(set(stored) | set(built), key=str):
+            path = f"{where} / {key}" if where else str(key)
+            if key not in stored or key not in built:
+                return f"{path} ({'only in the file' if key in stored else 'only now'})"
+            found = _first_difference(stored[key], built[key], path)
+            if found is not None:
+                return found
+        return None
+    if isinstance(stored, list) and isinstance(built, list):
+        if len(stored) != len(built):
+            return f"{where} (length {len(stored)} in the file, {len(built)} now)"
+        return next((f for f in (_first_difference(a, b, f"{where}[{i}]")
+                                 for i, (a, b) in enumerate(zip(stored, built, strict=True)))
+                     if f is not None), None)
+    numbers = (int, float)
+    if (isinstance(stored, numbers) and isinstance(built, numbers)
+            and not isinstance(stored, bool) and not isinstance(built, bool)):
+        return None if math.isclose(stored, built, rel_tol=1e-6, abs_tol=1e-6) else (
+            f"{where} ({stored!r} in the file, {built!r} now)")
+    same = stored == built and isinstance(stored, bool) == isinstance(built, bool)
+    return None if same else f"{where} ({stored!r} in the file, {built!r} now)"
+
+
 def load_initial_weights(model: BackmappingModel, payload: dict, path: str) -> None:
-    """Put the flow weights of a `read_initial_model` payload into `model`'s flow."""
+    """Put the flow weights of a `read_initial_model` payload into `model`'s flow, after
+    checking that the file's CG map and flow are the ones built for this run (the same
+    configurations, as the file stores them), which also covers files without a run
+    configuration."""
+    for name, built in (("CG map", model.cg_map.config()), ("flow", model.flow.config())):
+        where = _first_difference(payload["map" if name == "CG map" else "flow"],
+                                  json.loads(json.dumps(built)))
+        if where is not None:
+            raise ConfigError(f"[train] init (--init): the {name} in {path} is not the one this "
+                              f"run builds (they differ at {where}). Use the file's [map] and "
+                              "[flow] settings, or start without --init.")
     state = dict(payload["flow_state"])
     current = model.flow.state_dict()
     for key, value in current.items():  # files from before the bases' scale_tril, as in
