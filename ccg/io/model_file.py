@@ -89,6 +89,17 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def stored_flow_state(payload: dict[str, Any], flow: torch.nn.Module) -> dict[str, Any]:
+    """The flow weights of a `read_model_file` payload, completed for `flow` (the flow its
+    configuration builds): files written before the base gained `scale_tril` (diagonal
+    bases) get the built flow's own diag(scale) factor, exactly what they used."""
+    state = dict(payload["flow_state"])
+    for key, value in flow.state_dict().items():
+        if key.endswith("standardize.scale_tril") and key not in state:
+            state[key] = value
+    return state
+
+
 def load_model(path: str | Path, *, device: str | torch.device = "cpu",
                dtype: torch.dtype = torch.float32) -> BackmappingModel:
     """Rebuild the `BackmappingModel` stored at `path` (validated), on `device`, in `dtype`.
@@ -100,12 +111,7 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu",
     system = system_from_config(payload["system"])
     cg_map = map_from_config(payload["map"], system)
     flow = flow_from_config(payload["flow"])
-    state = dict(payload["flow_state"])
-    for key, value in flow.state_dict().items():
-        # files written before the base gained `scale_tril` (diagonal bases): the rebuilt
-        # flow's own diag(scale) factor is exactly what they used
-        if key.endswith("standardize.scale_tril") and key not in state:
-            state[key] = value
+    state = stored_flow_state(payload, flow)
     stored = next((v.dtype for v in state.values() if v.is_floating_point()), torch.float32)
     flow.to(stored)  # load the weights exactly as stored, then cast to `dtype`
     try:

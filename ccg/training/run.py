@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ccg.constants import KB_KJMOL_PER_K
 from ccg.errors import ConfigError, ModelFileError
 from ccg.io.atomic import atomic_write_text
-from ccg.io.model_file import read_model_file, save_model
+from ccg.io.model_file import read_model_file, save_model, stored_flow_state
 from ccg.model import BackmappingModel
 from ccg.training import distributed
 from ccg.training.build import build_model, build_proposal
@@ -222,11 +222,8 @@ def load_initial_weights(model: BackmappingModel, payload: dict, path: str) -> N
             raise ConfigError(f"[train] init (--init): the {name} in {path} is not the one this "
                               f"run builds (they differ at {where}). Use the file's [map] and "
                               "[flow] settings, or start without --init.")
-    state = dict(payload["flow_state"])
+    state = stored_flow_state(payload, model.flow)
     current = model.flow.state_dict()
-    for key, value in current.items():  # files from before the bases' scale_tril, as in
-        if key.endswith("standardize.scale_tril") and key not in state:  # load_model
-            state[key] = value
     try:
         model.flow.load_state_dict({k: v.to(current[k].dtype) if k in current else v
                                     for k, v in state.items()})
